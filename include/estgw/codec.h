@@ -1,0 +1,81 @@
+/* codec.h - pure encoders/decoders for EST payloads (SPEC B, B1, B5, G6).
+ *
+ * Owns: Base64 both ways, bounded DER walking, the PKCS#7 certs-only walker
+ * and SubjectPublicKeyInfo extraction from certificates and CSRs.
+ * Must not: allocate global state, log, or touch the network. Every length
+ * read from input is checked before use; nesting depth is fixed by the code,
+ * never taken from the input. All functions return 0 or a negative errno
+ * (-EINVAL malformed input, -ENOSPC output too small, -ENOMEM, -ENOENT none).
+ */
+#ifndef ESTGW_CODEC_H
+#define ESTGW_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/** A read-only byte slice pointing into a caller's buffer. */
+struct est_slice {
+	const uint8_t *ptr;
+	size_t len;
+};
+
+/** Length of the Base64 text (with padding, no line breaks) for @p n bytes. */
+size_t est_b64_encoded_len(size_t n);
+
+/** Encode @p in as Base64 with '=' padding and no line breaks into @p out
+ *  (needs est_b64_encoded_len(inlen) + 1 bytes; NUL-terminated).
+ *  *outlen is set to the text length without the NUL. */
+int est_b64_encode(const uint8_t *in, size_t inlen, char *out, size_t outsize,
+		   size_t *outlen);
+
+/** Strict-but-tolerant Base64 decode (SPEC B5, RFC 8951): whitespace (SP, TAB,
+ *  CR, LF) anywhere is skipped; '=' padding is optional but if present must be
+ *  correct; any other character, a dangling single symbol, or non-zero pad bits
+ *  -> -EINVAL. @p out needs at least (inlen / 4 + 1) * 3 bytes. */
+int est_b64_decode(const char *in, size_t inlen, uint8_t *out, size_t outsize,
+		   size_t *outlen);
+
+/** Read one DER TLV header at @p p (within @p len bytes): tag byte, and the
+ *  content slice. Only single-byte tags and definite lengths up to 2^31 are
+ *  accepted; the content must fit in @p len. *total is header + content. */
+int est_der_tlv(const uint8_t *p, size_t len, uint8_t *tag,
+		struct est_slice *content, size_t *total);
+
+/** True when @p buf is exactly one complete DER element starting with
+ *  SEQUENCE (0x30), i.e. plausibly binary DER rather than Base64 (SPEC B5). */
+int est_der_is_single_sequence(const uint8_t *buf, size_t len);
+
+/** Decode an upstream EST body that should be DER: Base64 (any line breaks)
+ *  or, from a non-conforming CA, raw DER (SPEC B5). On success @p out holds
+ *  the DER (malloc'd, caller frees), *was_binary tells which form came in.
+ *  The result is checked to be one complete DER SEQUENCE. */
+int est_body_to_der(const uint8_t *body, size_t len, uint8_t **out,
+		    size_t *outlen, int *was_binary);
+
+/** Maximum number of certificates the PKCS#7 walker returns. */
+#define EST_PKCS7_MAX_CERTS 32
+
+/** Walk a certs-only PKCS#7 SignedData (ContentInfo with id-signedData,
+ *  RFC 5652 / RFC 7030 4.1.3) and return a slice for each certificate in
+ *  SignedData.certificates ([0] IMPLICIT SET OF Certificate). Slices point
+ *  into @p der and cover each whole Certificate TLV. *n gets the count
+ *  (0 is valid: -ENOENT is not returned for an empty set). */
+int est_pkcs7_certs(const uint8_t *der, size_t len, struct est_slice *certs,
+		    size_t maxcerts, size_t *n);
+
+/** The SubjectPublicKeyInfo TLV (whole element) of an X.509 Certificate. */
+int est_cert_spki(const uint8_t *cert, size_t len, struct est_slice *spki);
+
+/** The raw subject and issuer Name TLVs of an X.509 Certificate. */
+int est_cert_names(const uint8_t *cert, size_t len, struct est_slice *issuer,
+		   struct est_slice *subject);
+
+/** The SubjectPublicKeyInfo TLV of a PKCS#10 CertificationRequest. */
+int est_csr_spki(const uint8_t *csr, size_t len, struct est_slice *spki);
+
+/** Check that @p csr is one well-formed PKCS#10 CertificationRequest
+ *  (SEQUENCE { CertificationRequestInfo, AlgorithmIdentifier, BIT STRING }),
+ *  with nothing trailing. Signature is not verified here. */
+int est_csr_check(const uint8_t *csr, size_t len);
+
+#endif

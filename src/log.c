@@ -1,0 +1,51 @@
+/* log.c - the log sink: stderr lines or syslog. Owns no other state. */
+#include "estgw/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+static int g_syslog;
+static int g_level = LOG_INFO;
+
+static const char *const level_names[] = {
+	"emerg", "alert", "crit", "error", "warning", "notice", "info", "debug",
+};
+
+void estgw_log_init(int use_syslog, int level)
+{
+	g_syslog = use_syslog;
+	g_level = level;
+	if (use_syslog)
+		openlog("estgw", LOG_PID, LOG_DAEMON);
+}
+
+int estgw_log_level(void)
+{
+	return g_level;
+}
+
+void estgw_log(int prio, const char *group, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	if (prio > g_level)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (g_syslog) {
+		syslog(prio, "%s: %s", group, msg);
+		return;
+	}
+	struct timespec ts;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ estgw[%d]: %s %s: %s\n",
+		tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+		tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L, (int)getpid(),
+		level_names[prio & 7], group, msg);
+}
