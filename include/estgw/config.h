@@ -3,7 +3,8 @@
  * Owns: the key schema (a table: section, key, type, default, bounds),
  * parsing with libinih, and the checks that need no crypto (files exist and
  * are readable). Every error names "file:line: [section] key: reason".
- * Must not: open sockets or parse certificates (pki.c checks the RA EKU).
+ * Must not: open sockets or parse certificates: estgw_config_verify_pki()
+ * in pki.c checks certificates, keys and the RA EKU afterwards.
  */
 #ifndef ESTGW_CONFIG_H
 #define ESTGW_CONFIG_H
