@@ -1,0 +1,807 @@
+/* coap_server.c - libcoap DTLS server on the libevent loop (the only file
+ * that includes libcoap).
+ *
+ * Every EST path goes through one handler (libcoap's "unknown resource"),
+ * which routes with translate.c, checks options, reassembles Block1 itself
+ * (bounded: libcoap 4.3.1's own single-body mode allocates whatever Size1 or
+ * a far block number asks for), and hands the body to proxy.c. An answer
+ * that is not ready at once goes out as a separate response (libcoap async).
+ * One log line is written per request when its answer is sent.
+ */
+#include "coap_server.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <coap3/coap.h>
+#include <event2/event.h>
+
+#include "dtls.h"
+#include "estgw/log.h"
+#include "estgw/translate.h"
+#include "proxy.h"
+
+#define MAX_SEGS 8             /* Uri-Path segments looked at */
+#define MAX_QUERIES 8          /* Uri-Query options looked at */
+#define REASM_PER_SESSION 4    /* Block1 bodies in progress per session (E4) */
+#define REASM_LIFETIME 247     /* seconds: EXCHANGE_LIFETIME (RFC 7252 4.8.2) */
+#define REASM_TOTAL_BYTES (64u << 20) /* all bodies in progress together */
+#define CLIENT_MAX 256
+
+struct reasm {
+	struct reasm *next;
+	char key[160]; /* path + Request-Tag */
+	uint8_t *buf;
+	size_t len;
+	time_t last;
+};
+
+struct sess_data {
+	struct coap_server *srv;
+	coap_session_t *session;
+	char client[CLIENT_MAX];
+	struct reasm *reasm;
+	size_t nreasm;
+	struct sess_data *prev, *next;
+};
+
+struct pending {
+	struct coap_server *srv;
+	coap_async_t *async;
+	struct proxy_job *job;
+	int done;
+	struct proxy_outcome out;
+	struct timespec start;
+	char path[96];
+	char client[CLIENT_MAX];
+	struct pending *prev, *next;
+};
+
+struct coap_server {
+	struct event_base *base;
+	const struct estgw_config *cfg;
+	struct proxy *px;
+	coap_context_t *ctx;
+	struct event *ev;
+	const char *roots[2];
+	size_t nroots;
+	size_t reasm_bytes;
+	struct sess_data *sessions;
+	struct pending *pendings;
+};
+
+/* Request facts gathered once, used for routing, checks and the log line. */
+struct req_info {
+	struct est_slice segs[MAX_SEGS];
+	size_t nseg;
+	char path[96];
+	struct est_route route;
+	struct est_coap_req opts;
+	struct timespec start;
+};
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static double ms_since(const struct timespec *t0)
+{
+	struct timespec t1;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 +
+	       (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+static const char *method_name(int m)
+{
+	static const char *const names[] = { "?", "GET", "POST", "PUT",
+					     "DELETE", "FETCH", "PATCH", "iPATCH" };
+	return (m >= 0 && m < 8) ? names[m] : "?";
+}
+
+static int opt_uint(const coap_pdu_t *pdu, uint16_t num, unsigned *val)
+{
+	coap_opt_iterator_t it;
+	coap_opt_t *o = coap_check_option(pdu, num, &it);
+
+	if (!o)
+		return 0;
+	*val = coap_decode_var_bytes(coap_opt_value(o), coap_opt_length(o));
+	return 1;
+}
+
+static void log_request(const char *client, int method, const char *path,
+			long upstream, const char *note, uint8_t code,
+			double ms)
+{
+	char up[24];
+
+	if (upstream > 0)
+		snprintf(up, sizeof(up), "%ld", upstream);
+	else
+		snprintf(up, sizeof(up), "%s", note && !strcmp(note, "cache") ? "cache" : "-");
+	log_info("req", "client=\"%s\" %s %s upstream=%s code=%d.%02d %.1fms%s%s",
+		 client, method_name(method), path, up, EST_CODE_CLASS(code),
+		 EST_CODE_DETAIL(code), ms, note && strcmp(note, "cache") ? " " : "",
+		 note && strcmp(note, "cache") ? note : "");
+}
+
+static void release_payload(coap_session_t *s, void *p)
+{
+	free(p);
+}
+
+/* Put an answer into @p resp; takes the payload out of @p a. */
+static void put_answer(coap_resource_t *r, coap_session_t *s,
+		       const coap_pdu_t *req, const coap_string_t *q,
+		       coap_pdu_t *resp, struct est_coap_resp *a)
+{
+	uint8_t buf[4];
+
+	coap_pdu_set_code(resp, (coap_pdu_code_t)a->code);
+	if (a->has_max_age)
+		coap_add_option(resp, COAP_OPTION_MAXAGE,
+				coap_encode_var_safe(buf, sizeof(buf), a->max_age),
+				buf);
+	if (EST_CODE_CLASS(a->code) == 2 && a->cf != EST_CF_NONE) {
+		uint8_t *p = a->payload;
+		a->payload = NULL;
+		coap_add_data_large_response(r, s, req, resp, q, (uint16_t)a->cf,
+					     -1, 0, a->len, p ? p : (uint8_t *)"",
+					     p ? release_payload : NULL, p);
+	} else if (a->payload && a->len) {
+		coap_add_data(resp, a->len, a->payload);
+	}
+}
+
+static void answer_error(coap_pdu_t *resp, uint8_t code, const char *diag)
+{
+	coap_pdu_set_code(resp, (coap_pdu_code_t)code);
+	if (diag)
+		coap_add_data(resp, strlen(diag), (const uint8_t *)diag);
+}
+
+/* ---- per-session state -------------------------------------------------- */
+
+static void reasm_drop(struct coap_server *srv, struct sess_data *sd,
+		       struct reasm *r)
+{
+	struct reasm **pp = &sd->reasm;
+
+	while (*pp && *pp != r)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = r->next;
+	srv->reasm_bytes -= r->len;
+	sd->nreasm--;
+	free(r->buf);
+	free(r);
+}
+
+static void sess_free(struct sess_data *sd)
+{
+	struct coap_server *srv = sd->srv;
+
+	while (sd->reasm)
+		reasm_drop(srv, sd, sd->reasm);
+	if (sd->prev)
+		sd->prev->next = sd->next;
+	else
+		srv->sessions = sd->next;
+	if (sd->next)
+		sd->next->prev = sd->prev;
+	coap_session_set_app_data(sd->session, NULL);
+	free(sd);
+}
+
+static struct sess_data *sess_get(struct coap_server *srv, coap_session_t *s)
+{
+	struct sess_data *sd = coap_session_get_app_data(s);
+	coap_tls_library_t lib;
+
+	if (sd)
+		return sd;
+	sd = calloc(1, sizeof(*sd));
+	if (!sd)
+		return NULL;
+	sd->srv = srv;
+	sd->session = s;
+	estgw_dtls_peer_subject(coap_session_get_tls(s, &lib), sd->client,
+				sizeof(sd->client));
+	sd->next = srv->sessions;
+	if (srv->sessions)
+		srv->sessions->prev = sd;
+	srv->sessions = sd;
+	coap_session_set_app_data(s, sd);
+	return sd;
+}
+
+static int on_event(coap_session_t *s, const coap_event_t ev)
+{
+	struct sess_data *sd;
+	coap_tls_library_t lib;
+
+	switch (ev) {
+	case COAP_EVENT_SERVER_SESSION_DEL:
+		sd = coap_session_get_app_data(s);
+		if (sd)
+			sess_free(sd);
+		break;
+	case COAP_EVENT_DTLS_CONNECTED:
+		log_debug("dtls", "%s: handshake done, %s", coap_session_str(s),
+			  estgw_dtls_cipher(coap_session_get_tls(s, &lib)));
+		break;
+	case COAP_EVENT_DTLS_ERROR:
+		log_info("dtls", "%s: handshake failed or session error",
+			 coap_session_str(s));
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+/* ---- Block1 reassembly (SPEC E1, E4) ------------------------------------ */
+
+static void reasm_expire(struct coap_server *srv, struct sess_data *sd,
+			 time_t now)
+{
+	struct reasm *r = sd->reasm, *next;
+
+	for (; r; r = next) {
+		next = r->next;
+		if (now - r->last > REASM_LIFETIME)
+			reasm_drop(srv, sd, r);
+	}
+}
+
+static struct reasm *reasm_find(struct sess_data *sd, const char *key)
+{
+	for (struct reasm *r = sd->reasm; r; r = r->next)
+		if (strcmp(r->key, key) == 0)
+			return r;
+	return NULL;
+}
+
+static struct reasm *reasm_new(struct coap_server *srv, struct sess_data *sd,
+			       const char *key)
+{
+	if (sd->nreasm >= REASM_PER_SESSION) {
+		struct reasm *oldest = sd->reasm;
+		for (struct reasm *r = sd->reasm; r; r = r->next)
+			if (r->last < oldest->last)
+				oldest = r;
+		reasm_drop(srv, sd, oldest);
+	}
+	struct reasm *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	snprintf(r->key, sizeof(r->key), "%s", key);
+	r->next = sd->reasm;
+	sd->reasm = r;
+	sd->nreasm++;
+	return r;
+}
+
+static int reasm_append(struct coap_server *srv, struct reasm *r,
+			const uint8_t *data, size_t len)
+{
+	if (srv->reasm_bytes + len > REASM_TOTAL_BYTES)
+		return -ENOSPC;
+	uint8_t *p = realloc(r->buf, r->len + len ? r->len + len : 1);
+	if (!p)
+		return -ENOMEM;
+	memcpy(p + r->len, data, len);
+	r->buf = p;
+	r->len += len;
+	srv->reasm_bytes += len;
+	return 0;
+}
+
+static void reasm_key(const coap_pdu_t *req, const char *path, char *key,
+		      size_t keylen)
+{
+	coap_opt_iterator_t it;
+	coap_opt_t *o = coap_check_option(req, COAP_OPTION_RTAG, &it);
+	size_t n = (size_t)snprintf(key, keylen, "%s#", path);
+
+	if (!o)
+		return;
+	const uint8_t *v = coap_opt_value(o);
+	for (uint32_t i = 0; i < coap_opt_length(o) && n + 3 < keylen; i++)
+		n += (size_t)snprintf(key + n, keylen - n, "%02x", v[i]);
+}
+
+/* Outcome of feeding one request PDU to reassembly. */
+enum body_state { BODY_READY, BODY_MORE, BODY_ERROR };
+
+static enum body_state too_large(struct coap_server *srv, coap_pdu_t *resp)
+{
+	uint8_t buf[4];
+
+	coap_pdu_set_code(resp, COAP_RESPONSE_CODE(413));
+	coap_add_option(resp, COAP_OPTION_SIZE1,
+			coap_encode_var_safe(buf, sizeof(buf),
+					     srv->cfg->server.max_body),
+			buf);
+	coap_add_data(resp, 22, (const uint8_t *)"request body too large");
+	return BODY_ERROR;
+}
+
+/* Collect the request body. On BODY_READY body and len are set; *owned is a
+ * buffer to free afterwards (NULL when the body points into the PDU). */
+static enum body_state collect_body(struct coap_server *srv, coap_session_t *s,
+				    const coap_pdu_t *req, const char *path,
+				    coap_pdu_t *resp, const uint8_t **body,
+				    size_t *len, uint8_t **owned)
+{
+	const size_t max = srv->cfg->server.max_body;
+	struct sess_data *sd = sess_get(srv, s);
+	coap_block_b_t b1;
+	const uint8_t *data = NULL;
+	size_t dlen = 0;
+	unsigned size1;
+	char key[160];
+
+	*owned = NULL;
+	coap_get_data(req, &dlen, &data);
+	if (opt_uint(req, COAP_OPTION_SIZE1, &size1) && size1 > max)
+		return too_large(srv, resp);
+	if (!coap_get_block_b(s, req, COAP_OPTION_BLOCK1, &b1) ||
+	    (b1.num == 0 && !b1.m)) {
+		if (dlen > max)
+			return too_large(srv, resp);
+		*body = data;
+		*len = dlen;
+		return BODY_READY;
+	}
+	if (!sd) {
+		answer_error(resp, COAP_RESPONSE_CODE(500), "out of memory");
+		return BODY_ERROR;
+	}
+	size_t off = (size_t)b1.num << (b1.szx + 4);
+	time_t now = time(NULL);
+	reasm_key(req, path, key, sizeof(key));
+	reasm_expire(srv, sd, now);
+	struct reasm *r = reasm_find(sd, key);
+	if (off + dlen > max) {
+		if (r)
+			reasm_drop(srv, sd, r);
+		return too_large(srv, resp);
+	}
+	if (b1.num == 0) {
+		if (r)
+			reasm_drop(srv, sd, r);
+		r = reasm_new(srv, sd, key);
+		if (!r) {
+			answer_error(resp, COAP_RESPONSE_CODE(500), "out of memory");
+			return BODY_ERROR;
+		}
+	}
+	if (!r || off > r->len) {
+		if (r)
+			reasm_drop(srv, sd, r);
+		answer_error(resp, COAP_RESPONSE_CODE(408), "missing Block1 block");
+		return BODY_ERROR;
+	}
+	r->last = now;
+	if (off == r->len) {
+		if (reasm_append(srv, r, data, dlen) != 0) {
+			reasm_drop(srv, sd, r);
+			answer_error(resp, COAP_RESPONSE_CODE(503), "busy");
+			return BODY_ERROR;
+		}
+	} else if (off + dlen != r->len && b1.m) {
+		/* neither the next block nor a repeat of the last one */
+		reasm_drop(srv, sd, r);
+		answer_error(resp, COAP_RESPONSE_CODE(408), "Block1 out of order");
+		return BODY_ERROR;
+	}
+	if (b1.m) {
+		coap_pdu_set_code(resp, COAP_RESPONSE_CODE(231));
+		return BODY_MORE;
+	}
+	/* Last block: hand the buffer over. */
+	*owned = r->buf;
+	*body = r->buf;
+	*len = r->len;
+	srv->reasm_bytes -= r->len;
+	r->len = 0;
+	r->buf = NULL;
+	reasm_drop(srv, sd, r);
+	return BODY_READY;
+}
+
+/* ---- request handling ------------------------------------------------- */
+
+static int read_request(struct coap_server *srv, const coap_pdu_t *req,
+			struct req_info *ri)
+{
+	coap_opt_iterator_t it;
+	coap_opt_t *o;
+	unsigned v;
+	size_t n = 0;
+
+	memset(ri, 0, sizeof(*ri));
+	clock_gettime(CLOCK_MONOTONIC, &ri->start);
+	coap_option_iterator_init(req, &it, COAP_OPT_ALL);
+	while ((o = coap_option_next(&it))) {
+		if (it.number != COAP_OPTION_URI_PATH)
+			continue;
+		if (ri->nseg < MAX_SEGS) {
+			ri->segs[ri->nseg].ptr = coap_opt_value(o);
+			ri->segs[ri->nseg].len = coap_opt_length(o);
+		}
+		ri->nseg++;
+		n += (size_t)snprintf(ri->path + n, n < sizeof(ri->path) ? sizeof(ri->path) - n : 0,
+				      "/%.*s", (int)coap_opt_length(o), coap_opt_value(o));
+		if (n >= sizeof(ri->path))
+			n = sizeof(ri->path) - 1;
+	}
+	if (ri->nseg == 0)
+		snprintf(ri->path, sizeof(ri->path), "/");
+	ri->opts.method = (enum est_method)coap_pdu_get_code(req);
+	ri->opts.cf = opt_uint(req, COAP_OPTION_CONTENT_FORMAT, &v) ? (int)v : EST_CF_NONE;
+	ri->opts.accept = opt_uint(req, COAP_OPTION_ACCEPT, &v) ? (int)v : EST_CF_NONE;
+	if (ri->nseg > MAX_SEGS)
+		return -ENOENT;
+	return est_route_path(ri->segs, ri->nseg, srv->roots, srv->nroots,
+			      &ri->route);
+}
+
+static void pending_unlink(struct pending *p)
+{
+	if (p->prev)
+		p->prev->next = p->next;
+	else
+		p->srv->pendings = p->next;
+	if (p->next)
+		p->next->prev = p->prev;
+}
+
+static void on_proxy_done(void *arg, struct proxy_outcome *out)
+{
+	struct pending *p = arg;
+
+	p->job = NULL;
+	p->out = *out;
+	p->done = 1;
+	coap_async_trigger(p->async); /* the handler runs again from libcoap */
+}
+
+/* The handler runs a second time for a separate response. */
+static void answer_pending(coap_resource_t *r, coap_session_t *s,
+			   const coap_pdu_t *req, const coap_string_t *q,
+			   coap_pdu_t *resp, struct pending *p)
+{
+	int method = coap_pdu_get_code(req);
+
+	if (!p->done) { /* cannot happen: libcoap re-ACKs until triggered */
+		answer_error(resp, COAP_RESPONSE_CODE(500), "internal error");
+		return;
+	}
+	uint8_t code = p->out.resp.code;
+	put_answer(r, s, req, q, resp, &p->out.resp);
+	log_request(p->client, method, p->path, p->out.upstream_status,
+		    p->out.upstream_note, code, ms_since(&p->start));
+	est_coap_resp_free(&p->out.resp);
+	pending_unlink(p);
+	free(p);
+}
+
+static void go_upstream(struct coap_server *srv, coap_resource_t *r,
+			coap_session_t *s, const coap_pdu_t *req,
+			const coap_string_t *q, coap_pdu_t *resp,
+			const struct req_info *ri, int resp_cf,
+			const uint8_t *body, size_t len, const char *client)
+{
+	struct pending *p = calloc(1, sizeof(*p));
+	struct proxy_outcome now;
+	int rc;
+
+	if (!p) {
+		answer_error(resp, COAP_RESPONSE_CODE(500), "out of memory");
+		log_request(client, ri->opts.method, ri->path, 0, NULL,
+			    EST_CODE(5, 0), ms_since(&ri->start));
+		return;
+	}
+	p->srv = srv;
+	p->start = ri->start;
+	snprintf(p->path, sizeof(p->path), "%s", ri->path);
+	snprintf(p->client, sizeof(p->client), "%s", client);
+	rc = proxy_submit(srv->px, &ri->route, resp_cf, body, len,
+			  on_proxy_done, p, &p->job, &now);
+	if (rc == 0) {
+		p->async = coap_register_async(s, req, 0);
+		if (p->async) {
+			coap_async_set_app_data(p->async, p);
+			p->next = srv->pendings;
+			if (srv->pendings)
+				srv->pendings->prev = p;
+			srv->pendings = p;
+			return; /* empty ACK now, separate response later */
+		}
+		proxy_cancel(p->job);
+		est_coap_resp_error(&now.resp, EST_CODE(5, 3), "busy");
+		now.upstream_status = 0;
+		now.upstream_note = "async registration failed";
+	}
+	free(p);
+	uint8_t code = now.resp.code;
+	put_answer(r, s, req, q, resp, &now.resp);
+	log_request(client, ri->opts.method, ri->path, now.upstream_status,
+		    now.upstream_note, code, ms_since(&ri->start));
+	est_coap_resp_free(&now.resp);
+}
+
+static void hnd_est(coap_resource_t *r, coap_session_t *s,
+		    const coap_pdu_t *req, const coap_string_t *q,
+		    coap_pdu_t *resp)
+{
+	struct coap_server *srv = coap_get_app_data(coap_session_get_context(s));
+	coap_async_t *a = coap_find_async(s, coap_pdu_get_token(req));
+	struct est_verdict v;
+	struct req_info ri;
+	const uint8_t *body = NULL;
+	size_t len = 0;
+	uint8_t *owned = NULL;
+
+	if (a) {
+		answer_pending(r, s, req, q, resp, coap_async_get_app_data(a));
+		return;
+	}
+	struct sess_data *sd = sess_get(srv, s);
+	const char *client = sd ? sd->client : "-";
+	if (read_request(srv, req, &ri) != 0) {
+		answer_error(resp, COAP_RESPONSE_CODE(404), "no such resource");
+		log_request(client, ri.opts.method, ri.path, 0, NULL,
+			    EST_CODE(4, 4), ms_since(&ri.start));
+		return;
+	}
+	if (est_check_request(ri.route.op, &ri.opts, &v) != 0) {
+		answer_error(resp, v.code, v.diag);
+		log_request(client, ri.opts.method, ri.path, 0, v.diag, v.code,
+			    ms_since(&ri.start));
+		return;
+	}
+	switch (collect_body(srv, s, req, ri.path, resp, &body, &len, &owned)) {
+	case BODY_MORE:
+		return;
+	case BODY_ERROR:
+		log_request(client, ri.opts.method, ri.path, 0, "body rejected",
+			    (uint8_t)coap_pdu_get_code(resp), ms_since(&ri.start));
+		return;
+	case BODY_READY:
+		break;
+	}
+	if (ri.route.op->method == EST_GET)
+		len = 0; /* a GET carries no body upstream */
+	go_upstream(srv, r, s, req, q, resp, &ri, v.resp_cf, body, len, client);
+	free(owned);
+}
+
+/* GET /.well-known/core (SPEC A3, A4). */
+static void hnd_core(coap_resource_t *r, coap_session_t *s,
+		     const coap_pdu_t *req, const coap_string_t *q,
+		     coap_pdu_t *resp)
+{
+	struct coap_server *srv = coap_get_app_data(coap_session_get_context(s));
+	struct est_slice qs[MAX_QUERIES];
+	struct est_link_opts lo = {
+		.root = srv->roots[srv->nroots - 1],
+		.ops_enabled = (1u << EST_OP_CRTS) | (1u << EST_OP_SEN) |
+			       (1u << EST_OP_SREN) | (1u << EST_OP_ATT),
+		.with_root_link = 1,
+	};
+	coap_opt_iterator_t it;
+	coap_opt_t *o;
+	size_t nq = 0;
+	char *text = NULL;
+	size_t tlen = 0;
+	struct timespec t0;
+	struct sess_data *sd = sess_get(srv, s);
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	coap_option_iterator_init(req, &it, COAP_OPT_ALL);
+	while ((o = coap_option_next(&it)) && nq < MAX_QUERIES) {
+		if (it.number != COAP_OPTION_URI_QUERY)
+			continue;
+		qs[nq].ptr = coap_opt_value(o);
+		qs[nq].len = coap_opt_length(o);
+		nq++;
+	}
+	if (est_link_format(&lo, qs, nq, &text, &tlen) != 0) {
+		answer_error(resp, COAP_RESPONSE_CODE(500), "out of memory");
+		return;
+	}
+	coap_pdu_set_code(resp, COAP_RESPONSE_CODE(205));
+	coap_add_data_large_response(r, s, req, resp, q, EST_CF_LINK, -1, 0,
+				     tlen, (const uint8_t *)(text ? text : ""),
+				     text ? release_payload : NULL, text);
+	log_request(sd ? sd->client : "-", EST_GET, "/.well-known/core", 0,
+		    NULL, EST_CODE(2, 5), ms_since(&t0));
+}
+
+/* ---- libcoap set-up ----------------------------------------------------- */
+
+static void on_coap_log(coap_log_t level, const char *message)
+{
+	size_t n = strlen(message);
+
+	/* Expected with credentials set once per context (see dtls.h). */
+	if (strstr(message, "No Server Certificate defined"))
+		return;
+	while (n && (message[n - 1] == '\n' || message[n - 1] == '\r'))
+		n--;
+	estgw_log(level <= LOG_DEBUG ? (int)level : LOG_DEBUG, "coap", "%.*s",
+		  (int)n, message);
+}
+
+static int on_tls_setup(void *tls, coap_dtls_pki_t *setup)
+{
+	return estgw_dtls_setup_session(tls, setup->pki_key.key.pem.public_cert);
+}
+
+static int setup_pki(struct coap_server *srv)
+{
+	coap_dtls_pki_t pki;
+
+	memset(&pki, 0, sizeof(pki));
+	pki.version = COAP_DTLS_PKI_SETUP_VERSION;
+	pki.verify_peer_cert = 1; /* SPEC G2: every client by certificate */
+	pki.check_common_ca = 1;
+	pki.allow_self_signed = 0;
+	pki.allow_expired_certs = 0;
+	pki.cert_chain_validation = 1;
+	pki.cert_chain_verify_depth = 4;
+	pki.additional_tls_setup_call_back = on_tls_setup;
+	pki.pki_key.key_type = COAP_PKI_KEY_PEM;
+	pki.pki_key.key.pem.public_cert = srv->cfg->server.certificate;
+	pki.pki_key.key.pem.private_key = srv->cfg->server.private_key;
+	pki.pki_key.key.pem.ca_file = srv->cfg->server.client_trust;
+	if (!coap_context_set_pki(srv->ctx, &pki)) {
+		log_err("coap", "cannot set the DTLS credentials");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* "host:port" or "[v6]:port" -> an endpoint. */
+static int add_endpoint(struct coap_server *srv, const char *listen)
+{
+	char host[64];
+	const char *port;
+	struct addrinfo hints = { .ai_family = AF_UNSPEC,
+				  .ai_socktype = SOCK_DGRAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *res = NULL;
+
+	if (listen[0] == '[') {
+		const char *end = strchr(listen, ']');
+		if (!end || end[1] != ':' || (size_t)(end - listen - 1) >= sizeof(host))
+			return -EINVAL;
+		snprintf(host, sizeof(host), "%.*s", (int)(end - listen - 1), listen + 1);
+		port = end + 2;
+	} else {
+		const char *colon = strrchr(listen, ':');
+		if (!colon || (size_t)(colon - listen) >= sizeof(host))
+			return -EINVAL;
+		snprintf(host, sizeof(host), "%.*s", (int)(colon - listen), listen);
+		port = colon + 1;
+	}
+	if (getaddrinfo(host, port, &hints, &res) != 0 || !res)
+		return -EINVAL;
+	coap_address_t addr;
+	coap_address_init(&addr);
+	addr.size = res->ai_addrlen;
+	memcpy(&addr.addr, res->ai_addr, res->ai_addrlen);
+	freeaddrinfo(res);
+	if (!coap_new_endpoint(srv->ctx, &addr, COAP_PROTO_DTLS)) {
+		log_err("coap", "cannot listen on %s (DTLS)", listen);
+		return -EADDRINUSE;
+	}
+	log_info("coap", "listening on %s (DTLS)", listen);
+	return 0;
+}
+
+static int add_resources(struct coap_server *srv)
+{
+	static const coap_request_t methods[] = {
+		COAP_REQUEST_GET, COAP_REQUEST_POST, COAP_REQUEST_PUT,
+		COAP_REQUEST_DELETE, COAP_REQUEST_FETCH, COAP_REQUEST_PATCH,
+		COAP_REQUEST_IPATCH,
+	};
+	coap_resource_t *core, *any;
+
+	core = coap_resource_init(coap_make_str_const(".well-known/core"), 0);
+	any = coap_resource_unknown_init2(hnd_est, 0);
+	if (!core || !any)
+		return -ENOMEM;
+	coap_register_request_handler(core, COAP_REQUEST_GET, hnd_core);
+	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+		coap_register_request_handler(any, methods[i], hnd_est);
+	coap_add_resource(srv->ctx, core);
+	coap_add_resource(srv->ctx, any);
+	return 0;
+}
+
+static void on_coap_io(evutil_socket_t fd, short what, void *arg)
+{
+	struct coap_server *srv = arg;
+
+	coap_io_process(srv->ctx, COAP_IO_NO_WAIT);
+}
+
+struct coap_server *coap_server_new(struct event_base *base,
+				    const struct estgw_config *cfg,
+				    struct proxy *px)
+{
+	struct coap_server *srv = calloc(1, sizeof(*srv));
+
+	if (!srv)
+		return NULL;
+	srv->base = base;
+	srv->cfg = cfg;
+	srv->px = px;
+	srv->roots[srv->nroots++] = "/.well-known/est";
+	if (cfg->server.root)
+		srv->roots[srv->nroots++] = cfg->server.root;
+	coap_startup();
+	coap_set_log_handler(on_coap_log);
+	coap_set_log_level(estgw_log_level() >= LOG_DEBUG ? LOG_INFO : LOG_WARNING);
+	coap_dtls_set_log_level(LOG_WARNING);
+	srv->ctx = coap_new_context(NULL);
+	if (!srv->ctx)
+		goto fail;
+	coap_set_app_data(srv->ctx, srv);
+	coap_context_set_block_mode(srv->ctx, COAP_BLOCK_USE_LIBCOAP);
+	coap_context_set_max_idle_sessions(srv->ctx, cfg->server.max_sessions);
+	coap_context_set_session_timeout(srv->ctx, cfg->server.idle_timeout);
+	coap_register_event_handler(srv->ctx, on_event);
+	if (setup_pki(srv) != 0 || add_resources(srv) != 0)
+		goto fail;
+	for (size_t i = 0; i < cfg->server.nlisten; i++)
+		if (add_endpoint(srv, cfg->server.listen[i]) != 0)
+			goto fail;
+	srv->ev = event_new(base, coap_context_get_coap_fd(srv->ctx),
+			    EV_READ | EV_PERSIST, on_coap_io, srv);
+	if (!srv->ev || event_add(srv->ev, NULL) != 0)
+		goto fail;
+	return srv;
+fail:
+	coap_server_free(srv);
+	return NULL;
+}
+
+void coap_server_free(struct coap_server *srv)
+{
+	if (!srv)
+		return;
+	if (srv->ev)
+		event_free(srv->ev);
+	while (srv->pendings) {
+		struct pending *p = srv->pendings;
+		proxy_cancel(p->job);
+		if (p->done)
+			est_coap_resp_free(&p->out.resp);
+		pending_unlink(p);
+		free(p);
+	}
+	while (srv->sessions)
+		sess_free(srv->sessions);
+	if (srv->ctx)
+		coap_free_context(srv->ctx);
+	coap_cleanup();
+	free(srv);
+}
+
+const char *coap_server_lib_version(void)
+{
+	static char buf[160];
+	char tls[100];
+
+	snprintf(buf, sizeof(buf), "%s, %s", coap_package_version(),
+		 coap_string_tls_version(tls, sizeof(tls)));
+	return buf;
+}

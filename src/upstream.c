@@ -1,0 +1,385 @@
+/* upstream.c - libcurl multi driven by libevent (the only file that includes curl).
+ *
+ * One curl multi handle shares connections (and TLS sessions) across requests.
+ * Sockets are watched with one EV_PERSIST event each; curl's timer is one
+ * libevent timer. No call here blocks: name resolution is curl's asynchronous
+ * resolver, and every transfer has connect and total timeouts.
+ */
+#include "upstream.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+
+#include "estgw/log.h"
+
+#define HDR_MAX 256
+
+struct upstream {
+	struct event_base *base;
+	CURLM *multi;
+	struct event *timer;
+	const struct estgw_config *cfg;
+	size_t in_flight;
+	int running;
+};
+
+struct upstream_xfer {
+	struct upstream *up;
+	CURL *easy;
+	struct curl_slist *headers;
+	upstream_cb cb;
+	void *arg;
+	uint8_t *body;
+	size_t len, cap;
+	int too_large;
+	char content_type[HDR_MAX];
+	char retry_after[HDR_MAX];
+	char errbuf[CURL_ERROR_SIZE];
+};
+
+/* One per socket curl asks us to watch. */
+struct sock_watch {
+	struct event *ev;
+};
+
+static void xfer_free(struct upstream_xfer *x)
+{
+	if (!x)
+		return;
+	if (x->easy) {
+		curl_multi_remove_handle(x->up->multi, x->easy);
+		curl_easy_cleanup(x->easy);
+		x->up->in_flight--;
+	}
+	curl_slist_free_all(x->headers);
+	free(x->body);
+	free(x);
+}
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	struct upstream_xfer *x = userdata;
+	size_t n = size * nmemb;
+
+	if (x->len + n > x->up->cfg->upstream.max_response) {
+		x->too_large = 1;
+		return 0; /* makes curl fail with CURLE_WRITE_ERROR */
+	}
+	if (x->len + n > x->cap) {
+		size_t cap = x->cap ? x->cap : 4096;
+		while (cap < x->len + n)
+			cap *= 2;
+		uint8_t *p = realloc(x->body, cap);
+		if (!p)
+			return 0;
+		x->body = p;
+		x->cap = cap;
+	}
+	memcpy(x->body + x->len, ptr, n);
+	x->len += n;
+	return n;
+}
+
+/* Keep one header value, trimmed, when its name matches. */
+static void take_header(const char *line, size_t n, const char *name,
+			char *dst)
+{
+	size_t nl = strlen(name);
+	if (n <= nl || strncasecmp(line, name, nl) != 0 || line[nl] != ':')
+		return;
+	const char *v = line + nl + 1;
+	const char *end = line + n;
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	while (end > v && (end[-1] == '\r' || end[-1] == '\n' ||
+			   end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	size_t vl = (size_t)(end - v);
+	if (vl >= HDR_MAX)
+		vl = HDR_MAX - 1;
+	memcpy(dst, v, vl);
+	dst[vl] = '\0';
+}
+
+static size_t on_header(char *line, size_t size, size_t nmemb, void *userdata)
+{
+	struct upstream_xfer *x = userdata;
+	size_t n = size * nmemb;
+
+	/* A new status line (e.g. after 100 Continue) starts a new header set. */
+	if (n >= 5 && strncmp(line, "HTTP/", 5) == 0) {
+		x->content_type[0] = '\0';
+		x->retry_after[0] = '\0';
+	}
+	take_header(line, n, "Content-Type", x->content_type);
+	take_header(line, n, "Retry-After", x->retry_after);
+	return n;
+}
+
+static enum est_upstream_err classify(CURLcode rc, const struct upstream_xfer *x)
+{
+	if (x->too_large || rc == CURLE_FILESIZE_EXCEEDED)
+		return EST_UP_TOO_LARGE;
+	switch (rc) {
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY:
+		return EST_UP_DNS;
+	case CURLE_COULDNT_CONNECT:
+		return EST_UP_CONNECT;
+	case CURLE_OPERATION_TIMEDOUT:
+		return EST_UP_TIMEOUT;
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CIPHER:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_SSL_CRL_BADFILE:
+	case CURLE_SSL_ENGINE_NOTFOUND:
+	case CURLE_SSL_ENGINE_SETFAILED:
+	case CURLE_USE_SSL_FAILED:
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+	case CURLE_SSL_INVALIDCERTSTATUS:
+	case CURLE_SSL_SHUTDOWN_FAILED:
+		return EST_UP_TLS;
+	default:
+		return EST_UP_PROTOCOL;
+	}
+}
+
+static void finish(CURL *easy, CURLcode rc)
+{
+	struct upstream_xfer *x = NULL;
+	struct upstream_result r = { 0 };
+	long nconn = 0;
+
+	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+	curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME, &r.seconds);
+	curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &nconn);
+	r.reused = (rc == CURLE_OK && nconn == 0);
+	if (rc == CURLE_OK) {
+		r.err = EST_UP_OK;
+		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &r.status);
+		r.content_type = x->content_type[0] ? x->content_type : NULL;
+		r.retry_after = x->retry_after[0] ? x->retry_after : NULL;
+		r.body = x->body;
+		r.body_len = x->len;
+	} else {
+		r.err = classify(rc, x);
+		r.errmsg = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
+	}
+	upstream_cb cb = x->cb;
+	void *arg = x->arg;
+	x->cb = NULL;
+	cb(arg, &r);
+	xfer_free(x);
+}
+
+static void check_done(struct upstream *up)
+{
+	CURLMsg *m;
+	int left;
+
+	while ((m = curl_multi_info_read(up->multi, &left))) {
+		if (m->msg == CURLMSG_DONE)
+			finish(m->easy_handle, m->data.result);
+	}
+}
+
+static void on_sock_event(evutil_socket_t fd, short what, void *arg)
+{
+	struct upstream *up = arg;
+	int flags = 0;
+
+	if (what & EV_READ)
+		flags |= CURL_CSELECT_IN;
+	if (what & EV_WRITE)
+		flags |= CURL_CSELECT_OUT;
+	curl_multi_socket_action(up->multi, fd, flags, &up->running);
+	check_done(up);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct upstream *up = arg;
+
+	curl_multi_socket_action(up->multi, CURL_SOCKET_TIMEOUT, 0, &up->running);
+	check_done(up);
+}
+
+/* CURLMOPT_TIMERFUNCTION: schedule, never act from inside curl. */
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+	struct upstream *up = userp;
+
+	if (timeout_ms < 0) {
+		evtimer_del(up->timer);
+		return 0;
+	}
+	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+	evtimer_add(up->timer, &tv);
+	return 0;
+}
+
+/* CURLMOPT_SOCKETFUNCTION: one EV_PERSIST event per socket. */
+static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp,
+			  void *socketp)
+{
+	struct upstream *up = userp;
+	struct sock_watch *w = socketp;
+
+	if (what == CURL_POLL_REMOVE) {
+		if (w) {
+			event_free(w->ev);
+			free(w);
+			curl_multi_assign(up->multi, s, NULL);
+		}
+		return 0;
+	}
+	short kind = EV_PERSIST;
+	if (what & CURL_POLL_IN)
+		kind |= EV_READ;
+	if (what & CURL_POLL_OUT)
+		kind |= EV_WRITE;
+	if (!w) {
+		w = calloc(1, sizeof(*w));
+		if (!w)
+			return -1;
+		curl_multi_assign(up->multi, s, w);
+	} else {
+		event_free(w->ev);
+	}
+	w->ev = event_new(up->base, s, kind, on_sock_event, up);
+	if (!w->ev)
+		return -1;
+	event_add(w->ev, NULL);
+	return 0;
+}
+
+struct upstream *upstream_new(struct event_base *base,
+			      const struct estgw_config *cfg)
+{
+	struct upstream *up = calloc(1, sizeof(*up));
+
+	if (!up)
+		return NULL;
+	up->base = base;
+	up->cfg = cfg;
+	up->multi = curl_multi_init();
+	up->timer = evtimer_new(base, on_timer, up);
+	if (!up->multi || !up->timer) {
+		upstream_free(up);
+		return NULL;
+	}
+	curl_multi_setopt(up->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+	curl_multi_setopt(up->multi, CURLMOPT_SOCKETDATA, up);
+	curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+	curl_multi_setopt(up->multi, CURLMOPT_TIMERDATA, up);
+	curl_multi_setopt(up->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 16L);
+	curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS, 16L);
+	return up;
+}
+
+void upstream_free(struct upstream *up)
+{
+	if (!up)
+		return;
+	if (up->multi)
+		curl_multi_cleanup(up->multi);
+	if (up->timer)
+		event_free(up->timer);
+	free(up);
+}
+
+static int set_tls(CURL *e, const struct estgw_config *cfg)
+{
+	int bad = 0;
+	bad |= curl_easy_setopt(e, CURLOPT_CAINFO, cfg->upstream.trust);
+	bad |= curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
+	bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+	bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+	bad |= curl_easy_setopt(e, CURLOPT_SSLCERT, cfg->upstream.certificate);
+	bad |= curl_easy_setopt(e, CURLOPT_SSLKEY, cfg->upstream.private_key);
+	bad |= curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+	return bad ? -EINVAL : 0;
+}
+
+static int set_request(struct upstream_xfer *x, const struct est_http_req *req)
+{
+	const struct estgw_config *cfg = x->up->cfg;
+	CURL *e = x->easy;
+	int bad = 0;
+
+	bad |= curl_easy_setopt(e, CURLOPT_URL, req->url);
+	bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https");
+	bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT, (long)cfg->upstream.timeout);
+	bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT,
+				(long)cfg->upstream.connect_timeout);
+	bad |= curl_easy_setopt(e, CURLOPT_MAXFILESIZE,
+				(long)cfg->upstream.max_response);
+	bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+	bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+	bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	bad |= curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+	bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+	bad |= curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+	bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, "estgw");
+	if (req->method == EST_POST) {
+		char ct[128];
+		snprintf(ct, sizeof(ct), "Content-Type: %s", req->content_type);
+		x->headers = curl_slist_append(x->headers, ct);
+		if (cfg->upstream.send_cte)
+			x->headers = curl_slist_append(
+				x->headers, "Content-Transfer-Encoding: base64");
+		x->headers = curl_slist_append(x->headers, "Expect:");
+		bad |= curl_easy_setopt(e, CURLOPT_POST, 1L);
+		bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)req->body_len);
+		bad |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body);
+	}
+	bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+	return bad ? -EINVAL : set_tls(e, cfg);
+}
+
+struct upstream_xfer *upstream_send(struct upstream *up,
+				    const struct est_http_req *req,
+				    upstream_cb cb, void *arg)
+{
+	struct upstream_xfer *x = calloc(1, sizeof(*x));
+
+	if (!x)
+		return NULL;
+	x->up = up;
+	x->cb = cb;
+	x->arg = arg;
+	x->easy = curl_easy_init();
+	if (!x->easy) {
+		free(x);
+		return NULL;
+	}
+	if (set_request(x, req) != 0 ||
+	    curl_multi_add_handle(up->multi, x->easy) != CURLM_OK) {
+		curl_easy_cleanup(x->easy);
+		x->easy = NULL;
+		xfer_free(x);
+		return NULL;
+	}
+	up->in_flight++;
+	return x;
+}
+
+void upstream_cancel(struct upstream_xfer *x)
+{
+	xfer_free(x);
+}
+
+size_t upstream_in_flight(const struct upstream *up)
+{
+	return up->in_flight;
+}

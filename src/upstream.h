@@ -1,0 +1,52 @@
+/* upstream.h - HTTPS exchanges with the EST server: libcurl multi on libevent.
+ *
+ * Owns: the curl multi handle, its sockets and timer on the event_base, TLS
+ * settings (trust, RA client certificate), limits and error classification.
+ * Must not: know EST semantics (translate.c does) or libcoap.
+ */
+#ifndef ESTGW_UPSTREAM_H
+#define ESTGW_UPSTREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "estgw/config.h"
+#include "estgw/translate.h"
+
+struct event_base;
+struct upstream;
+struct upstream_xfer;
+
+/** The outcome of one exchange; valid only during the callback. */
+struct upstream_result {
+	enum est_upstream_err err; /**< EST_UP_OK when an HTTP answer came */
+	long status;
+	const char *content_type; /**< NULL when absent */
+	const char *retry_after;  /**< NULL when absent */
+	const uint8_t *body;
+	size_t body_len;
+	const char *errmsg;       /**< curl's text on transport errors */
+	double seconds;           /**< total time of the exchange */
+	int reused;               /**< the connection was reused */
+};
+
+typedef void (*upstream_cb)(void *arg, const struct upstream_result *r);
+
+/** Create the curl multi on @p base with the [upstream] settings. */
+struct upstream *upstream_new(struct event_base *base,
+			      const struct estgw_config *cfg);
+void upstream_free(struct upstream *up);
+
+/** Start @p req; @p cb runs later from the loop, never from inside this
+ *  call. Returns NULL when the transfer could not even be set up. */
+struct upstream_xfer *upstream_send(struct upstream *up,
+				    const struct est_http_req *req,
+				    upstream_cb cb, void *arg);
+
+/** Abort a transfer; its callback will not run. */
+void upstream_cancel(struct upstream_xfer *x);
+
+/** Transfers currently in flight. */
+size_t upstream_in_flight(const struct upstream *up);
+
+#endif

@@ -1,0 +1,240 @@
+"""Integration harness: a generated PKI, the test EST CA and estgw on free
+loopback ports, and Debian's coap-client-openssl as the device.
+
+Shares no conversion code with estgw: payloads are checked with the openssl
+CLI. Environment: ESTGW (the binary), ESTGW_SRC (source root), ESTGW_PKI
+(a directory where the PKI is generated once and reused).
+"""
+import fcntl
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+SRC = os.environ.get("ESTGW_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
+ESTGW = os.environ.get("ESTGW", os.path.join(SRC, "build", "src", "estgw"))
+PKI_CACHE = os.environ.get("ESTGW_PKI", os.path.join(tempfile.gettempdir(), "estgw-test-pki"))
+COAP_CLIENT = shutil.which("coap-client-openssl") or "coap-client-openssl"
+
+
+def ensure_pki():
+    """Generate the test PKI once (under a lock: tests run in parallel)."""
+    os.makedirs(PKI_CACHE, exist_ok=True)
+    with open(os.path.join(PKI_CACHE, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(os.path.join(PKI_CACHE, ".done")):
+            subprocess.run(["bash", os.path.join(SRC, "tests", "pki", "mkpki.sh"), PKI_CACHE],
+                           check=True, stdout=subprocess.DEVNULL)
+            open(os.path.join(PKI_CACHE, ".done"), "w").close()
+    return PKI_CACHE
+
+
+def free_udp_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def free_tcp_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_for(pred, timeout=15.0, what="condition"):
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def openssl(*args, data=None):
+    r = subprocess.run(["openssl", *args], input=data, capture_output=True, check=False)
+    if r.returncode != 0:
+        raise AssertionError(f"openssl {' '.join(args)} failed: {r.stderr.decode(errors='replace')}")
+    return r.stdout
+
+
+def pubkey_of_cert_der(der):
+    pem = openssl("x509", "-inform", "DER", "-noout", "-pubkey", data=der)
+    return openssl("pkey", "-pubin", "-outform", "DER", data=pem)
+
+
+def pubkey_of_csr_der(der):
+    pem = openssl("req", "-inform", "DER", "-noout", "-pubkey", data=der)
+    return openssl("pkey", "-pubin", "-outform", "DER", data=pem)
+
+
+def certs_of_pkcs7_der(der):
+    """The certificates of a DER PKCS#7 as a list of DER blobs (openssl CLI)."""
+    pem = openssl("pkcs7", "-inform", "DER", "-print_certs", data=der).decode()
+    blocks = re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", pem, re.S)
+    return [openssl("x509", "-outform", "DER", data=b.encode()) for b in blocks]
+
+
+class CoapResult:
+    def __init__(self, rc, out, err):
+        self.rc = rc
+        self.payload = out
+        self.stderr = err.decode(errors="replace")
+        m = re.search(r"^(\d\.\d\d)(?: (.*))?$", self.stderr, re.M)
+        self.code = m.group(1) if m else None
+        self.diag = (m.group(2) or "") if m else ""
+
+    def __repr__(self):
+        return f"CoapResult(rc={self.rc}, code={self.code}, diag={self.diag!r}, {len(self.payload)} bytes)"
+
+
+class Stack:
+    """The test CA and estgw, started with a config rendered into a temp dir."""
+
+    def __init__(self, ca=True, ca_args=("--label", "lbl1"), upstream_url=None, extra_server="", extra_upstream="",
+                 ra="ra"):
+        self.pki = ensure_pki()
+        self.dir = tempfile.mkdtemp(prefix="estgw-it-")
+        self.ca = None
+        self.gw = None
+        self.ca_port = None
+        if ca:
+            self.start_ca(ca_args)
+        self.port = free_udp_port()
+        url = upstream_url or f"https://127.0.0.1:{self.ca_port}/.well-known/est"
+        p = self.pki
+        self.conf = os.path.join(self.dir, "estgw.conf")
+        with open(self.conf, "w") as f:
+            f.write(f"""[server]
+listen = 127.0.0.1:{self.port}
+certificate = {p}/gw.crt
+private_key = {p}/gw.key
+client_trust = {p}/client-trust.crt
+{extra_server}
+[upstream]
+url = {url}
+trust = {p}/tls-ca.crt
+certificate = {p}/{ra}.crt
+private_key = {p}/{ra}.key
+timeout = 10
+connect_timeout = 5
+{extra_upstream}
+""")
+        self.log_path = os.path.join(self.dir, "estgw.log")
+
+    def start_ca(self, ca_args=()):
+        port_file = os.path.join(self.dir, "ca.port")
+        self.ca_log = open(os.path.join(self.dir, "ca.log"), "wb")
+        self.ca = subprocess.Popen(
+            ["python3", os.path.join(SRC, "tests", "ca", "est_ca.py"), "--pki", self.pki,
+             "--port", "0", "--port-file", port_file, *ca_args],
+            stdout=self.ca_log, stderr=subprocess.STDOUT)
+        wait_for(lambda: os.path.exists(port_file) and open(port_file).read().strip(),
+                 what="test CA port file")
+        self.ca_port = int(open(port_file).read().strip())
+
+    def start(self, wait_ready=True):
+        self.gw_log = open(self.log_path, "wb")
+        self.gw = subprocess.Popen([ESTGW, "-c", self.conf, "-v"], stdout=self.gw_log,
+                                   stderr=subprocess.STDOUT)
+        if wait_ready:
+            wait_for(lambda: "ready" in self.log() or self.gw.poll() is not None,
+                     what="estgw ready")
+            if self.gw.poll() is not None:
+                raise AssertionError(f"estgw exited: {self.log()}")
+        return self
+
+    def log(self):
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def stop(self):
+        rc = None
+        if self.gw and self.gw.poll() is None:
+            self.gw.send_signal(signal.SIGTERM)
+            try:
+                rc = self.gw.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.gw.kill()
+                self.gw.wait()
+                rc = "killed"
+        elif self.gw:
+            rc = self.gw.returncode
+        if self.ca and self.ca.poll() is None:
+            self.ca.terminate()
+            self.ca.wait(timeout=10)
+        return rc
+
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def uri(self, path):
+        return f"coaps://127.0.0.1:{self.port}{path}"
+
+    def coap(self, path, method="get", cert="device", accept=None, cf=None, payload=None,
+             block=None, timeout=20, extra=()):
+        """Run coap-client-openssl as the device; returns CoapResult."""
+        out = os.path.join(self.dir, f"out-{time.time_ns()}")
+        args = [COAP_CLIENT, "-m", method, "-B", str(timeout), "-o", out, "-C",
+                os.path.join(self.pki, "gw-ca.crt")]
+        if cert:
+            c = cert if os.path.isabs(cert) else os.path.join(self.pki, cert + ".crt")
+            k = c[:-4] + ".key"
+            args += ["-c", c, "-j", k]
+        if accept is not None:
+            args += ["-A", str(accept)]
+        if cf is not None:
+            args += ["-t", str(cf)]
+        if block is not None:
+            args += ["-b", str(block)]
+        if payload is not None:
+            pf = out + ".in"
+            with open(pf, "wb") as f:
+                f.write(payload)
+            args += ["-f", pf]
+        args += list(extra)
+        args.append(self.uri(path))
+        r = subprocess.run(args, capture_output=True, timeout=timeout + 15, check=False)
+        data = b""
+        if os.path.exists(out):
+            with open(out, "rb") as f:
+                data = f.read()
+        res = CoapResult(r.returncode, data, r.stderr + r.stdout)
+        if res.code is None and data:
+            res.code = "2.xx"
+        return res
+
+
+class StackTest(unittest.TestCase):
+    """Base class: one stack per test, torn down with a leak/crash check."""
+
+    stack_kwargs = {}
+
+    def setUp(self):
+        self.s = Stack(**self.stack_kwargs)
+        self.s.start()
+
+    def tearDown(self):
+        rc = self.s.stop()
+        log = self.s.log()
+        try:
+            self.assertEqual(rc, 0, f"estgw did not exit cleanly (rc={rc}):\n{log[-4000:]}")
+            self.assertNotIn("ERROR: AddressSanitizer", log)
+            self.assertNotIn("runtime error:", log)
+            self.assertNotIn("LeakSanitizer", log)
+        finally:
+            if os.environ.get("ESTGW_KEEP"):
+                print("kept", self.s.dir)
+            else:
+                self.s.cleanup()
