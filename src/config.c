@@ -1,0 +1,717 @@
+/* config.c - estgw's configuration: INI file -> struct estgw_config.
+ *
+ * Owns: the key schema (one table row per key: section, name, setter,
+ * default, bounds, offsets), parsing with libinih, value checks, resolving
+ * relative paths against the file's directory, and the file checks that need
+ * no crypto (the file exists, is a regular file, can be opened for reading).
+ * Must not: parse certificates (pki.c does), open sockets, or log: the caller
+ * logs the one error line this file writes.
+ *
+ * Lines are read by our own reader (read_line), so we know the physical line
+ * number of every key, can name a [section] line, and can refuse indented
+ * lines (libinih would silently glue them to the previous value) and lines
+ * longer than libinih's buffer (it would split or drop them).
+ */
+#include "estgw/config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ini.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define NO_SRC SIZE_MAX
+
+enum key_flags {
+	K_REQUIRED = 1, /* the file must set it */
+	K_MULTI = 2,    /* may repeat (listen) */
+};
+
+struct load;
+struct cfg_key;
+
+/** Checks @p val and stores it; on error calls fail() and returns its rc. */
+typedef int (*cfg_setter)(struct load *ld, const struct cfg_key *k,
+			  const char *val, unsigned line);
+
+/** One configuration key: a row of the schema (Knot DNS style). */
+struct cfg_key {
+	const char *section;
+	const char *name;
+	cfg_setter set;
+	const char *def;   /**< default, spelled as in the file; NULL: none */
+	uint32_t min, max; /**< bounds of numbers */
+	size_t off;        /**< the value inside struct estgw_config */
+	size_t src;        /**< its struct estgw_cfg_src, or NO_SRC */
+	unsigned flags;    /**< enum key_flags */
+};
+
+static int set_listen(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_file(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_root(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_url(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_u32(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_bool(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_level(struct load *, const struct cfg_key *, const char *, unsigned);
+
+#define SRV(f) offsetof(struct estgw_config, server.f)
+#define UP(f) offsetof(struct estgw_config, upstream.f)
+#define LG(f) offsetof(struct estgw_config, log.f)
+#define REQ K_REQUIRED
+#define MULTI K_MULTI
+
+/* Columns as in struct cfg_key. Keep docs/configuration.md and
+ * config/estgw.conf in step with this table. */
+static const struct cfg_key schema[] = {
+	{ "server",   "listen",          set_listen, NULL,      0,    0,          SRV(listen),         NO_SRC,                REQ | MULTI },
+	{ "server",   "certificate",     set_file,   NULL,      0,    0,          SRV(certificate),    SRV(certificate_src),  REQ },
+	{ "server",   "private_key",     set_file,   NULL,      0,    0,          SRV(private_key),    SRV(private_key_src),  REQ },
+	{ "server",   "client_trust",    set_file,   NULL,      0,    0,          SRV(client_trust),   SRV(client_trust_src), REQ },
+	{ "server",   "root",            set_root,   NULL,      0,    0,          SRV(root),           SRV(root_src),         0 },
+	{ "server",   "max_body",        set_u32,    "16384",   1024, 1048576,    SRV(max_body),       NO_SRC,                0 },
+	{ "server",   "idle_timeout",    set_u32,    "300",     1,    86400,      SRV(idle_timeout),   NO_SRC,                0 },
+	{ "server",   "max_sessions",    set_u32,    "1000",    1,    1000000,    SRV(max_sessions),   NO_SRC,                0 },
+	{ "upstream", "url",             set_url,    NULL,      0,    0,          UP(url),             UP(url_src),           REQ },
+	{ "upstream", "trust",           set_file,   NULL,      0,    0,          UP(trust),           UP(trust_src),         REQ },
+	{ "upstream", "certificate",     set_file,   NULL,      0,    0,          UP(certificate),     UP(certificate_src),   REQ },
+	{ "upstream", "private_key",     set_file,   NULL,      0,    0,          UP(private_key),     UP(private_key_src),   REQ },
+	{ "upstream", "timeout",         set_u32,    "30",      1,    3600,       UP(timeout),         NO_SRC,                0 },
+	{ "upstream", "connect_timeout", set_u32,    "10",      1,    3600,       UP(connect_timeout), NO_SRC,                0 },
+	{ "upstream", "max_response",    set_u32,    "1048576", 1024, 67108864,   UP(max_response),    NO_SRC,                0 },
+	{ "upstream", "crts_refresh",    set_u32,    "300",     1,    604800,     UP(crts_refresh),    NO_SRC,                0 },
+	{ "upstream", "retry_default",   set_u32,    "60",      0,    UINT32_MAX, UP(retry_default),   NO_SRC,                0 },
+	{ "upstream", "max_age_min",     set_u32,    "1",       0,    UINT32_MAX, UP(max_age_min),     NO_SRC,                0 },
+	{ "upstream", "max_age_max",     set_u32,    "86400",   0,    UINT32_MAX, UP(max_age_max),     NO_SRC,                0 },
+	{ "upstream", "send_cte",        set_bool,   "yes",     0,    0,          UP(send_cte),        NO_SRC,                0 },
+	{ "log",      "level",           set_level,  "info",    0,    0,          LG(level),           NO_SRC,                0 },
+};
+
+#define N_KEYS ARRAY_SIZE(schema)
+
+/** Pairs of keys in one section where the first must not exceed the second. */
+static const struct {
+	const char *section, *small, *big;
+} relations[] = {
+	{ "upstream", "connect_timeout", "timeout" },
+	{ "upstream", "max_age_min", "max_age_max" },
+};
+
+static const char *const sections[] = { "server", "upstream", "log" };
+
+/** State of one estgw_config_load() call. */
+struct load {
+	struct estgw_config *cfg;
+	const char *file;     /**< the path as given, for messages */
+	char *dir;            /**< absolute directory of the file */
+	FILE *fp;
+	char *buf;            /**< getline() buffer */
+	size_t bufsz;
+	unsigned line;        /**< physical line the reader is on */
+	int read_errno;       /**< errno of a failed read, 0: none */
+	unsigned seen[N_KEYS]; /**< line where each key was first set, 0: not */
+	int rc;               /**< first error (negative errno), 0: none */
+	unsigned err_line;
+	char *err;
+	size_t errlen;
+};
+
+/* ---- errors ------------------------------------------------------------ */
+
+/** Record the first error as "file:line: [section] key: reason" and return
+ *  the first error's rc (this one's unless an earlier line already failed).
+ *  @p section NULL: no "[...]" part; @p key NULL: no key part. */
+__attribute__((format(printf, 6, 7)))
+static int fail(struct load *ld, unsigned line, const char *section,
+		const char *key, int rc, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (ld->rc)
+		return ld->rc;
+	ld->rc = rc;
+	ld->err_line = line;
+	if (!ld->err || !ld->errlen)
+		return rc;
+	if (section && key)
+		n = snprintf(ld->err, ld->errlen, "%s:%u: [%s] %s: ", ld->file, line, section, key);
+	else if (section)
+		n = snprintf(ld->err, ld->errlen, "%s:%u: [%s]: ", ld->file, line, section);
+	else
+		n = snprintf(ld->err, ld->errlen, "%s:%u: ", ld->file, line);
+	if (n < 0 || (size_t)n >= ld->errlen)
+		return rc;
+	va_start(ap, fmt);
+	vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+/** fail() for a schema key. */
+#define fail_key(ld, k, line, rc, ...) \
+	fail(ld, line, (k)->section, (k)->name, rc, __VA_ARGS__)
+
+static void *field(struct load *ld, size_t off)
+{
+	return (char *)ld->cfg + off;
+}
+
+static void set_src(struct load *ld, const struct cfg_key *k, unsigned line)
+{
+	if (k->src != NO_SRC)
+		((struct estgw_cfg_src *)field(ld, k->src))->line = line;
+}
+
+/** Replace the string at @p k's offset with @p val (copied @p len bytes). */
+static int store_str(struct load *ld, const struct cfg_key *k, const char *val,
+		     size_t len, unsigned line)
+{
+	char **slot = field(ld, k->off);
+	char *copy = strndup(val, len);
+
+	if (!copy)
+		return fail_key(ld, k, line, -ENOMEM, "out of memory");
+	free(*slot);
+	*slot = copy;
+	set_src(ld, k, line);
+	return 0;
+}
+
+/* ---- listen ------------------------------------------------------------ */
+
+static int parse_port(const char *s)
+{
+	unsigned long v = 0;
+
+	if (!*s || strlen(s) > 5)
+		return -1;
+	for (; *s; s++) {
+		if (!isdigit((unsigned char)*s))
+			return -1;
+		v = v * 10 + (unsigned long)(*s - '0');
+	}
+	return v >= 1 && v <= 65535 ? (int)v : -1;
+}
+
+/** Host part without brackets: an IPv4 literal or a DNS name. */
+static const char *host_problem(const char *h, size_t len)
+{
+	char ip[INET_ADDRSTRLEN];
+	struct in_addr a;
+
+	if (len == 0)
+		return "the host is empty";
+	if (len > 253)
+		return "the host name is too long";
+	if (strspn(h, "0123456789.") >= len) {
+		if (len >= sizeof(ip))
+			return "not an IPv4 address";
+		memcpy(ip, h, len);
+		ip[len] = '\0';
+		return inet_pton(AF_INET, ip, &a) == 1 ? NULL : "not an IPv4 address";
+	}
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)h[i]) && h[i] != '-' && h[i] != '.')
+			return "the host has characters other than letters, digits, '-' and '.'";
+	return NULL;
+}
+
+/** "[v6]:port" */
+static const char *v6_problem(const char *v, const char **port)
+{
+	char ip[INET6_ADDRSTRLEN];
+	struct in6_addr a;
+	const char *close = strchr(v, ']');
+	size_t len;
+
+	if (!close || close[1] != ':')
+		return "expected [IPv6-address]:port";
+	len = (size_t)(close - v - 1);
+	if (len == 0 || len >= sizeof(ip))
+		return "not an IPv6 address between [ and ]";
+	memcpy(ip, v + 1, len);
+	ip[len] = '\0';
+	if (inet_pton(AF_INET6, ip, &a) != 1)
+		return "not an IPv6 address between [ and ]";
+	*port = close + 2;
+	return NULL;
+}
+
+/** NULL if @p v is "host:port" or "[v6]:port", else the reason. */
+static const char *listen_problem(const char *v)
+{
+	const char *port, *colon, *why;
+
+	if (v[0] == '[') {
+		why = v6_problem(v, &port);
+		if (why)
+			return why;
+	} else {
+		colon = strrchr(v, ':');
+		if (!colon)
+			return "expected host:port or [IPv6-address]:port";
+		if (memchr(v, ':', (size_t)(colon - v)))
+			return "an IPv6 address needs brackets: [address]:port";
+		why = host_problem(v, (size_t)(colon - v));
+		if (why)
+			return why;
+		port = colon + 1;
+	}
+	return parse_port(port) < 0 ? "the port must be a number from 1 to 65535" : NULL;
+}
+
+static int set_listen(struct load *ld, const struct cfg_key *k, const char *val,
+		      unsigned line)
+{
+	struct estgw_config *cfg = ld->cfg;
+	size_t n = cfg->server.nlisten;
+	const char *why = listen_problem(val);
+
+	if (why)
+		return fail_key(ld, k, line, -EINVAL, "bad address '%s': %s", val, why);
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(cfg->server.listen[i], val) == 0)
+			return fail_key(ld, k, line, -EINVAL, "'%s' is already listed on line %u",
+					val, cfg->server.listen_src[i].line);
+	if (n >= ESTGW_MAX_LISTEN)
+		return fail_key(ld, k, line, -E2BIG, "too many listen addresses (at most %d)",
+				ESTGW_MAX_LISTEN);
+	cfg->server.listen[n] = strdup(val);
+	if (!cfg->server.listen[n])
+		return fail_key(ld, k, line, -ENOMEM, "out of memory");
+	cfg->server.listen_src[n].line = line;
+	cfg->server.nlisten = n + 1;
+	return 0;
+}
+
+/* ---- files ------------------------------------------------------------- */
+
+/** The file must exist, be a regular file and open for reading. */
+static int check_file(struct load *ld, const struct cfg_key *k, const char *path,
+		      unsigned line)
+{
+	struct stat st;
+	int fd;
+
+	if (stat(path, &st) != 0)
+		return fail_key(ld, k, line, -errno, "cannot stat %s: %s", path, strerror(errno));
+	if (S_ISDIR(st.st_mode))
+		return fail_key(ld, k, line, -EISDIR, "%s is a directory, not a file", path);
+	if (!S_ISREG(st.st_mode))
+		return fail_key(ld, k, line, -EINVAL, "%s is not a regular file", path);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return fail_key(ld, k, line, -errno, "cannot read %s: %s", path, strerror(errno));
+	close(fd);
+	return 0;
+}
+
+/** Relative paths are taken from the config file's directory. */
+static int set_file(struct load *ld, const struct cfg_key *k, const char *val,
+		    unsigned line)
+{
+	char **slot = field(ld, k->off);
+	char *path;
+
+	if (!*val)
+		return fail_key(ld, k, line, -EINVAL, "empty value, expected a file name");
+	if (val[0] == '/')
+		path = strdup(val);
+	else if (asprintf(&path, "%s%s%s", ld->dir, strcmp(ld->dir, "/") ? "/" : "", val) < 0)
+		path = NULL;
+	if (!path)
+		return fail_key(ld, k, line, -ENOMEM, "out of memory");
+	free(*slot);
+	*slot = path;
+	set_src(ld, k, line);
+	return check_file(ld, k, path, line);
+}
+
+/* ---- root and url ------------------------------------------------------ */
+
+static const char *segment_problem(const char *seg, size_t len)
+{
+	if (len == 0)
+		return "has an empty path segment";
+	if ((len == 1 && seg[0] == '.') || (len == 2 && seg[0] == '.' && seg[1] == '.'))
+		return "has a '.' or '..' segment";
+	return NULL;
+}
+
+static const char *root_problem(const char *v)
+{
+	const char *p = v, *why;
+	size_t len;
+
+	if (v[0] != '/')
+		return "must start with '/'";
+	if (strpbrk(v, "?#"))
+		return "must not contain '?' or '#'";
+	for (p = v; *p; p++)
+		if ((unsigned char)*p <= ' ' || *p == 0x7f)
+			return "must not contain spaces or control characters";
+	for (p = v; *p == '/'; p += 1 + len) {
+		len = strcspn(p + 1, "/");
+		why = segment_problem(p + 1, len);
+		if (why)
+			return why;
+	}
+	if (strcmp(v, "/.well-known/est") == 0)
+		return "is always served; root names an extra path";
+	return NULL;
+}
+
+static int set_root(struct load *ld, const struct cfg_key *k, const char *val,
+		    unsigned line)
+{
+	const char *why = root_problem(val);
+
+	if (why)
+		return fail_key(ld, k, line, -EINVAL, "'%s' %s", val, why);
+	return store_str(ld, k, val, strlen(val), line);
+}
+
+/** Stored without trailing '/', so "url + /cacerts" works. */
+static int set_url(struct load *ld, const struct cfg_key *k, const char *val,
+		   unsigned line)
+{
+	static const char scheme[] = "https://";
+	const size_t slen = sizeof(scheme) - 1;
+	size_t len = strlen(val);
+
+	if (strncasecmp(val, scheme, slen) != 0)
+		return fail_key(ld, k, line, -EINVAL, "'%s' must start with https://", val);
+	if (val[slen] == '\0' || val[slen] == '/')
+		return fail_key(ld, k, line, -EINVAL, "'%s' has no host", val);
+	if (strpbrk(val, "?# \t"))
+		return fail_key(ld, k, line, -EINVAL,
+				"'%s' must not contain a query, a fragment or spaces", val);
+	while (len > slen + 1 && val[len - 1] == '/')
+		len--;
+	return store_str(ld, k, val, len, line);
+}
+
+/* ---- numbers, booleans, log level -------------------------------------- */
+
+static int parse_u32(const char *s, uint32_t *out)
+{
+	uint64_t v = 0;
+
+	if (!*s)
+		return -1;
+	for (; *s; s++) {
+		if (!isdigit((unsigned char)*s))
+			return -1;
+		v = v * 10 + (uint64_t)(*s - '0');
+		if (v > UINT32_MAX)
+			return -1;
+	}
+	*out = (uint32_t)v;
+	return 0;
+}
+
+static int set_u32(struct load *ld, const struct cfg_key *k, const char *val,
+		   unsigned line)
+{
+	uint32_t v;
+
+	if (parse_u32(val, &v) != 0)
+		return fail_key(ld, k, line, -EINVAL,
+				"'%s' is not a number from %u to %u", val, k->min, k->max);
+	if (v < k->min || v > k->max)
+		return fail_key(ld, k, line, -ERANGE, "%u is out of range %u..%u", v,
+				k->min, k->max);
+	*(uint32_t *)field(ld, k->off) = v;
+	return 0;
+}
+
+static const struct {
+	const char *word;
+	int value;
+} bool_words[] = {
+	{ "yes", 1 }, { "no", 0 }, { "true", 1 }, { "false", 0 },
+	{ "on", 1 },  { "off", 0 }, { "1", 1 },   { "0", 0 },
+};
+
+static int set_bool(struct load *ld, const struct cfg_key *k, const char *val,
+		    unsigned line)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(bool_words); i++) {
+		if (strcasecmp(val, bool_words[i].word) == 0) {
+			*(int *)field(ld, k->off) = bool_words[i].value;
+			return 0;
+		}
+	}
+	return fail_key(ld, k, line, -EINVAL,
+			"'%s' is not a boolean (yes/no/true/false/on/off/1/0)", val);
+}
+
+static const struct {
+	const char *word;
+	int prio;
+} log_levels[] = {
+	{ "error", LOG_ERR }, { "warning", LOG_WARNING },
+	{ "info", LOG_INFO }, { "debug", LOG_DEBUG },
+};
+
+static int set_level(struct load *ld, const struct cfg_key *k, const char *val,
+		     unsigned line)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(log_levels); i++) {
+		if (strcasecmp(val, log_levels[i].word) == 0) {
+			*(int *)field(ld, k->off) = log_levels[i].prio;
+			return 0;
+		}
+	}
+	return fail_key(ld, k, line, -EINVAL,
+			"'%s' is not a log level (error/warning/info/debug)", val);
+}
+
+/* ---- reading lines ----------------------------------------------------- */
+
+static int section_known(const char *name, size_t len)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(sections); i++)
+		if (strlen(sections[i]) == len && memcmp(sections[i], name, len) == 0)
+			return 1;
+	return 0;
+}
+
+/** Checks libinih would not make; returns nonzero to hide the line from it. */
+static int check_line(struct load *ld, const char *s, size_t n, size_t max)
+{
+	const char *close, *p;
+
+	if (strlen(s) != n)
+		return fail(ld, ld->line, NULL, NULL, -EINVAL, "NUL byte in line");
+	if (n + 1 > max)
+		return fail(ld, ld->line, NULL, NULL, -EINVAL,
+			    "line longer than %zu characters", max - 2);
+	if (ld->line == 1 && n >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
+		s += 3; /* UTF-8 byte order mark; libinih skips it too */
+	p = s + strspn(s, " \t\r\n");
+	if (p != s && *p && !strchr(";#", *p))
+		return fail(ld, ld->line, NULL, NULL, -EINVAL,
+			    "indented line (it would continue the previous value); "
+			    "remove the leading whitespace");
+	close = strchr(s, ']');
+	if (*s == '[' && close && !section_known(s + 1, (size_t)(close - s - 1)))
+		return fail(ld, ld->line, NULL, NULL, -EINVAL,
+			    "[%.*s]: unknown section (expected [server], [upstream] or [log])",
+			    (int)(close - s - 1), s + 1);
+	return 0;
+}
+
+/** ini_reader: one physical line per call, so our line count is libinih's. */
+static char *read_line(char *str, int num, void *stream)
+{
+	struct load *ld = stream;
+	ssize_t n = getline(&ld->buf, &ld->bufsz, ld->fp);
+
+	if (n < 0 || num < 2) {
+		if (n < 0 && ferror(ld->fp))
+			ld->read_errno = errno ? errno : EIO;
+		return NULL;
+	}
+	ld->line++;
+	if (check_line(ld, ld->buf, (size_t)n, (size_t)num) != 0) {
+		strcpy(str, "\n"); /* libinih sees a blank line */
+		return str;
+	}
+	memcpy(str, ld->buf, (size_t)n + 1);
+	return str;
+}
+
+/* ---- keys -------------------------------------------------------------- */
+
+static const struct cfg_key *find_key(const char *section, const char *name)
+{
+	for (size_t i = 0; i < N_KEYS; i++)
+		if (strcmp(schema[i].section, section) == 0 &&
+		    strcmp(schema[i].name, name) == 0)
+			return &schema[i];
+	return NULL;
+}
+
+static int handle_key(struct load *ld, const char *section, const char *name,
+		      const char *value)
+{
+	const struct cfg_key *k = find_key(section, name);
+	unsigned line = ld->line, *seen;
+
+	if (!*section)
+		return fail(ld, line, NULL, NULL, -EINVAL, "%s: key before any [section]", name);
+	if (!section_known(section, strlen(section)))
+		return fail(ld, line, section, NULL, -EINVAL, "unknown section");
+	if (!k)
+		return fail(ld, line, section, name, -EINVAL, "unknown key");
+	seen = &ld->seen[k - schema];
+	if (*seen && !(k->flags & K_MULTI))
+		return fail_key(ld, k, line, -EINVAL, "duplicate key (first set on line %u)", *seen);
+	if (!*seen)
+		*seen = line;
+	return k->set(ld, k, value, line);
+}
+
+/** ini_handler: nonzero means success to libinih. */
+static int on_key(void *user, const char *section, const char *name,
+		  const char *value)
+{
+	struct load *ld = user;
+
+	if (ld->rc)
+		return 1; /* only the first error is reported */
+	return handle_key(ld, section, name, value) == 0;
+}
+
+/* ---- whole-file steps -------------------------------------------------- */
+
+static int apply_defaults(struct load *ld)
+{
+	for (size_t i = 0; i < N_KEYS; i++) {
+		int rc = schema[i].def ? schema[i].set(ld, &schema[i], schema[i].def, 0) : 0;
+
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int check_required(struct load *ld)
+{
+	for (size_t i = 0; i < N_KEYS; i++)
+		if ((schema[i].flags & K_REQUIRED) && !ld->seen[i])
+			return fail_key(ld, &schema[i], 0, -EINVAL, "missing required key");
+	return 0;
+}
+
+static uint32_t u32_of(struct load *ld, const struct cfg_key *k)
+{
+	return *(uint32_t *)field(ld, k->off);
+}
+
+/** Blame the smaller key if the file set it, else the larger one. */
+static int check_relations(struct load *ld)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(relations); i++) {
+		const struct cfg_key *s = find_key(relations[i].section, relations[i].small);
+		const struct cfg_key *b = find_key(relations[i].section, relations[i].big);
+		unsigned sl = ld->seen[s - schema], bl = ld->seen[b - schema];
+
+		if (u32_of(ld, s) <= u32_of(ld, b))
+			continue;
+		return fail_key(ld, sl || !bl ? s : b, sl ? sl : bl, -EINVAL,
+				"%s (%u) must not be greater than %s (%u)", s->name,
+				u32_of(ld, s), b->name, u32_of(ld, b));
+	}
+	return 0;
+}
+
+/** Absolute directory of the config file, for relative paths. */
+static int find_dir(struct load *ld)
+{
+	char *copy = strdup(ld->file);
+
+	if (!copy)
+		return fail(ld, 0, NULL, NULL, -ENOMEM, "out of memory");
+	ld->dir = realpath(dirname(copy), NULL);
+	free(copy);
+	if (!ld->dir)
+		return fail(ld, 0, NULL, NULL, -errno, "cannot resolve the directory: %s",
+			    strerror(errno));
+	return 0;
+}
+
+static int open_file(struct load *ld)
+{
+	ld->fp = fopen(ld->file, "re");
+	if (!ld->fp)
+		return fail(ld, 0, NULL, NULL, -errno, "cannot open: %s", strerror(errno));
+	ld->cfg->path = strdup(ld->file);
+	if (!ld->cfg->path)
+		return fail(ld, 0, NULL, NULL, -ENOMEM, "out of memory");
+	return find_dir(ld);
+}
+
+/** Runs libinih; its return value is the first line it found wrong. */
+static int parse(struct load *ld)
+{
+	int bad = ini_parse_stream(read_line, ld, on_key, ld);
+
+	if (ld->read_errno) {
+		ld->rc = 0; /* the file was not read to its end */
+		return fail(ld, ld->line, NULL, NULL, -ld->read_errno, "cannot read: %s",
+			    strerror(ld->read_errno));
+	}
+	if (bad > 0 && (!ld->rc || (unsigned)bad < ld->err_line)) {
+		ld->rc = 0; /* libinih's error comes first in the file */
+		return fail(ld, (unsigned)bad, NULL, NULL, -EINVAL,
+			    "syntax error: expected [section], key = value or a comment");
+	}
+	if (bad < 0)
+		return fail(ld, 0, NULL, NULL, -ENOMEM, "libinih failed (%d)", bad);
+	return ld->rc;
+}
+
+static int load_steps(struct load *ld)
+{
+	int rc = open_file(ld);
+
+	if (!rc)
+		rc = apply_defaults(ld);
+	if (!rc)
+		rc = parse(ld);
+	if (!rc)
+		rc = check_required(ld);
+	if (!rc)
+		rc = check_relations(ld);
+	return rc;
+}
+
+int estgw_config_load(const char *path, struct estgw_config *cfg, char *err,
+		      size_t errlen)
+{
+	struct load ld = { .cfg = cfg, .file = path, .err = err, .errlen = errlen };
+	int rc;
+
+	memset(cfg, 0, sizeof(*cfg));
+	if (err && errlen)
+		err[0] = '\0';
+	rc = load_steps(&ld);
+	if (ld.fp)
+		fclose(ld.fp);
+	free(ld.buf);
+	free(ld.dir);
+	if (rc)
+		estgw_config_free(cfg);
+	return rc;
+}
+
+void estgw_config_free(struct estgw_config *cfg)
+{
+	if (!cfg)
+		return;
+	for (size_t i = 0; i < cfg->server.nlisten; i++)
+		free(cfg->server.listen[i]);
+	free(cfg->path);
+	free(cfg->server.certificate);
+	free(cfg->server.private_key);
+	free(cfg->server.client_trust);
+	free(cfg->server.root);
+	free(cfg->upstream.url);
+	free(cfg->upstream.trust);
+	free(cfg->upstream.certificate);
+	free(cfg->upstream.private_key);
+	memset(cfg, 0, sizeof(*cfg));
+}
