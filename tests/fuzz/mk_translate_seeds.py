@@ -2,7 +2,7 @@
 """mk_translate_seeds.py - seed corpus for fuzz_translate from fixture DER.
 
 Usage: mk_translate_seeds.py DERDIR OUTDIR
-DERDIR comes from tests/unit/mk_translate_fixtures.sh OUT.h DERDIR. Each seed
+DERDIR comes from tests/unit/fixtures/mk_translate_fixtures.sh OUT.h DERDIR. Each seed
 follows the fuzz_translate.c layout: 6 header bytes, then 2-byte length
 prefixed Content-Type, Retry-After, CSR, queries and path, then the body.
 """
