@@ -76,7 +76,9 @@ struct est_route {
 /** Resolve Uri-Path segments against the served roots (each written like
  *  "/.well-known/est" or "/est"). Accepts <root>/<short> and
  *  <root>/<label>/<short>. A label is 1..EST_LABEL_MAX characters of
- *  [A-Za-z0-9._~-] and not itself a short name.
+ *  [A-Za-z0-9._~-], not "." or ".." (they would walk the upstream URL), and
+ *  not itself a short name. Roots are tried in order; the first that
+ *  resolves wins.
  *  @return 0, or -ENOENT (answer 4.04). */
 int est_route_path(const struct est_slice *segs, size_t nseg,
 		   const char *const *roots, size_t nroots,
@@ -163,14 +165,18 @@ struct est_coap_resp {
 uint8_t est_status_to_code(long status, enum est_method method);
 
 /** Parse a Retry-After value (delta-seconds or IMF-fixdate HTTP-date,
- *  RFC 9110 10.2.3) into seconds from @p now. -EINVAL when unparsable. */
+ *  RFC 9110 10.2.3) into seconds from @p now. -EINVAL when unparsable.
+ *  Delta-seconds saturate at UINT32_MAX; a date in the past gives 0. The
+ *  obsolete rfc850-date and asctime-date forms are accepted too, as RFC 9110
+ *  5.6.7 requires of recipients. */
 int est_retry_after_seconds(const char *v, time_t now, uint32_t *secs);
 
 /** Turn an upstream answer into the CoAP answer for @p op with the Accept
  *  already checked (@p resp_cf from est_check_request). @p csr is the
  *  request body for sen/sren (used by Accept 287 to find the end-entity
  *  certificate), NULL/0 otherwise. Always fills @p out (an error answer on
- *  failure) and returns 0, or -ENOMEM. */
+ *  failure) and returns 0, or -ENOMEM. A @p resp_cf the operation does not
+ *  offer gives 4.06. */
 int est_translate_response(const struct est_op_desc *op, int resp_cf,
 			   const uint8_t *csr, size_t csr_len,
 			   const struct est_http_resp *in,
@@ -178,7 +184,9 @@ int est_translate_response(const struct est_op_desc *op, int resp_cf,
 			   struct est_coap_resp *out);
 void est_coap_resp_free(struct est_coap_resp *r);
 
-/** Fill @p out with an error answer: code + static diagnostic payload. */
+/** Fill @p out with an error answer: code + a malloc'd copy of @p diag as
+ *  payload (NUL-terminated, len without the NUL), no Content-Format. @p out
+ *  is overwritten, not freed first. */
 int est_coap_resp_error(struct est_coap_resp *out, uint8_t code,
 			const char *diag);
 
