@@ -19,7 +19,8 @@ struct est_slice {
 	size_t len;
 };
 
-/** Length of the Base64 text (with padding, no line breaks) for @p n bytes. */
+/** Length of the Base64 text (with padding, no line breaks) for @p n bytes.
+ *  Saturates at SIZE_MAX when the length would not fit in a size_t. */
 size_t est_b64_encoded_len(size_t n);
 
 /** Encode @p in as Base64 with '=' padding and no line breaks into @p out
@@ -36,19 +37,22 @@ int est_b64_decode(const char *in, size_t inlen, uint8_t *out, size_t outsize,
 		   size_t *outlen);
 
 /** Read one DER TLV header at @p p (within @p len bytes): tag byte, and the
- *  content slice. Only single-byte tags and definite lengths up to 2^31 are
- *  accepted; the content must fit in @p len. *total is header + content. */
+ *  content slice. Only single-byte tags and definite lengths below 2^31 are
+ *  accepted, in minimal DER form (short form under 128, no leading zero
+ *  octets); the content must fit in @p len. *total is header + content. */
 int est_der_tlv(const uint8_t *p, size_t len, uint8_t *tag,
 		struct est_slice *content, size_t *total);
 
-/** True when @p buf is exactly one complete DER element starting with
- *  SEQUENCE (0x30), i.e. plausibly binary DER rather than Base64 (SPEC B5). */
+/** True (1) when @p buf is exactly one complete DER element starting with
+ *  SEQUENCE (0x30), i.e. plausibly binary DER rather than Base64 (SPEC B5);
+ *  0 otherwise. Only the outer header is checked. */
 int est_der_is_single_sequence(const uint8_t *buf, size_t len);
 
 /** Decode an upstream EST body that should be DER: Base64 (any line breaks)
  *  or, from a non-conforming CA, raw DER (SPEC B5). On success @p out holds
  *  the DER (malloc'd, caller frees), *was_binary tells which form came in.
- *  The result is checked to be one complete DER SEQUENCE. */
+ *  The result is checked to be one complete DER SEQUENCE (outer header
+ *  only); otherwise -EINVAL, or -ENOMEM. */
 int est_body_to_der(const uint8_t *body, size_t len, uint8_t **out,
 		    size_t *outlen, int *was_binary);
 
@@ -59,23 +63,30 @@ int est_body_to_der(const uint8_t *body, size_t len, uint8_t **out,
  *  RFC 5652 / RFC 7030 4.1.3) and return a slice for each certificate in
  *  SignedData.certificates ([0] IMPLICIT SET OF Certificate). Slices point
  *  into @p der and cover each whole Certificate TLV. *n gets the count
- *  (0 is valid: -ENOENT is not returned for an empty set). */
+ *  (0 is valid, also for an absent certificates field: -ENOENT is not
+ *  returned). Every entry must be a SEQUENCE (no other CertificateChoices);
+ *  more than @p maxcerts entries is -E2BIG. Nothing may trail. */
 int est_pkcs7_certs(const uint8_t *der, size_t len, struct est_slice *certs,
 		    size_t maxcerts, size_t *n);
 
-/** The SubjectPublicKeyInfo TLV (whole element) of an X.509 Certificate. */
+/** The SubjectPublicKeyInfo TLV (whole element) of an X.509 Certificate.
+ *  The Certificate must fill @p len exactly and have the RFC 5280 shape down
+ *  to the TBSCertificate fields; signature and contents are not checked. */
 int est_cert_spki(const uint8_t *cert, size_t len, struct est_slice *spki);
 
 /** The raw subject and issuer Name TLVs of an X.509 Certificate. */
 int est_cert_names(const uint8_t *cert, size_t len, struct est_slice *issuer,
 		   struct est_slice *subject);
 
-/** The SubjectPublicKeyInfo TLV of a PKCS#10 CertificationRequest. */
+/** The SubjectPublicKeyInfo TLV of a PKCS#10 CertificationRequest
+ *  (after the same checks as est_csr_check). */
 int est_csr_spki(const uint8_t *csr, size_t len, struct est_slice *spki);
 
 /** Check that @p csr is one well-formed PKCS#10 CertificationRequest
  *  (SEQUENCE { CertificationRequestInfo, AlgorithmIdentifier, BIT STRING }),
- *  with nothing trailing. Signature is not verified here. */
+ *  with nothing trailing. The CertificationRequestInfo needs version 0 and
+ *  the [0] attributes field (not OPTIONAL in RFC 2986; mbedTLS requires it
+ *  too), each attribute a SEQUENCE. Signature is not verified here. */
 int est_csr_check(const uint8_t *csr, size_t len);
 
 #endif

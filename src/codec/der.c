@@ -285,6 +285,9 @@ static int body_from_b64(const uint8_t *body, size_t len, uint8_t **out,
 	return 0;
 }
 
+/* Binary first: a Base64 body that decodes to a SEQUENCE starts with 'M'
+ * (or whitespace), never with 0x30 ('0'), so the two forms cannot be
+ * confused for any acceptable body. */
 int est_body_to_der(const uint8_t *body, size_t len, uint8_t **out,
 		    size_t *outlen, int *was_binary)
 {
