@@ -267,7 +267,10 @@ static int encode_csr(const uint8_t *der, size_t len, struct est_http_req *out)
 
 	if (!der || len == 0 || est_csr_check(der, len) != 0)
 		return -EINVAL;
-	cap = est_b64_encoded_len(len) + 1;
+	cap = est_b64_encoded_len(len);
+	if (cap == SIZE_MAX)
+		return -EINVAL;
+	cap++;
 	out->body = malloc(cap);
 	if (!out->body)
 		return -ENOMEM;
@@ -787,6 +790,9 @@ static int answer_certs(const struct est_op_desc *op, int resp_cf,
 	if (rc == 0 && n == 0)
 		rc = est_coap_resp_error(out, C(5, 2),
 					 "upstream sent no certificate");
+	else if (rc == -E2BIG)
+		rc = est_coap_resp_error(out, C(5, 2),
+					 "upstream sent too many certificates");
 	else if (rc != 0)
 		rc = est_coap_resp_error(out, C(5, 2),
 					 "upstream sent a malformed PKCS#7");

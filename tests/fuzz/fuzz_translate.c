@@ -5,6 +5,9 @@
  * Content-Type, Retry-After, CSR, Uri-Query list ('&'-separated), Uri-Path
  * ('/'-separated); whatever is left is the upstream body. Every string is
  * copied into its own exact-size buffer so ASan sees any over-read.
+ * Seeds in tests/fuzz/corpus/translate/, remade with
+ * tests/unit/fixtures/mk_translate_fixtures.sh X.h DER and
+ * tests/fuzz/mk_translate_seeds.py DER tests/fuzz/corpus/translate.
  */
 #include <stdint.h>
 #include <stdlib.h>

@@ -912,6 +912,16 @@ static void test_B5_pkcs7_no_cert_5_02(void **st)
 	est_coap_resp_free(&r);
 }
 
+static void test_B5_pkcs7_too_many_5_02(void **st)
+{
+	struct est_coap_resp r;
+
+	xlate_200(EST_OP_CRTS, EST_CF_PKCS7_CERTS, NULL, fx_p7_33,
+		  sizeof(fx_p7_33), NULL, 0, &r);
+	expect_error(&r, C(5, 2), "upstream sent too many certificates");
+	est_coap_resp_free(&r);
+}
+
 static void test_B5_not_pkcs7_5_02(void **st)
 {
 	struct est_coap_resp r;
@@ -1284,6 +1294,7 @@ int main(void)
 		cmocka_unit_test(test_B5_binary_der_tolerated),
 		cmocka_unit_test(test_B5_garbage_body_5_02),
 		cmocka_unit_test(test_B5_pkcs7_no_cert_5_02),
+		cmocka_unit_test(test_B5_pkcs7_too_many_5_02),
 		cmocka_unit_test(test_B5_not_pkcs7_5_02),
 		cmocka_unit_test(test_B3_crts_281_payload_is_pkcs7),
 		cmocka_unit_test(test_B3_resp_cf_not_offered_4_06),
