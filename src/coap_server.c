@@ -64,6 +64,7 @@ struct coap_server {
 	struct event_base *base;
 	const struct estgw_config *cfg;
 	struct proxy *px;
+	struct estgw_dtls *dtls;
 	coap_context_t *ctx;
 	struct event *ev;
 	const char *roots[2];
@@ -111,20 +112,24 @@ static int opt_uint(const coap_pdu_t *pdu, uint16_t num, unsigned *val)
 	return 1;
 }
 
+/* The one line per request: who, what, upstream status, CoAP code, time. */
 static void log_request(const char *client, int method, const char *path,
 			long upstream, const char *note, uint8_t code,
 			double ms)
 {
 	char up[24];
+	int cached = note && strcmp(note, "cache") == 0;
 
 	if (upstream > 0)
 		snprintf(up, sizeof(up), "%ld", upstream);
 	else
-		snprintf(up, sizeof(up), "%s", note && !strcmp(note, "cache") ? "cache" : "-");
-	log_info("req", "client=\"%s\" %s %s upstream=%s code=%d.%02d %.1fms%s%s",
+		snprintf(up, sizeof(up), "%s", cached ? "cache" : "-");
+	if (cached || !note || !*note)
+		note = NULL;
+	log_info("req", "client=\"%s\" %s %s upstream=%s code=%d.%02d %.1fms%s%s%s",
 		 client, method_name(method), path, up, EST_CODE_CLASS(code),
-		 EST_CODE_DETAIL(code), ms, note && strcmp(note, "cache") ? " " : "",
-		 note && strcmp(note, "cache") ? note : "");
+		 EST_CODE_DETAIL(code), ms, note ? " (" : "", note ? note : "",
+		 note ? ")" : "");
 }
 
 static void release_payload(coap_session_t *s, void *p)
@@ -484,7 +489,7 @@ static void answer_pending(coap_resource_t *r, coap_session_t *s,
 	uint8_t code = p->out.resp.code;
 	put_answer(r, s, req, q, resp, &p->out.resp);
 	log_request(p->client, method, p->path, p->out.upstream_status,
-		    p->out.upstream_note, code, ms_since(&p->start));
+		    p->out.note, code, ms_since(&p->start));
 	est_coap_resp_free(&p->out.resp);
 	pending_unlink(p);
 	free(p);
@@ -525,13 +530,13 @@ static void go_upstream(struct coap_server *srv, coap_resource_t *r,
 		proxy_cancel(p->job);
 		est_coap_resp_error(&now.resp, EST_CODE(5, 3), "busy");
 		now.upstream_status = 0;
-		now.upstream_note = "async registration failed";
+		snprintf(now.note, sizeof(now.note), "async registration failed");
 	}
 	free(p);
 	uint8_t code = now.resp.code;
 	put_answer(r, s, req, q, resp, &now.resp);
 	log_request(client, ri->opts.method, ri->path, now.upstream_status,
-		    now.upstream_note, code, ms_since(&ri->start));
+		    now.note, code, ms_since(&ri->start));
 	est_coap_resp_free(&now.resp);
 }
 
@@ -638,9 +643,11 @@ static void on_coap_log(coap_log_t level, const char *message)
 		  (int)n, message);
 }
 
+/* libcoap passes its copy of our coap_dtls_pki_t; cn_call_back_arg carries
+ * our credentials (libcoap ignores it while validate_cn_call_back is NULL). */
 static int on_tls_setup(void *tls, coap_dtls_pki_t *setup)
 {
-	return estgw_dtls_setup_session(tls, setup->pki_key.key.pem.public_cert);
+	return estgw_dtls_setup_session(setup->cn_call_back_arg, tls);
 }
 
 static int setup_pki(struct coap_server *srv)
@@ -656,6 +663,7 @@ static int setup_pki(struct coap_server *srv)
 	pki.cert_chain_validation = 1;
 	pki.cert_chain_verify_depth = 4;
 	pki.additional_tls_setup_call_back = on_tls_setup;
+	pki.cn_call_back_arg = srv->dtls;
 	pki.pki_key.key_type = COAP_PKI_KEY_PEM;
 	pki.pki_key.key.pem.public_cert = srv->cfg->server.certificate;
 	pki.pki_key.key.pem.private_key = srv->cfg->server.private_key;
@@ -751,8 +759,9 @@ struct coap_server *coap_server_new(struct event_base *base,
 	coap_set_log_handler(on_coap_log);
 	coap_set_log_level(estgw_log_level() >= LOG_DEBUG ? LOG_INFO : LOG_WARNING);
 	coap_dtls_set_log_level(LOG_WARNING);
+	srv->dtls = estgw_dtls_new(cfg->server.certificate, cfg->server.client_trust);
 	srv->ctx = coap_new_context(NULL);
-	if (!srv->ctx)
+	if (!srv->dtls || !srv->ctx)
 		goto fail;
 	coap_set_app_data(srv->ctx, srv);
 	coap_context_set_block_mode(srv->ctx, COAP_BLOCK_USE_LIBCOAP);
@@ -793,6 +802,7 @@ void coap_server_free(struct coap_server *srv)
 	if (srv->ctx)
 		coap_free_context(srv->ctx);
 	coap_cleanup();
+	estgw_dtls_free(srv->dtls);
 	free(srv);
 }
 

@@ -9,6 +9,8 @@
 
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
@@ -23,23 +25,80 @@ static const char cipher_list[] =
 static const char groups[] = "P-256:X25519:P-384";
 static const unsigned char sid_ctx[] = "estgw";
 
-int estgw_dtls_setup_session(void *tls, const char *chain_file)
+struct estgw_dtls {
+	char *chain_file;
+	X509_STORE *trust;
+};
+
+static X509_STORE *load_store(const char *file)
+{
+	X509_STORE *st = X509_STORE_new();
+	BIO *in = BIO_new_file(file, "r");
+	X509 *x;
+	int n = 0;
+
+	if (!st || !in) {
+		X509_STORE_free(st);
+		BIO_free(in);
+		return NULL;
+	}
+	/* A fresh X509 per certificate: the store keeps references. */
+	while ((x = PEM_read_bio_X509(in, NULL, NULL, NULL))) {
+		if (X509_STORE_add_cert(st, x))
+			n++;
+		X509_free(x);
+	}
+	ERR_clear_error();
+	BIO_free(in);
+	if (n == 0) {
+		X509_STORE_free(st);
+		return NULL;
+	}
+	return st;
+}
+
+struct estgw_dtls *estgw_dtls_new(const char *chain_file, const char *trust_file)
+{
+	struct estgw_dtls *d = calloc(1, sizeof(*d));
+
+	if (!d)
+		return NULL;
+	d->chain_file = strdup(chain_file);
+	d->trust = load_store(trust_file);
+	if (!d->chain_file || !d->trust) {
+		log_err("dtls", "cannot load the client trust bundle %s", trust_file);
+		estgw_dtls_free(d);
+		return NULL;
+	}
+	return d;
+}
+
+void estgw_dtls_free(struct estgw_dtls *d)
+{
+	if (!d)
+		return;
+	X509_STORE_free(d->trust);
+	free(d->chain_file);
+	free(d);
+}
+
+int estgw_dtls_setup_session(struct estgw_dtls *d, void *tls)
 {
 	SSL *ssl = tls;
 
-	if (!ssl)
+	if (!ssl || !d)
 		return 0;
+	SSL_set_options(ssl, SSL_OP_CIPHER_SERVER_PREFERENCE);
 	if (!SSL_set_min_proto_version(ssl, DTLS1_2_VERSION) ||
 	    !SSL_set_cipher_list(ssl, cipher_list) ||
 	    !SSL_set1_groups_list(ssl, groups) ||
-	    !SSL_set_session_id_context(ssl, sid_ctx, sizeof(sid_ctx) - 1)) {
-		log_err("dtls", "cannot apply the DTLS cipher/group settings");
+	    !SSL_set_session_id_context(ssl, sid_ctx, sizeof(sid_ctx) - 1) ||
+	    !SSL_set1_verify_cert_store(ssl, d->trust)) {
+		log_err("dtls", "cannot apply the DTLS cipher/group/trust settings");
 		return 0;
 	}
-	if (!SSL_is_server(ssl))
-		return 1;
-	if (chain_file && SSL_use_certificate_chain_file(ssl, chain_file) != 1) {
-		log_err("dtls", "cannot load the server chain from %s", chain_file);
+	if (SSL_use_certificate_chain_file(ssl, d->chain_file) != 1) {
+		log_err("dtls", "cannot load the server chain from %s", d->chain_file);
 		return 0;
 	}
 	return 1;

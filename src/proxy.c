@@ -134,12 +134,11 @@ static void translate(struct proxy *px, const struct est_op_desc *op,
 
 	memset(out, 0, sizeof(*out));
 	out->upstream_status = r->err == EST_UP_OK ? r->status : 0;
-	out->upstream_note = r->errmsg;
 	if (est_translate_response(op, resp_cf, csr, csr_len, &in, &px->lim,
 				   &out->resp) != 0)
 		est_coap_resp_error(&out->resp, EST_CODE(5, 0), "out of memory");
-	if (!out->upstream_note)
-		out->upstream_note = out->resp.note;
+	const char *note = r->errmsg ? r->errmsg : out->resp.note;
+	snprintf(out->note, sizeof(out->note), "%s", note ? note : "");
 }
 
 static void on_upstream(void *arg, const struct upstream_result *r)
@@ -232,7 +231,7 @@ static int answer_from_cache(struct proxy *px, const struct est_route *route,
 	};
 	translate(px, route->op, resp_cf, NULL, 0, &r, now);
 	now->upstream_status = 0;
-	now->upstream_note = "cache";
+	snprintf(now->note, sizeof(now->note), "cache");
 	return 1;
 }
 

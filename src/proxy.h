@@ -23,7 +23,7 @@ struct proxy_job;
 struct proxy_outcome {
 	struct est_coap_resp resp; /**< owned by the receiver */
 	long upstream_status;      /**< HTTP status, 0 when none came */
-	const char *upstream_note; /**< "cache", "timeout", curl text ... */
+	char note[128];            /**< "cache", curl's error text, ... for the log */
 };
 
 /** Called once from the loop when a pending job is answered. The receiver
