@@ -1,16 +1,46 @@
 #!/usr/bin/env bash
-# test.sh - build estgw under ASan+UBSan and run every test (unit, integration).
-# Installs missing Debian packages first when run as root. Ends with "N passed, N failed".
+# test.sh - build estgw and run every test; ends with "N passed, N failed".
+#   1. ASan+UBSan build: unit + integration suites (the main run)
+#   2. plain build: unit tests under valgrind, and the 'valgrind' suite
+#      (estgw itself under valgrind for a few end-to-end cases)
+#   3. clang libFuzzer build: each fuzz target for FUZZ_SECONDS (default 10)
+# Installs missing Debian packages first when run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/deps.sh
 logs=()
-run_suite() { # build-dir, meson setup args...
+setup() { # build-dir, meson setup args...
   local dir=$1; shift
-  if [ -d "$dir/meson-private" ]; then meson setup --reconfigure "$dir" "$@" >/dev/null; else meson setup "$dir" "$@" >/dev/null; fi
+  if [ -d "$dir/meson-private" ]; then meson setup --reconfigure "$dir" "$@" >/dev/null
+  else meson setup "$dir" "$@" >/dev/null; fi
   meson compile -C "$dir" >/dev/null
-  meson test -C "$dir" --print-errorlogs --num-processes 2 || true
-  logs+=("$dir/meson-logs/testlog.json")
 }
-run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false
+
+setup build-asan -Db_sanitize=address,undefined -Db_lundef=false
+meson test -C build-asan --print-errorlogs --num-processes 2 --suite unit --suite integration || true
+logs+=("build-asan/meson-logs/testlog.json")
+
+setup build
+meson test -C build --print-errorlogs --num-processes 2 --suite unit \
+  --wrap='valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect' \
+  --logbase vg-unit || true
+meson test -C build --print-errorlogs --num-processes 2 --suite valgrind --logbase valgrind-it || true
+logs+=("build/meson-logs/vg-unit-valgrind.json" "build/meson-logs/valgrind-it.json")
+
+CC=clang setup build-fuzz -Dfuzz=true -Db_lundef=false
+fuzz_log=build-fuzz/meson-logs/fuzz.json
+: > "$fuzz_log"
+for t in build-fuzz/tests/fuzz/fuzz_*; do
+  [ -f "$t" ] && [ -x "$t" ] || continue
+  name=${t##*/fuzz_}
+  corpus=$(mktemp -d)
+  [ -d "tests/fuzz/corpus/$name" ] && cp -r "tests/fuzz/corpus/$name/." "$corpus/"
+  if "$t" -max_total_time="${FUZZ_SECONDS:-10}" -rss_limit_mb=2048 "$corpus" \
+       >"build-fuzz/meson-logs/fuzz_$name.log" 2>&1; then res=OK
+  else res=FAIL; tail -30 "build-fuzz/meson-logs/fuzz_$name.log"; fi
+  echo "{\"name\": \"fuzz:$name\", \"result\": \"$res\"}" >> "$fuzz_log"
+  echo "fuzz:$name $res ($(grep -o 'Done [0-9]* runs' "build-fuzz/meson-logs/fuzz_$name.log" || echo ?))"
+  rm -rf "$corpus"
+done
+logs+=("$fuzz_log")
 python3 tools/summarize.py "${logs[@]}"

@@ -8,6 +8,7 @@ CLI. Environment: ESTGW (the binary), ESTGW_SRC (source root), ESTGW_PKI
 import fcntl
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -143,11 +144,12 @@ connect_timeout = 5
 
     def start(self, wait_ready=True):
         self.gw_log = open(self.log_path, "wb")
-        self.gw = subprocess.Popen([ESTGW, "-c", self.conf, "-v"], stdout=self.gw_log,
+        wrap = shlex.split(os.environ.get("ESTGW_WRAP", ""))
+        self.gw = subprocess.Popen([*wrap, ESTGW, "-c", self.conf, "-v"], stdout=self.gw_log,
                                    stderr=subprocess.STDOUT)
         if wait_ready:
             wait_for(lambda: "ready" in self.log() or self.gw.poll() is not None,
-                     what="estgw ready")
+                     timeout=60, what="estgw ready")
             if self.gw.poll() is not None:
                 raise AssertionError(f"estgw exited: {self.log()}")
         return self
@@ -164,7 +166,7 @@ connect_timeout = 5
         if self.gw and self.gw.poll() is None:
             self.gw.send_signal(signal.SIGTERM)
             try:
-                rc = self.gw.wait(timeout=20)
+                rc = self.gw.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.gw.kill()
                 self.gw.wait()
