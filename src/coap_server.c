@@ -51,7 +51,7 @@ struct sess_data {
 struct pending {
 	struct coap_server *srv;
 	coap_async_t *async;
-	struct proxy_job *job;
+	struct proxy_wait *wait;
 	int done;
 	struct proxy_outcome out;
 	struct timespec start;
@@ -469,7 +469,7 @@ static void on_proxy_done(void *arg, struct proxy_outcome *out)
 {
 	struct pending *p = arg;
 
-	p->job = NULL;
+	p->wait = NULL;
 	p->out = *out;
 	p->done = 1;
 	coap_async_trigger(p->async); /* the handler runs again from libcoap */
@@ -515,8 +515,14 @@ static void go_upstream(struct coap_server *srv, coap_resource_t *r,
 	p->start = ri->start;
 	snprintf(p->path, sizeof(p->path), "%s", ri->path);
 	snprintf(p->client, sizeof(p->client), "%s", client);
-	rc = proxy_submit(srv->px, &ri->route, resp_cf, body, len,
-			  on_proxy_done, p, &p->job, &now);
+	struct proxy_request rq = {
+		.route = &ri->route,
+		.resp_cf = resp_cf,
+		.client = client,
+		.body = body,
+		.len = len,
+	};
+	rc = proxy_submit(srv->px, &rq, on_proxy_done, p, &p->wait, &now);
 	if (rc == 0) {
 		p->async = coap_register_async(s, req, 0);
 		if (p->async) {
@@ -527,7 +533,7 @@ static void go_upstream(struct coap_server *srv, coap_resource_t *r,
 			srv->pendings = p;
 			return; /* empty ACK now, separate response later */
 		}
-		proxy_cancel(p->job);
+		proxy_cancel(p->wait);
 		est_coap_resp_error(&now.resp, EST_CODE(5, 3), "busy");
 		now.upstream_status = 0;
 		snprintf(now.note, sizeof(now.note), "async registration failed");
@@ -791,7 +797,7 @@ void coap_server_free(struct coap_server *srv)
 		event_free(srv->ev);
 	while (srv->pendings) {
 		struct pending *p = srv->pendings;
-		proxy_cancel(p->job);
+		proxy_cancel(p->wait);
 		if (p->done)
 			est_coap_resp_free(&p->out.resp);
 		pending_unlink(p);

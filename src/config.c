@@ -94,6 +94,10 @@ static const struct cfg_key schema[] = {
 	{ "upstream", "max_age_min",     set_u32,    "1",       0,    UINT32_MAX, UP(max_age_min),     NO_SRC,                0 },
 	{ "upstream", "max_age_max",     set_u32,    "86400",   0,    UINT32_MAX, UP(max_age_max),     NO_SRC,                0 },
 	{ "upstream", "send_cte",        set_bool,   "yes",     0,    0,          UP(send_cte),        NO_SRC,                0 },
+	{ "upstream", "max_concurrent",  set_u32,    "32",      1,    4096,       UP(max_concurrent),  NO_SRC,                0 },
+	{ "upstream", "queue",           set_u32,    "256",     0,    65536,      UP(queue),           NO_SRC,                0 },
+	{ "upstream", "keep_issued",     set_u32,    "600",     0,    86400,      UP(keep_issued),     NO_SRC,                0 },
+	{ "upstream", "max_kept",        set_u32,    "1024",    1,    1048576,    UP(max_kept),        NO_SRC,                0 },
 	{ "log",      "level",           set_level,  "info",    0,    0,          LG(level),           NO_SRC,                0 },
 };
 

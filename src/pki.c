@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -18,6 +19,7 @@
 #include <mbedtls/error.h>
 #include <mbedtls/oid.h>
 #include <mbedtls/pk.h>
+#include <mbedtls/sha256.h>
 #include <mbedtls/x509_crt.h>
 
 /** id-kp-cmcRA, 1.3.6.1.5.5.7.3.28 (RFC 6402 s2.10) */
@@ -287,4 +289,21 @@ int estgw_config_verify_pki(const struct estgw_config *cfg, char *err,
 	if (!rc)
 		rc = verify_identity(&o, &ra_crt, &ra_key, 1);
 	return rc;
+}
+
+void estgw_pki_sha256(const struct estgw_buf *parts, size_t n,
+		      unsigned char out[32])
+{
+	mbedtls_sha256_context c;
+
+	mbedtls_sha256_init(&c);
+	mbedtls_sha256_starts_ret(&c, 0);
+	for (size_t i = 0; i < n; i++) {
+		/* length-prefix each part so that boundaries count */
+		uint64_t len = parts[i].len;
+		mbedtls_sha256_update_ret(&c, (const unsigned char *)&len, sizeof(len));
+		mbedtls_sha256_update_ret(&c, parts[i].ptr, parts[i].len);
+	}
+	mbedtls_sha256_finish_ret(&c, out);
+	mbedtls_sha256_free(&c);
 }

@@ -29,4 +29,12 @@ int estgw_config_verify_pki(const struct estgw_config *cfg, char *err,
  *  extension count as "does not"), -EINVAL if it does not parse. */
 int estgw_pki_cert_has_cmcra(const unsigned char *der, size_t len);
 
+/** SHA-256 over the concatenation of @p n buffers (for request keys). */
+struct estgw_buf {
+	const void *ptr;
+	size_t len;
+};
+void estgw_pki_sha256(const struct estgw_buf *parts, size_t n,
+		      unsigned char out[32]);
+
 #endif

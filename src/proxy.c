@@ -1,10 +1,14 @@
-/* proxy.c - EST request objects and the /cacerts cache.
+/* proxy.c - EST request jobs, coalescing, limits, kept answers, /cacerts cache.
  *
- * A job is created per upstream exchange and owns the copy of the request
- * body (the CSR) until the answer is translated. The CoAP side learns the
- * outcome only through its proxy_done_fn, called from the loop. /crts is
- * served from a per-label cache of the last good /cacerts answer, refreshed
- * in the background every [upstream] crts_refresh seconds.
+ * A job is one upstream exchange. Device requests wait on it (struct
+ * proxy_wait); an identical request (same client identity, operation,
+ * label and body) joins the job already in flight instead of starting a
+ * second enrollment (SPEC J1). At most [upstream] max_concurrent jobs run;
+ * [upstream] queue more wait; past that the device gets 5.03 + Max-Age.
+ * A successful sen/sren answer is kept for [upstream] keep_issued seconds,
+ * so a device that gave up and resends the identical CSR gets the same
+ * certificate without a second enrollment. /crts is served from a per-label
+ * cache of the last good /cacerts answer, refreshed in the background.
  */
 #include "proxy.h"
 
@@ -16,9 +20,11 @@
 #include <event2/event.h>
 
 #include "estgw/log.h"
+#include "pki.h"
 #include "upstream.h"
 
 #define CACHE_SLOTS 16
+#define KEY_LEN 32
 
 struct crts_cache {
 	char label[EST_LABEL_MAX + 1];
@@ -30,17 +36,39 @@ struct crts_cache {
 	struct proxy_job *refresh; /* background refresh in flight */
 };
 
+/* A stored upstream answer (sen/sren 200) for identical resent CSRs. */
+struct kept {
+	struct kept *next;
+	unsigned char key[KEY_LEN];
+	time_t expires;
+	char *content_type;
+	uint8_t *body;
+	size_t len;
+};
+
+struct proxy_wait {
+	struct proxy_wait *next;
+	struct proxy_job *job;
+	int resp_cf;
+	proxy_done_fn fn;
+	void *arg;
+};
+
+enum job_state { JOB_QUEUED, JOB_RUNNING };
+
 struct proxy_job {
 	struct proxy *px;
 	const struct est_op_desc *op;
 	char label[EST_LABEL_MAX + 1];
-	int resp_cf;
+	unsigned char key[KEY_LEN];
 	uint8_t *csr;
 	size_t csr_len;
-	proxy_done_fn fn; /* NULL for a background cache refresh */
-	void *arg;
+	struct est_http_req req;
+	enum job_state state;
+	struct proxy_wait *waiters;
 	struct upstream_xfer *xfer;
-	struct proxy_job *prev, *next;
+	struct proxy_job *prev, *next; /* all jobs */
+	struct proxy_job *qnext;       /* the queue, when JOB_QUEUED */
 };
 
 struct proxy {
@@ -51,24 +79,81 @@ struct proxy {
 	struct crts_cache cache[CACHE_SLOTS];
 	struct event *refresh_timer;
 	struct proxy_job *jobs;
+	struct proxy_job *qhead, *qtail;
+	size_t running, queued;
+	struct kept *kept;
+	size_t nkept;
 };
+
+static void start_queued(struct proxy *px);
+
+/* ---- jobs --------------------------------------------------------------- */
 
 static void job_unlink(struct proxy_job *j)
 {
+	struct proxy *px = j->px;
+
 	if (j->prev)
 		j->prev->next = j->next;
 	else
-		j->px->jobs = j->next;
+		px->jobs = j->next;
 	if (j->next)
 		j->next->prev = j->prev;
+	if (j->state == JOB_QUEUED) {
+		struct proxy_job **pp = &px->qhead, *last = NULL;
+		while (*pp && *pp != j) {
+			last = *pp;
+			pp = &(*pp)->qnext;
+		}
+		if (*pp) {
+			*pp = j->qnext;
+			if (px->qtail == j)
+				px->qtail = last;
+			px->queued--;
+		}
+	} else {
+		px->running--;
+	}
 }
 
 static void job_free(struct proxy_job *j)
 {
+	struct proxy_wait *w, *next;
+
 	job_unlink(j);
+	if (j->xfer)
+		upstream_cancel(j->xfer);
+	for (w = j->waiters; w; w = next) {
+		next = w->next;
+		free(w);
+	}
+	est_http_req_free(&j->req);
 	free(j->csr);
 	free(j);
 }
+
+static struct proxy_job *job_find(struct proxy *px, const unsigned char *key)
+{
+	for (struct proxy_job *j = px->jobs; j; j = j->next)
+		if (memcmp(j->key, key, KEY_LEN) == 0)
+			return j;
+	return NULL;
+}
+
+static void request_key(const struct est_op_desc *op, const char *label,
+			const char *client, const uint8_t *body, size_t len,
+			unsigned char key[KEY_LEN])
+{
+	struct estgw_buf parts[] = {
+		{ client ? client : "", client ? strlen(client) : 0 },
+		{ op->short_name, strlen(op->short_name) },
+		{ label, strlen(label) },
+		{ body, len },
+	};
+	estgw_pki_sha256(parts, sizeof(parts) / sizeof(parts[0]), key);
+}
+
+/* ---- /cacerts cache ----------------------------------------------------- */
 
 static struct crts_cache *cache_find(struct proxy *px, const char *label,
 				     int create)
@@ -89,25 +174,29 @@ static struct crts_cache *cache_find(struct proxy *px, const char *label,
 	return free_slot;
 }
 
-/* Keep a good /cacerts answer: 200 that translates to a valid PKCS#7. */
-static void cache_store(struct proxy *px, const char *label,
-			const struct upstream_result *r,
-			const struct est_coap_resp *as281)
+static int copy_answer(const struct upstream_result *r, char **ct,
+		       uint8_t **body)
 {
-	if (r->err != EST_UP_OK || r->status != 200 ||
-	    as281->code != EST_CODE(2, 5))
-		return;
-	struct crts_cache *c = cache_find(px, label, 1);
-	if (!c)
-		return;
-	uint8_t *body = malloc(r->body_len ? r->body_len : 1);
-	char *ct = r->content_type ? strdup(r->content_type) : NULL;
-	if (!body || (r->content_type && !ct)) {
-		free(body);
-		free(ct);
-		return;
+	*body = malloc(r->body_len ? r->body_len : 1);
+	*ct = r->content_type ? strdup(r->content_type) : NULL;
+	if (!*body || (r->content_type && !*ct)) {
+		free(*body);
+		free(*ct);
+		return -ENOMEM;
 	}
-	memcpy(body, r->body, r->body_len);
+	memcpy(*body, r->body, r->body_len);
+	return 0;
+}
+
+static void cache_store(struct proxy *px, const char *label,
+			const struct upstream_result *r)
+{
+	struct crts_cache *c = cache_find(px, label, 1);
+	char *ct;
+	uint8_t *body;
+
+	if (!c || copy_answer(r, &ct, &body) != 0)
+		return;
 	free(c->body);
 	free(c->content_type);
 	c->body = body;
@@ -117,6 +206,67 @@ static void cache_store(struct proxy *px, const char *label,
 	log_debug("cache", "/cacerts%s%s cached (%zu bytes)", *label ? " label " : "",
 		  label, r->body_len);
 }
+
+/* ---- kept answers ------------------------------------------------------- */
+
+static void kept_free(struct kept *k)
+{
+	free(k->content_type);
+	free(k->body);
+	free(k);
+}
+
+/* Drop expired entries; with @p room, also the oldest beyond max_kept - 1. */
+static void kept_trim(struct proxy *px, time_t now, int room)
+{
+	struct kept **pp = &px->kept;
+	size_t n = 0;
+	size_t limit = px->cfg->upstream.max_kept - (room ? 1 : 0);
+
+	while (*pp) {
+		struct kept *k = *pp;
+		if (k->expires <= now || n >= limit) {
+			*pp = k->next;
+			kept_free(k);
+			px->nkept--;
+			continue;
+		}
+		n++;
+		pp = &k->next;
+	}
+}
+
+static struct kept *kept_find(struct proxy *px, const unsigned char *key)
+{
+	kept_trim(px, time(NULL), 0);
+	for (struct kept *k = px->kept; k; k = k->next)
+		if (memcmp(k->key, key, KEY_LEN) == 0)
+			return k;
+	return NULL;
+}
+
+static void kept_store(struct proxy *px, const unsigned char *key,
+		       const struct upstream_result *r)
+{
+	struct kept *k;
+
+	if (px->cfg->upstream.keep_issued == 0 || kept_find(px, key))
+		return;
+	k = calloc(1, sizeof(*k));
+	if (!k || copy_answer(r, &k->content_type, &k->body) != 0) {
+		free(k);
+		return;
+	}
+	kept_trim(px, time(NULL), 1);
+	memcpy(k->key, key, KEY_LEN);
+	k->len = r->body_len;
+	k->expires = time(NULL) + px->cfg->upstream.keep_issued;
+	k->next = px->kept; /* newest first: trimming drops from the tail */
+	px->kept = k;
+	px->nkept++;
+}
+
+/* ---- translation -------------------------------------------------------- */
 
 static void translate(struct proxy *px, const struct est_op_desc *op,
 		      int resp_cf, const uint8_t *csr, size_t csr_len,
@@ -141,63 +291,129 @@ static void translate(struct proxy *px, const struct est_op_desc *op,
 	snprintf(out->note, sizeof(out->note), "%s", note ? note : "");
 }
 
+/* A /cacerts answer worth caching: 200 that translates to a valid PKCS#7. */
+static int good_answer(struct proxy *px, const struct proxy_job *j,
+		       const struct upstream_result *r, int resp_cf)
+{
+	struct proxy_outcome o;
+	int good;
+
+	if (r->err != EST_UP_OK || r->status != 200)
+		return 0;
+	translate(px, j->op, resp_cf, j->csr, j->csr_len, r, &o);
+	good = EST_CODE_CLASS(o.resp.code) == 2;
+	est_coap_resp_free(&o.resp);
+	return good;
+}
+
+static void log_exchange(const struct proxy_job *j, const struct upstream_result *r)
+{
+	const char *lbl = *j->label ? " label " : "";
+
+	if (r->err != EST_UP_OK)
+		log_warn("upstream", "%s%s%s failed: %s", j->op->http_name, lbl,
+			 j->label, r->errmsg ? r->errmsg : "transport error");
+	else if (r->status >= 300)
+		log_warn("upstream", "%s%s%s answered HTTP %ld", j->op->http_name,
+			 lbl, j->label, r->status);
+	else
+		log_debug("upstream", "%s%s%s -> HTTP %ld, %zu bytes, %.1f ms%s",
+			  j->op->http_name, lbl, j->label, r->status, r->body_len,
+			  r->seconds * 1000, r->reused ? ", reused connection" : "");
+}
+
 static void on_upstream(void *arg, const struct upstream_result *r)
 {
 	struct proxy_job *j = arg;
 	struct proxy *px = j->px;
-	struct proxy_outcome out;
+	struct proxy_wait *w, *next;
 
 	j->xfer = NULL;
-	if (r->err != EST_UP_OK)
-		log_warn("upstream", "%s%s%s: %s", j->op->http_name,
-			 *j->label ? " label " : "", j->label,
-			 r->errmsg ? r->errmsg : "failed");
-	else
-		log_debug("upstream", "%s -> HTTP %ld, %zu bytes, %.1f ms%s",
-			  j->op->http_name, r->status, r->body_len,
-			  r->seconds * 1000, r->reused ? ", reused connection" : "");
+	log_exchange(j, r);
 	if (j->op->op == EST_OP_CRTS) {
-		struct proxy_outcome as281;
-		translate(px, j->op, EST_CF_PKCS7_CERTS, NULL, 0, r, &as281);
-		cache_store(px, j->label, r, &as281.resp);
-		est_coap_resp_free(&as281.resp);
 		struct crts_cache *c = cache_find(px, j->label, 0);
 		if (c && c->refresh == j)
 			c->refresh = NULL;
+		if (good_answer(px, j, r, EST_CF_PKCS7_CERTS))
+			cache_store(px, j->label, r);
+	} else if ((j->op->op == EST_OP_SEN || j->op->op == EST_OP_SREN) &&
+		   good_answer(px, j, r, EST_CF_PKCS7_CERTS)) {
+		kept_store(px, j->key, r);
 	}
-	if (j->fn) {
-		translate(px, j->op, j->resp_cf, j->csr, j->csr_len, r, &out);
-		proxy_done_fn fn = j->fn;
-		void *farg = j->arg;
-		job_free(j);
-		fn(farg, &out);
-		return;
-	}
+	/* Take the waiters, drop the job, then answer: callbacks may re-enter. */
+	w = j->waiters;
+	j->waiters = NULL;
+	const struct est_op_desc *op = j->op;
+	uint8_t *csr = j->csr;
+	size_t csr_len = j->csr_len;
+	j->csr = NULL;
 	job_free(j);
+	for (; w; w = next) {
+		struct proxy_outcome out;
+		next = w->next;
+		translate(px, op, w->resp_cf, csr, csr_len, r, &out);
+		w->fn(w->arg, &out);
+		free(w);
+	}
+	free(csr);
+	start_queued(px);
 }
 
-static struct proxy_job *job_start(struct proxy *px, const struct est_op_desc *op,
-				   const char *label, int resp_cf,
-				   const uint8_t *body, size_t len, int *err)
+static int job_send(struct proxy_job *j)
 {
-	struct est_http_req req;
-	struct proxy_job *j;
+	j->state = JOB_RUNNING;
+	j->px->running++;
+	j->xfer = upstream_send(j->px->up, &j->req, on_upstream, j);
+	return j->xfer ? 0 : -EIO;
+}
 
-	*err = est_build_http_request(op, px->cfg->upstream.url, label, body,
-				      len, &req);
-	if (*err)
-		return NULL;
-	j = calloc(1, sizeof(*j));
-	if (!j || (len && !(j->csr = malloc(len)))) {
-		free(j);
-		est_http_req_free(&req);
+/* A queued job that cannot be sent is answered 5.02 by its waiters. */
+static void fail_job(struct proxy_job *j)
+{
+	struct upstream_result r = { .err = EST_UP_PROTOCOL,
+				     .errmsg = "upstream request failed" };
+	j->xfer = NULL;
+	on_upstream(j, &r);
+}
+
+static void start_queued(struct proxy *px)
+{
+	while (px->qhead && px->running < px->cfg->upstream.max_concurrent) {
+		struct proxy_job *j = px->qhead;
+		px->qhead = j->qnext;
+		if (!px->qhead)
+			px->qtail = NULL;
+		px->queued--;
+		j->qnext = NULL;
+		if (job_send(j) != 0)
+			fail_job(j);
+	}
+}
+
+static struct proxy_job *job_new(struct proxy *px, const struct est_op_desc *op,
+				 const char *label, const unsigned char *key,
+				 const uint8_t *body, size_t len, int *err)
+{
+	struct proxy_job *j = calloc(1, sizeof(*j));
+
+	if (!j) {
 		*err = -ENOMEM;
+		return NULL;
+	}
+	*err = est_build_http_request(op, px->cfg->upstream.url, label, body,
+				      len, &j->req);
+	if (*err || (len && !(j->csr = malloc(len)))) {
+		if (!*err)
+			*err = -ENOMEM;
+		est_http_req_free(&j->req);
+		free(j);
 		return NULL;
 	}
 	j->px = px;
 	j->op = op;
-	j->resp_cf = resp_cf;
+	j->state = JOB_QUEUED; /* not counted anywhere until placed */
 	snprintf(j->label, sizeof(j->label), "%s", label);
+	memcpy(j->key, key, KEY_LEN);
 	if (len)
 		memcpy(j->csr, body, len);
 	j->csr_len = len;
@@ -205,87 +421,149 @@ static struct proxy_job *job_start(struct proxy *px, const struct est_op_desc *o
 	if (px->jobs)
 		px->jobs->prev = j;
 	px->jobs = j;
-	j->xfer = upstream_send(px->up, &req, on_upstream, j);
-	est_http_req_free(&req);
-	if (!j->xfer) {
-		job_free(j);
-		*err = -EIO;
-		return NULL;
-	}
 	return j;
 }
 
-static int answer_from_cache(struct proxy *px, const struct est_route *route,
-			     int resp_cf, struct proxy_outcome *now)
+/* Run now, or queue; -EBUSY when the queue is full too. */
+static int job_place(struct proxy *px, struct proxy_job *j)
 {
-	struct crts_cache *c = cache_find(px, route->label, 0);
-
-	if (!c || !c->body)
-		return 0;
-	struct upstream_result r = {
-		.err = EST_UP_OK,
-		.status = 200,
-		.content_type = c->content_type,
-		.body = c->body,
-		.body_len = c->len,
-	};
-	translate(px, route->op, resp_cf, NULL, 0, &r, now);
-	now->upstream_status = 0;
-	snprintf(now->note, sizeof(now->note), "cache");
-	return 1;
-}
-
-int proxy_submit(struct proxy *px, const struct est_route *route, int resp_cf,
-		 const uint8_t *body, size_t len, proxy_done_fn fn, void *arg,
-		 struct proxy_job **job, struct proxy_outcome *now)
-{
-	int err;
-
-	if (route->op->op == EST_OP_CRTS &&
-	    answer_from_cache(px, route, resp_cf, now))
-		return 1;
-	struct proxy_job *j = job_start(px, route->op, route->label, resp_cf,
-					body, len, &err);
-	if (!j) {
-		memset(now, 0, sizeof(*now));
-		if (err == -EINVAL)
-			est_coap_resp_error(&now->resp, EST_CODE(4, 0),
-					    "malformed request payload");
-		else if (err == -ENOMEM)
-			est_coap_resp_error(&now->resp, EST_CODE(5, 0),
-					    "out of memory");
-		else
-			est_coap_resp_error(&now->resp, EST_CODE(5, 2),
-					    "upstream request failed");
-		return 1;
-	}
-	j->fn = fn;
-	j->arg = arg;
-	*job = j;
+	if (px->running < px->cfg->upstream.max_concurrent)
+		return job_send(j);
+	if (px->queued >= px->cfg->upstream.queue)
+		return -EBUSY;
+	if (px->qtail)
+		px->qtail->qnext = j;
+	else
+		px->qhead = j;
+	px->qtail = j;
+	px->queued++;
 	return 0;
 }
 
-void proxy_cancel(struct proxy_job *j)
+/* ---- the API ------------------------------------------------------------ */
+
+static int answer_stored(struct proxy *px, const struct proxy_request *rq,
+			 const char *ct, const uint8_t *body, size_t len,
+			 const char *note, struct proxy_outcome *now)
 {
-	if (!j)
+	struct upstream_result r = {
+		.err = EST_UP_OK,
+		.status = 200,
+		.content_type = ct,
+		.body = body,
+		.body_len = len,
+	};
+	translate(px, rq->route->op, rq->resp_cf, rq->body, rq->len, &r, now);
+	now->upstream_status = 0;
+	snprintf(now->note, sizeof(now->note), "%s", note);
+	return 1;
+}
+
+static int answer_now(struct proxy_outcome *now, uint8_t code, const char *diag,
+		      uint32_t max_age)
+{
+	memset(now, 0, sizeof(*now));
+	est_coap_resp_error(&now->resp, code, diag);
+	if (max_age) {
+		now->resp.has_max_age = 1;
+		now->resp.max_age = max_age;
+	}
+	snprintf(now->note, sizeof(now->note), "%s", diag);
+	return 1;
+}
+
+int proxy_submit(struct proxy *px, const struct proxy_request *rq,
+		 proxy_done_fn fn, void *arg, struct proxy_wait **wait,
+		 struct proxy_outcome *now)
+{
+	const struct est_op_desc *op = rq->route->op;
+	const char *label = rq->route->label;
+	unsigned char key[KEY_LEN];
+	struct proxy_job *j;
+	struct kept *k;
+	int err;
+
+	if (op->op == EST_OP_CRTS) {
+		struct crts_cache *c = cache_find(px, label, 0);
+		if (c && c->body)
+			return answer_stored(px, rq, c->content_type, c->body,
+					     c->len, "cache", now);
+	}
+	request_key(op, label, rq->client, rq->body, rq->len, key);
+	if ((k = kept_find(px, key)))
+		return answer_stored(px, rq, k->content_type, k->body, k->len,
+				     "kept", now);
+	j = job_find(px, key);
+	if (!j) {
+		j = job_new(px, op, label, key, rq->body, rq->len, &err);
+		if (!j) {
+			if (err == -EINVAL)
+				return answer_now(now, EST_CODE(4, 0),
+						  "malformed request payload", 0);
+			return answer_now(now, EST_CODE(5, 0), "out of memory", 0);
+		}
+		err = job_place(px, j);
+		if (err == -EBUSY) {
+			job_free(j);
+			return answer_now(now, EST_CODE(5, 3), "upstream busy",
+					  px->cfg->upstream.retry_default);
+		}
+		if (err) {
+			job_free(j);
+			return answer_now(now, EST_CODE(5, 2),
+					  "upstream request failed", 0);
+		}
+	} else {
+		log_debug("proxy", "%s joins an identical %s in flight",
+			  rq->client, op->short_name);
+	}
+	struct proxy_wait *w = calloc(1, sizeof(*w));
+	if (!w) /* the exchange goes on; its certificate is kept */
+		return answer_now(now, EST_CODE(5, 0), "out of memory", 0);
+	w->job = j;
+	w->resp_cf = rq->resp_cf;
+	w->fn = fn;
+	w->arg = arg;
+	w->next = j->waiters;
+	j->waiters = w;
+	*wait = w;
+	return 0;
+}
+
+void proxy_cancel(struct proxy_wait *w)
+{
+	struct proxy_wait **pp;
+
+	if (!w)
 		return;
-	if (j->xfer)
-		upstream_cancel(j->xfer);
-	for (size_t i = 0; i < CACHE_SLOTS; i++)
-		if (j->px->cache[i].refresh == j)
-			j->px->cache[i].refresh = NULL;
-	job_free(j);
+	for (pp = &w->job->waiters; *pp; pp = &(*pp)->next) {
+		if (*pp == w) {
+			*pp = w->next;
+			break;
+		}
+	}
+	free(w);
 }
 
 static void refresh_one(struct proxy *px, const char *label)
 {
 	struct crts_cache *c = cache_find(px, label, 1);
+	const struct est_op_desc *op = est_op_desc(EST_OP_CRTS);
+	unsigned char key[KEY_LEN];
+	struct proxy_job *j;
 	int err;
 
 	if (!c || c->refresh)
 		return;
-	c->refresh = job_start(px, est_op_desc(EST_OP_CRTS), label,
-			       EST_CF_PKCS7_CERTS, NULL, 0, &err);
+	request_key(op, label, "(refresh)", NULL, 0, key);
+	j = job_new(px, op, label, key, NULL, 0, &err);
+	if (!j)
+		return;
+	if (job_place(px, j) != 0) {
+		job_free(j);
+		return;
+	}
+	c->refresh = j;
 }
 
 static void on_refresh(evutil_socket_t fd, short what, void *arg)
@@ -325,11 +603,12 @@ void proxy_free(struct proxy *px)
 {
 	if (!px)
 		return;
-	while (px->jobs) {
-		struct proxy_job *j = px->jobs;
-		if (j->xfer)
-			upstream_cancel(j->xfer);
-		job_free(j);
+	while (px->jobs)
+		job_free(px->jobs);
+	while (px->kept) {
+		struct kept *k = px->kept;
+		px->kept = k->next;
+		kept_free(k);
 	}
 	for (size_t i = 0; i < CACHE_SLOTS; i++) {
 		free(px->cache[i].body);

@@ -1,9 +1,11 @@
-/* proxy.h - one EST request from a device to the EST server and back.
+/* proxy.h - EST requests from devices to the EST server and back.
  *
- * Owns: the request object joining a CoAP exchange (by callback) and an
- * upstream transfer, the /cacerts cache answered at once (RFC 9148 §5 makes
- * /crts frequent; libcoap clients before 4.3.5 lose multi-block separate
- * responses), and the translation calls. Knows neither libcoap nor curl.
+ * Owns: one job per upstream exchange, with every device request waiting on
+ * it (identical requests from the same client coalesce onto one exchange,
+ * SPEC J1); the bound on concurrent exchanges and the queue behind it; the
+ * answers kept for devices that resend an identical CSR; and the /cacerts
+ * cache answered at once (libcoap clients before 4.3.5 lose multi-block
+ * separate responses). Knows neither libcoap nor curl.
  */
 #ifndef ESTGW_PROXY_H
 #define ESTGW_PROXY_H
@@ -17,31 +19,41 @@
 struct event_base;
 struct upstream;
 struct proxy;
-struct proxy_job;
+struct proxy_wait;
 
 /** What the CoAP side sends back, plus what the log line needs. */
 struct proxy_outcome {
 	struct est_coap_resp resp; /**< owned by the receiver */
 	long upstream_status;      /**< HTTP status, 0 when none came */
-	char note[128];            /**< "cache", curl's error text, ... for the log */
+	char note[128];            /**< "cache", "kept", curl's error text ... */
 };
 
-/** Called once from the loop when a pending job is answered. The receiver
- *  owns out->resp (est_coap_resp_free). The job is gone after the call. */
+/** Called once from the loop when a pending request is answered. The
+ *  receiver owns out->resp (est_coap_resp_free). */
 typedef void (*proxy_done_fn)(void *arg, struct proxy_outcome *out);
+
+/** One device request. */
+struct proxy_request {
+	const struct est_route *route;
+	int resp_cf;          /**< from est_check_request */
+	const char *client;   /**< authenticated client identity */
+	const uint8_t *body;  /**< CSR (POST operations) */
+	size_t len;
+};
 
 struct proxy *proxy_new(struct event_base *base, struct upstream *up,
 			const struct estgw_config *cfg);
 void proxy_free(struct proxy *px);
 
-/** Start the upstream work for @p route. Returns 1 when answered at once
- *  (*now filled, @p fn never called), 0 when pending (@p fn runs later,
- *  *job set for proxy_cancel), or a negative errno. */
-int proxy_submit(struct proxy *px, const struct est_route *route, int resp_cf,
-		 const uint8_t *body, size_t len, proxy_done_fn fn, void *arg,
-		 struct proxy_job **job, struct proxy_outcome *now);
+/** Start or join the upstream work for @p rq. Returns 1 when answered at
+ *  once (*now filled, @p fn never called), 0 when pending (@p fn runs later;
+ *  *wait set for proxy_cancel), or a negative errno. */
+int proxy_submit(struct proxy *px, const struct proxy_request *rq,
+		 proxy_done_fn fn, void *arg, struct proxy_wait **wait,
+		 struct proxy_outcome *now);
 
-/** Forget a pending job: its callback will not run. */
-void proxy_cancel(struct proxy_job *job);
+/** Forget a pending request: its callback will not run. The upstream
+ *  exchange goes on; a certificate it brings is kept (keep_issued). */
+void proxy_cancel(struct proxy_wait *w);
 
 #endif

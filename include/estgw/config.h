@@ -48,6 +48,10 @@ struct estgw_config {
 		uint32_t max_age_min;      /**< clamp for Max-Age from Retry-After */
 		uint32_t max_age_max;
 		int send_cte;              /**< send Content-Transfer-Encoding: base64 */
+		uint32_t max_concurrent;   /**< upstream exchanges at once */
+		uint32_t queue;            /**< requests waiting for a free exchange */
+		uint32_t keep_issued;      /**< seconds an issued certificate is kept for a resent CSR */
+		uint32_t max_kept;         /**< bound on kept answers */
 		struct estgw_cfg_src url_src, trust_src, certificate_src,
 			private_key_src;
 	} upstream;

@@ -713,8 +713,8 @@ def make_ssl_ctx(args):
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if args.tls_max == "1.2":
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(os.path.join(args.pki, "ca-server.crt"),
-                        os.path.join(args.pki, "ca-server.key"))
+    ctx.load_cert_chain(os.path.join(args.pki, args.server_cert + ".crt"),
+                        os.path.join(args.pki, args.server_cert + ".key"))
     ctx.verify_mode = ssl.CERT_REQUIRED
     trust = args.client_trust or [os.path.join(args.pki, n) for n in ("est-root.crt",
                                                                        "est-sub.crt")]
@@ -747,6 +747,8 @@ def parse_args(argv):
     p.add_argument("--no-ra-check", action="store_true", help="do not require id-kp-cmcRA")
     p.add_argument("--tls-max", choices=["1.2", "1.3"], default="1.3")
     p.add_argument("--control", action="store_true", help="control endpoints on HTTPS too")
+    p.add_argument("--server-cert", default="ca-server",
+                   help="TLS server certificate NAME.crt/NAME.key in --pki (default ca-server)")
     p.add_argument("--control-port", type=int, default=0)
     p.add_argument("--control-port-file", help="plain-HTTP control listener; port here")
     p.add_argument("--mode", default="normal", help="fault mode, see the file header")

@@ -6,6 +6,7 @@ CLI. Environment: ESTGW (the binary), ESTGW_SRC (source root), ESTGW_PKI
 (a directory where the PKI is generated once and reused).
 """
 import fcntl
+import json
 import os
 import re
 import shlex
@@ -16,6 +17,7 @@ import subprocess
 import tempfile
 import time
 import unittest
+import urllib.request
 
 SRC = os.environ.get("ESTGW_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
 ESTGW = os.environ.get("ESTGW", os.path.join(SRC, "build", "src", "estgw"))
@@ -33,6 +35,14 @@ def ensure_pki():
                            check=True, stdout=subprocess.DEVNULL)
             open(os.path.join(PKI_CACHE, ".done"), "w").close()
     return PKI_CACHE
+
+
+def read_text(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return ""
 
 
 def free_udp_port():
@@ -101,16 +111,17 @@ class Stack:
     """The test CA and estgw, started with a config rendered into a temp dir."""
 
     def __init__(self, ca=True, ca_args=("--label", "lbl1"), upstream_url=None, extra_server="", extra_upstream="",
-                 ra="ra"):
+                 ra="ra", ca_host="127.0.0.1", trust="tls-ca.crt", timeout=10, connect_timeout=5):
         self.pki = ensure_pki()
+        self.ca_host = ca_host
         self.dir = tempfile.mkdtemp(prefix="estgw-it-")
         self.ca = None
         self.gw = None
         self.ca_port = None
         if ca:
-            self.start_ca(ca_args)
+            self.start_ca(("--host", ca_host, *ca_args))
         self.port = free_udp_port()
-        url = upstream_url or f"https://127.0.0.1:{self.ca_port}/.well-known/est"
+        url = upstream_url or f"https://{ca_host}:{self.ca_port}/.well-known/est"
         p = self.pki
         self.conf = os.path.join(self.dir, "estgw.conf")
         with open(self.conf, "w") as f:
@@ -122,25 +133,38 @@ client_trust = {p}/client-trust.crt
 {extra_server}
 [upstream]
 url = {url}
-trust = {p}/tls-ca.crt
+trust = {p}/{trust}
 certificate = {p}/{ra}.crt
 private_key = {p}/{ra}.key
-timeout = 10
-connect_timeout = 5
+timeout = {timeout}
+connect_timeout = {connect_timeout}
 {extra_upstream}
 """)
         self.log_path = os.path.join(self.dir, "estgw.log")
 
     def start_ca(self, ca_args=()):
         port_file = os.path.join(self.dir, "ca.port")
+        ctl_file = os.path.join(self.dir, "ca.ctl")
         self.ca_log = open(os.path.join(self.dir, "ca.log"), "wb")
         self.ca = subprocess.Popen(
             ["python3", os.path.join(SRC, "tests", "ca", "est_ca.py"), "--pki", self.pki,
-             "--port", "0", "--port-file", port_file, *ca_args],
+             "--port", "0", "--port-file", port_file, "--control-port-file", ctl_file,
+             *ca_args],
             stdout=self.ca_log, stderr=subprocess.STDOUT)
-        wait_for(lambda: os.path.exists(port_file) and open(port_file).read().strip(),
-                 what="test CA port file")
-        self.ca_port = int(open(port_file).read().strip())
+        wait_for(lambda: read_text(port_file) and read_text(ctl_file), what="test CA port files")
+        self.ca_port = int(read_text(port_file))
+        self.ctl_port = int(read_text(ctl_file))
+
+    def ca_control(self, **fault):
+        """POST /control to the test CA (mode=..., retry_after=..., delay=..., op=..., count=...)."""
+        req = urllib.request.Request(f"http://{self.ca_host}:{self.ctl_port}/control",
+                                     data=json.dumps(fault).encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read() or b"{}")
+
+    def ca_stats(self):
+        with urllib.request.urlopen(f"http://{self.ca_host}:{self.ctl_port}/stats", timeout=10) as r:
+            return json.loads(r.read())
 
     def start(self, wait_ready=True):
         self.gw_log = open(self.log_path, "wb")

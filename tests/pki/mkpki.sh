@@ -13,7 +13,7 @@
 #   est-root  <- est-sub <- ra (clientAuth + id-kp-cmcRA), ra-nocmc (clientAuth only),
 #                            and every LDevID the test CA issues
 #   gw-ca     <- gw (estgw's DTLS server certificate; serverAuth + id-kp-cmcRA, see SPEC H4)
-#   tls-ca    <- ca-server (the test CA's HTTPS certificate)
+#   tls-ca    <- ca-server (the test CA's HTTPS certificate), ca-server-expired (expired 2021)
 # Bundles: client-trust.crt = mfg-ca + est-root + est-sub (devices estgw accepts),
 #          gw.crt = gw leaf + gw-ca, est-chain.crt = est-sub + est-root.
 # CSR: device.csr.der / device.csr.pem, signed by a new key device-new.key, subject as device.
@@ -172,6 +172,7 @@ cat "$OUT/gw-ca.crt" >>"$OUT/gw.crt"
 # Upstream TLS: the test CA's HTTPS server certificate.
 root_ca tls-ca "/O=estgw test/CN=Test TLS CA"
 issue ca-server "/O=estgw test/CN=localhost" tls-ca tls_server
+issue_expired ca-server-expired "/O=estgw test/CN=localhost" tls-ca tls_server
 
 # Bundles.
 cat "$OUT/mfg-ca.crt" "$OUT/est-root.crt" "$OUT/est-sub.crt" >"$OUT/client-trust.crt"
