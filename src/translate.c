@@ -8,6 +8,7 @@
  * Must not: include libcoap or curl, do I/O, keep globals, or log.
  */
 #include "estgw/translate.h"
+#include "estgw/skg.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -817,6 +818,11 @@ static int answer_attrs(const struct est_op_desc *op, uint8_t *der,
 	return resp_give(out, op->success, EST_CF_CSRATTRS, der, len);
 }
 
+static int answer_keygen(const struct est_op_desc *op, int resp_cf,
+			 const uint8_t *csr, size_t csr_len,
+			 const struct est_http_resp *in,
+			 struct est_coap_resp *out);
+
 /** An HTTP 200 (SPEC B4, B5, B6). */
 static int answer_ok(const struct est_op_desc *op, int resp_cf,
 		     const uint8_t *csr, size_t csr_len,
@@ -827,9 +833,8 @@ static int answer_ok(const struct est_op_desc *op, int resp_cf,
 	size_t len = 0;
 	int rc, binary = 0;
 
-	if (r->kind == BODY_KEYGEN) /* multipart comes with its own issue */
-		return est_coap_resp_error(out, C(5, 1),
-					   "serverkeygen not enabled");
+	if (r->kind == BODY_KEYGEN) /* SPEC F */
+		return answer_keygen(op, resp_cf, csr, csr_len, in, out);
 	if (!accept_ok(r, resp_cf))
 		return est_coap_resp_error(out, C(4, 6), r->accept_diag);
 	rc = check_content_type(in->content_type, r->up_type, out);
@@ -1034,4 +1039,386 @@ int est_link_format(const struct est_link_opts *o,
 	*out = b.p;
 	*outlen = b.len;
 	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Server-side key generation (SPEC F, B6; RFC 9148 4.8, 5; RFC 7030 4.4.2).
+ * An upstream /serverkeygen answer is multipart/mixed with a key part and a
+ * certificate part in either order; the device gets application/
+ * multipart-core [key CF, key, cert CF, cert]. Buffers that held a key are
+ * zeroed before they are freed (SPEC G7).
+ */
+
+/** What a body part carries. */
+enum kg_role { KG_IGNORE, KG_KEY, KG_ENC_KEY, KG_CERTS, KG_BARE_P7, KG_BAD };
+
+/** The parts chosen from a serverkeygen answer. */
+struct kg_pick {
+	const struct est_mp_part *key, *certs;
+	int key_cf; /* 284 or 280 */
+};
+
+static void free_secret(uint8_t *p, size_t len)
+{
+	if (p)
+		explicit_bzero(p, len);
+	free(p);
+}
+
+static enum kg_role kg_role_of(const struct est_mp_part *p)
+{
+	char st[32];
+	size_t n;
+	int rc;
+
+	if (est_mime_is(&p->type, "application/pkcs8"))
+		return KG_KEY;
+	if (!est_mime_is(&p->type, "application/pkcs7-mime"))
+		return KG_IGNORE; /* unknown parts are skipped */
+	rc = est_mime_param(&p->params, "smime-type", st, sizeof(st), &n);
+	if (rc == -ENOENT)
+		return KG_BARE_P7;
+	if (rc == -ENOSPC)
+		return KG_IGNORE;
+	if (rc)
+		return KG_BAD;
+	if (strcasecmp(st, "server-generated-key") == 0)
+		return KG_ENC_KEY;
+	if (strcasecmp(st, "certs-only") == 0)
+		return KG_CERTS;
+	return KG_IGNORE;
+}
+
+/** A bare application/pkcs7-mime (SPEC B6) fills whichever role the typed
+ *  parts left open: the certificates first, then an encrypted key. Two
+ *  bare parts with neither role known are ambiguous. */
+static const char *kg_place_bare(struct kg_pick *k,
+				 const struct est_mp_part **bare, size_t nbare)
+{
+	if (nbare > 1 && !k->certs && !k->key)
+		return "upstream multipart parts are ambiguous (bare pkcs7-mime)";
+	for (size_t i = 0; i < nbare; i++) {
+		if (!k->certs) {
+			k->certs = bare[i];
+		} else if (!k->key) {
+			k->key = bare[i];
+			k->key_cf = EST_CF_PKCS7_SKG;
+		} else {
+			return "upstream multipart has too many pkcs7-mime parts";
+		}
+	}
+	return NULL;
+}
+
+/** Choose the key and the certificate part; NULL or a diagnostic. */
+static const char *kg_assign(const struct est_mp_part *parts, size_t n,
+			     struct kg_pick *k)
+{
+	const struct est_mp_part *bare[EST_MP_MAX_PARTS];
+	size_t nbare = 0;
+	const char *why;
+
+	memset(k, 0, sizeof(*k));
+	for (size_t i = 0; i < n; i++) {
+		switch (kg_role_of(&parts[i])) {
+		case KG_KEY:
+		case KG_ENC_KEY:
+			if (k->key)
+				return "upstream multipart has two key parts";
+			k->key = &parts[i];
+			k->key_cf = kg_role_of(&parts[i]) == KG_KEY
+					    ? EST_CF_PKCS8 : EST_CF_PKCS7_SKG;
+			break;
+		case KG_CERTS:
+			if (k->certs)
+				return "upstream multipart has two certificate parts";
+			k->certs = &parts[i];
+			break;
+		case KG_BARE_P7:
+			bare[nbare++] = &parts[i];
+			break;
+		case KG_BAD:
+			return "upstream multipart part has malformed parameters";
+		case KG_IGNORE:
+			break;
+		}
+	}
+	why = kg_place_bare(k, bare, nbare);
+	if (why)
+		return why;
+	if (!k->key)
+		return "upstream multipart has no key part";
+	if (!k->certs)
+		return "upstream multipart has no certificate part";
+	return NULL;
+}
+
+/** A part's content as DER: Base64 (RFC 8951) or, tolerated, binary. The
+ *  Content-Transfer-Encoding is not relied on (SPEC B5) but an encoding
+ *  nobody uses for DER is refused. */
+static int kg_part_der(const struct est_mp_part *p, uint8_t **der,
+		       size_t *len, int *binary)
+{
+	static const char *const ok[] = { "base64", "binary", "7bit", "8bit" };
+	size_t i;
+
+	if (p->cte.len) {
+		for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+			if (p->cte.len == strlen(ok[i]) &&
+			    strncasecmp((const char *)p->cte.ptr, ok[i],
+					p->cte.len) == 0)
+				break;
+		if (i == sizeof(ok) / sizeof(ok[0]))
+			return -EINVAL;
+	}
+	if (p->body.len == 0)
+		return -EINVAL;
+	return est_body_to_der(p->body.ptr, p->body.len, der, len, binary);
+}
+
+/** The one certificate for /skc out of the CA's PKCS#7: the only one, or
+ *  the only one that is neither self-signed nor the issuer of another. */
+static int kg_pick_leaf(const struct est_slice *certs, size_t n,
+			struct est_slice *out)
+{
+	struct est_slice iss[EST_PKCS7_MAX_CERTS], sub[EST_PKCS7_MAX_CERTS];
+	size_t hits = 0, at = 0, i, j;
+
+	if (n == 1) {
+		*out = certs[0];
+		return 0;
+	}
+	for (i = 0; i < n; i++)
+		if (est_cert_names(certs[i].ptr, certs[i].len, &iss[i], &sub[i]))
+			return -EINVAL;
+	for (i = 0; i < n; i++) {
+		int leaf = !slice_eq(&iss[i], &sub[i]);
+		for (j = 0; j < n && leaf; j++)
+			if (j != i && slice_eq(&sub[i], &iss[j]))
+				leaf = 0;
+		if (leaf) {
+			hits++;
+			at = i;
+		}
+	}
+	if (hits != 1)
+		return -ENOENT;
+	*out = certs[at];
+	return 0;
+}
+
+/** The certificate representation: the PKCS#7 itself (281) for skg, the
+ *  single certificate (287) for skc. Points into @p p7. NULL or a diag. */
+static const char *kg_cert_item(const struct est_op_desc *op,
+				const uint8_t *p7, size_t len,
+				struct est_mpcore_item *item)
+{
+	struct est_slice certs[EST_PKCS7_MAX_CERTS];
+	size_t n = 0;
+	int rc = est_pkcs7_certs(p7, len, certs, EST_PKCS7_MAX_CERTS, &n);
+
+	if (rc == -E2BIG)
+		return "upstream sent too many certificates";
+	if (rc)
+		return "upstream certificate part is not a certs-only PKCS#7";
+	if (n == 0)
+		return "upstream sent no certificate";
+	if (op->op == EST_OP_SKG) {
+		item->cf = EST_CF_PKCS7_CERTS;
+		item->data.ptr = p7;
+		item->data.len = len;
+		return NULL;
+	}
+	if (kg_pick_leaf(certs, n, &item->data) != 0)
+		return "upstream sent no single end-entity certificate";
+	item->cf = EST_CF_PKIX_CERT;
+	return NULL;
+}
+
+static const char *const key_form_note[] = {
+	[EST_KEY_PKCS8] = NULL,
+	[EST_KEY_SEC1] = "key part was a bare SEC1 key, wrapped into PKCS#8",
+	[EST_KEY_PKCS1] = "key part was a bare PKCS#1 key, wrapped into PKCS#8",
+};
+
+/** The key representation from a decoded key part: PKCS#8 (wrapped when
+ *  it came as SEC1 or PKCS#1, SPEC B6) or the CMS as is (SPEC F3).
+ *  Takes @p der; *key is malloc'd. NULL or a diag. */
+static const char *kg_key_bytes(int cf, uint8_t *der, size_t len,
+				uint8_t **key, size_t *klen,
+				const char **note, int *nomem)
+{
+	enum est_key_form form = EST_KEY_PKCS8;
+	int rc;
+
+	if (cf == EST_CF_PKCS7_SKG) {
+		if (est_cms_key_check(der, len) != 0) {
+			free_secret(der, len);
+			return "upstream encrypted key part is not CMS";
+		}
+		*key = der;
+		*klen = len;
+		return NULL;
+	}
+	rc = est_privkey_to_pkcs8(der, len, key, klen, &form);
+	free_secret(der, len);
+	if (rc == -ENOMEM)
+		*nomem = 1;
+	if (rc)
+		return "upstream key part is not a private key";
+	*note = key_form_note[form];
+	return NULL;
+}
+
+/** Build the CF 62 answer [kcf, key, cert cf, cert] (SPEC F3). */
+static int kg_answer(const struct est_op_desc *op, unsigned kcf,
+		     const uint8_t *key, size_t klen,
+		     const struct est_mpcore_item *cert,
+		     struct est_coap_resp *out)
+{
+	struct est_mpcore_item items[2] = { { kcf, { key, klen } }, *cert };
+	uint8_t *cbor;
+	size_t len;
+	int rc = est_mpcore_encode(items, 2, &cbor, &len);
+
+	if (rc == -ENOMEM) {
+		resp_bare(out, C(5, 0));
+		return rc;
+	}
+	if (rc)
+		return est_coap_resp_error(out, C(5, 0), "cannot encode answer");
+	return resp_give(out, op->success, EST_CF_MULTIPART_CORE, cbor, len);
+}
+
+/** The boundary of a multipart/mixed Content-Type; NULL or a diag. */
+static const char *kg_boundary(const char *ct, char *b, size_t bsize,
+			       size_t *blen)
+{
+	struct est_slice type, params;
+
+	if (!ct || est_mime_type(ct, strlen(ct), &type, &params) != 0 ||
+	    est_mime_param(&params, "boundary", b, bsize, blen) != 0 ||
+	    !est_mp_boundary_ok(b, *blen))
+		return "upstream multipart without a valid boundary";
+	return NULL;
+}
+
+/** Decode both chosen parts and answer. */
+static int kg_build(const struct est_op_desc *op, const struct kg_pick *k,
+		    const uint8_t *csr, size_t csr_len,
+		    struct est_coap_resp *out)
+{
+	struct est_mpcore_item cert;
+	uint8_t *kder = NULL, *key = NULL, *p7 = NULL;
+	size_t klen = 0, keylen = 0, p7len = 0;
+	const char *why = NULL, *note = NULL;
+	int bin_k = 0, bin_c = 0, nomem = 0, rc;
+
+	rc = kg_part_der(k->key, &kder, &klen, &bin_k);
+	if (rc)
+		why = "upstream key part is not Base64 DER";
+	else
+		why = kg_key_bytes(k->key_cf, kder, klen, &key, &keylen, &note,
+				   &nomem);
+	if (!why && kg_part_der(k->certs, &p7, &p7len, &bin_c) != 0)
+		why = "upstream certificate part is not Base64 DER";
+	if (!why)
+		why = kg_cert_item(op, p7, p7len, &cert);
+	if (rc == -ENOMEM || nomem) {
+		resp_bare(out, C(5, 0));
+		rc = -ENOMEM;
+	} else if (why) {
+		rc = est_coap_resp_error(out, C(5, 2), why);
+	} else {
+		rc = kg_answer(op, (unsigned)k->key_cf, key, keylen, &cert, out);
+		if (!note && k->key_cf == EST_CF_PKCS8 && csr &&
+		    est_csr_wants_encrypted_key(csr, csr_len) == 1)
+			note = "CSR asked for an encrypted key, upstream sent it in clear";
+		if (!note && (bin_k || bin_c))
+			note = "binary DER from upstream"; /* SPEC B5 */
+		out->note = note;
+	}
+	free_secret(key, keylen);
+	free(p7);
+	return rc;
+}
+
+static int answer_keygen(const struct est_op_desc *op, int resp_cf,
+			 const uint8_t *csr, size_t csr_len,
+			 const struct est_http_resp *in,
+			 struct est_coap_resp *out)
+{
+	const struct op_rules *r = &op_rules[op->op];
+	struct est_mp_part parts[EST_MP_MAX_PARTS];
+	char b[EST_MP_BOUNDARY_MAX + 1], diag[96];
+	const char *why;
+	struct kg_pick k;
+	size_t blen = 0, n = 0;
+	int rc;
+
+	if (!accept_ok(r, resp_cf))
+		return est_coap_resp_error(out, C(4, 6), r->accept_diag);
+	rc = check_content_type(in->content_type, r->up_type, out);
+	if (rc)
+		return rc < 0 ? rc : 0;
+	why = kg_boundary(in->content_type, b, sizeof(b), &blen);
+	if (why)
+		return est_coap_resp_error(out, C(5, 2), why);
+	if (!in->body || est_multipart_parse(in->body, in->body_len, b, blen,
+					     parts, EST_MP_MAX_PARTS, &n,
+					     &why) != 0) {
+		snprintf(diag, sizeof(diag), "upstream %s",
+			 why ? why : "multipart is empty");
+		return est_coap_resp_error(out, C(5, 2), diag);
+	}
+	why = kg_assign(parts, n, &k);
+	if (why)
+		return est_coap_resp_error(out, C(5, 2), why);
+	return kg_build(op, &k, csr, csr_len, out);
+}
+
+int est_translate_keygen_enroll(const struct est_op_desc *op, int resp_cf,
+				const uint8_t *key, size_t key_len,
+				const uint8_t *csr, size_t csr_len,
+				const struct est_http_resp *in,
+				const struct est_xlate_limits *lim,
+				struct est_coap_resp *out)
+{
+	struct est_coap_resp enr;
+	struct est_mpcore_item cert;
+	int rc, cf;
+
+	if (!out)
+		return -EINVAL;
+	if (!op || (op->op != EST_OP_SKG && op->op != EST_OP_SKC) || !key ||
+	    !key_len || !in)
+		return est_coap_resp_error(out, C(5, 0), "internal error");
+	if (!accept_ok(&op_rules[op->op], resp_cf))
+		return est_coap_resp_error(out, C(4, 6),
+					   op_rules[op->op].accept_diag);
+	/* The /simpleenroll answer for the CSR estgw signed: 281, or 287
+	 * picked by the generated key (SPEC B4). */
+	cf = op->op == EST_OP_SKG ? EST_CF_PKCS7_CERTS : EST_CF_PKIX_CERT;
+	rc = est_translate_response(est_op_desc(EST_OP_SEN), cf, csr, csr_len,
+				    in, lim, &enr);
+	if (rc)
+		return rc == -ENOMEM ? (resp_bare(out, C(5, 0)), rc)
+				     : est_coap_resp_error(out, C(5, 0),
+							   "internal error");
+	if (EST_CODE_CLASS(enr.code) != 2 || enr.cf != cf) {
+		if (EST_CODE_CLASS(enr.code) == 2 || enr.code == C(4, 6)) {
+			est_coap_resp_free(&enr); /* empty 2.04, or no match */
+			return est_coap_resp_error(out, C(5, 2),
+				"upstream sent no certificate for the generated key");
+		}
+		*out = enr; /* the error answer as SPEC D maps it */
+		return 0;
+	}
+	cert.cf = (unsigned)cf;
+	cert.data.ptr = enr.payload;
+	cert.data.len = enr.len;
+	rc = kg_answer(op, EST_CF_PKCS8, key, key_len, &cert, out);
+	out->note = enr.note;
+	est_coap_resp_free(&enr);
+	return rc;
 }

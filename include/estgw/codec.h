@@ -82,6 +82,12 @@ int est_cert_names(const uint8_t *cert, size_t len, struct est_slice *issuer,
  *  (after the same checks as est_csr_check). */
 int est_csr_spki(const uint8_t *csr, size_t len, struct est_slice *spki);
 
+/** The subject Name TLV and the content of the [0] attributes field of a
+ *  CSR (after the same checks as est_csr_check); each attribute in it is
+ *  a SEQUENCE. */
+int est_csr_parts(const uint8_t *csr, size_t len, struct est_slice *subject,
+		  struct est_slice *attrs);
+
 /** Check that @p csr is one well-formed PKCS#10 CertificationRequest
  *  (SEQUENCE { CertificationRequestInfo, AlgorithmIdentifier, BIT STRING }),
  *  with nothing trailing. The CertificationRequestInfo needs version 0 and

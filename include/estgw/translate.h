@@ -184,6 +184,21 @@ int est_translate_response(const struct est_op_desc *op, int resp_cf,
 			   struct est_coap_resp *out);
 void est_coap_resp_free(struct est_coap_resp *r);
 
+/** Registrar-side key generation (SPEC F4): the /skg or /skc answer (@p op)
+ *  from the upstream /simpleenroll answer @p in to the CSR estgw made
+ *  (@p csr) for the key it generated (@p key, PKCS#8 DER). skg: [284, key,
+ *  281, PKCS#7]; skc: [284, key, 287, the certificate of the key's public
+ *  key]. Status and transport errors map as in est_translate_response (SPEC
+ *  D); a 200 without a certificate for the key is 5.02. Always fills @p out
+ *  and returns 0, or -ENOMEM. The payload holds the key: it is the
+ *  receiver's to zero. */
+int est_translate_keygen_enroll(const struct est_op_desc *op, int resp_cf,
+				const uint8_t *key, size_t key_len,
+				const uint8_t *csr, size_t csr_len,
+				const struct est_http_resp *in,
+				const struct est_xlate_limits *lim,
+				struct est_coap_resp *out);
+
 /** Fill @p out with an error answer: code + a malloc'd copy of @p diag as
  *  payload (NUL-terminated, len without the NUL), no Content-Format. @p out
  *  is overwritten, not freed first. */

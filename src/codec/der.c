@@ -448,10 +448,17 @@ int est_cert_names(const uint8_t *cert, size_t len, struct est_slice *issuer,
 	return 0;
 }
 
+/** What the CSR walker hands out. */
+struct csr_parts {
+	struct est_slice subject; /* the Name TLV */
+	struct est_slice spki;    /* the SubjectPublicKeyInfo TLV */
+	struct est_slice attrs;   /* content of [0] attributes */
+};
+
 /** CertificationRequestInfo ::= SEQUENCE { version INTEGER (0), subject Name,
  *  SubjectPublicKeyInfo, attributes [0] IMPLICIT SET OF Attribute }
  *  (RFC 2986 4.1: attributes is not OPTIONAL; each is a SEQUENCE). */
-static int csr_walk(const uint8_t *csr, size_t len, struct est_slice *spki)
+static int csr_walk(const uint8_t *csr, size_t len, struct csr_parts *parts)
 {
 	struct est_slice cri, v;
 	struct der_cur c;
@@ -462,25 +469,39 @@ static int csr_walk(const uint8_t *csr, size_t len, struct est_slice *spki)
 	cur_init(&c, cri);
 	if (der_integer(&c, &v) || v.len != 1 || v.ptr[0] != 0)
 		return -EINVAL;
-	if (der_name(&c, NULL) || der_spki(&c, spki) ||
-	    cur_take(&c, TAG_CTX0, &v, NULL) || der_all_of(v, TAG_SEQUENCE))
+	if (der_name(&c, &parts->subject) || der_spki(&c, &parts->spki) ||
+	    cur_take(&c, TAG_CTX0, &parts->attrs, NULL) ||
+	    der_all_of(parts->attrs, TAG_SEQUENCE))
 		return -EINVAL;
 	return cur_empty(&c) ? 0 : -EINVAL;
 }
 
 int est_csr_spki(const uint8_t *csr, size_t len, struct est_slice *spki)
 {
-	struct est_slice s;
-	int ret = csr_walk(csr, len, &s);
+	struct csr_parts parts;
+	int ret = csr_walk(csr, len, &parts);
 
 	if (ret == 0)
-		*spki = s;
+		*spki = parts.spki;
 	return ret;
+}
+
+int est_csr_parts(const uint8_t *csr, size_t len, struct est_slice *subject,
+		  struct est_slice *attrs)
+{
+	struct csr_parts parts;
+	int ret = csr_walk(csr, len, &parts);
+
+	if (ret)
+		return ret;
+	*subject = parts.subject;
+	*attrs = parts.attrs;
+	return 0;
 }
 
 int est_csr_check(const uint8_t *csr, size_t len)
 {
-	struct est_slice s;
+	struct csr_parts parts;
 
-	return csr_walk(csr, len, &s);
+	return csr_walk(csr, len, &parts);
 }
