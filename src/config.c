@@ -64,6 +64,7 @@ static int set_url(struct load *, const struct cfg_key *, const char *, unsigned
 static int set_u32(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_bool(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_level(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_skg(struct load *, const struct cfg_key *, const char *, unsigned);
 
 #define SRV(f) offsetof(struct estgw_config, server.f)
 #define UP(f) offsetof(struct estgw_config, upstream.f)
@@ -82,6 +83,7 @@ static const struct cfg_key schema[] = {
 	{ "server",   "max_body",        set_u32,    "16384",   1024, 1048576,    SRV(max_body),       NO_SRC,                0 },
 	{ "server",   "idle_timeout",    set_u32,    "300",     1,    86400,      SRV(idle_timeout),   NO_SRC,                0 },
 	{ "server",   "max_sessions",    set_u32,    "1000",    1,    1000000,    SRV(max_sessions),   NO_SRC,                0 },
+	{ "server",   "serverkeygen",    set_skg,    "upstream", 0,   0,          SRV(serverkeygen),   NO_SRC,                0 },
 	{ "upstream", "url",             set_url,    NULL,      0,    0,          UP(url),             UP(url_src),           REQ },
 	{ "upstream", "trust",           set_file,   NULL,      0,    0,          UP(trust),           UP(trust_src),         REQ },
 	{ "upstream", "certificate",     set_file,   NULL,      0,    0,          UP(certificate),     UP(certificate_src),   REQ },
@@ -480,6 +482,28 @@ static int set_level(struct load *ld, const struct cfg_key *k, const char *val,
 	}
 	return fail_key(ld, k, line, -EINVAL,
 			"'%s' is not a log level (error/warning/info/debug)", val);
+}
+
+static const struct {
+	const char *word;
+	int mode;
+} skg_modes[] = {
+	{ "upstream", ESTGW_SKG_UPSTREAM },
+	{ "registrar", ESTGW_SKG_REGISTRAR },
+	{ "off", ESTGW_SKG_OFF },
+};
+
+static int set_skg(struct load *ld, const struct cfg_key *k, const char *val,
+		   unsigned line)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(skg_modes); i++) {
+		if (strcasecmp(val, skg_modes[i].word) == 0) {
+			*(int *)field(ld, k->off) = skg_modes[i].mode;
+			return 0;
+		}
+	}
+	return fail_key(ld, k, line, -EINVAL,
+			"'%s' is not a serverkeygen mode (upstream/registrar/off)", val);
 }
 
 /* ---- reading lines ----------------------------------------------------- */

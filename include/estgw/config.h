@@ -19,6 +19,13 @@ struct estgw_cfg_src {
 	unsigned line;
 };
 
+/** Who makes the key for /skg and /skc (SPEC F, F4). */
+enum estgw_skg_mode {
+	ESTGW_SKG_UPSTREAM = 0, /**< the EST server's /serverkeygen */
+	ESTGW_SKG_REGISTRAR,    /**< estgw generates it and uses /simpleenroll */
+	ESTGW_SKG_OFF,          /**< not served, not advertised */
+};
+
 struct estgw_config {
 	char *path; /**< the file that was read */
 	struct {
@@ -32,6 +39,7 @@ struct estgw_config {
 		uint32_t max_body;     /**< largest reassembled request body (4.13) */
 		uint32_t idle_timeout; /**< seconds before an idle DTLS session is closed */
 		uint32_t max_sessions; /**< cap on concurrent DTLS sessions */
+		int serverkeygen;      /**< enum estgw_skg_mode: /skg and /skc (SPEC F) */
 		struct estgw_cfg_src certificate_src, private_key_src,
 			client_trust_src, root_src;
 	} server;

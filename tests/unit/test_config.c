@@ -236,6 +236,10 @@ ROW(bad_bool, S({ 8, "send_cte = maybe" }), "8: [upstream] send_cte",
 ROW(bad_bool_2, S({ 8, "send_cte = 2" }), "8: [upstream] send_cte", "is not a boolean", -EINVAL)
 ROW(bad_level, S({ 14, "level = verbose" }), "14: [log] level",
     "'verbose' is not a log level (error/warning/info/debug)", -EINVAL)
+ROW(F_bad_serverkeygen, S({ 2, "serverkeygen = ca" }), "2: [server] serverkeygen",
+    "'ca' is not a serverkeygen mode (upstream/registrar/off)", -EINVAL)
+ROW(F_empty_serverkeygen, S({ 2, "serverkeygen =" }), "2: [server] serverkeygen",
+    "is not a serverkeygen mode", -EINVAL)
 /* root */
 ROW(root_relative, S({ 2, "root = est" }), "2: [server] root", "'est' must start with '/'", -EINVAL)
 ROW(root_trailing_slash, S({ 2, "root = /est/" }), "2: [server] root", "empty path segment", -EINVAL)
@@ -304,6 +308,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.server.max_body, 16384);
 	assert_int_equal(cfg.server.idle_timeout, 300);
 	assert_int_equal(cfg.server.max_sessions, 1000);
+	assert_int_equal(cfg.server.serverkeygen, ESTGW_SKG_UPSTREAM);
 	assert_string_equal(cfg.upstream.url, "https://127.0.0.1:8443/.well-known/est");
 	assert_int_equal(cfg.upstream.url_src.line, 9);
 	assert_int_equal(cfg.upstream.trust_src.line, 10);
@@ -403,6 +408,30 @@ static void test_log_levels(void **state)
 		snprintf(line, sizeof(line), "level = %s", levels[i].word);
 		load_ok(subs, &cfg);
 		assert_int_equal(cfg.log.level, levels[i].prio);
+		estgw_config_free(&cfg);
+	}
+}
+
+/* SPEC F, F4: [server] serverkeygen = upstream|registrar|off, any case. */
+static void test_F_serverkeygen_modes(void **state)
+{
+	static const struct {
+		const char *word;
+		int mode;
+	} modes[] = {
+		{ "upstream", ESTGW_SKG_UPSTREAM }, { "registrar", ESTGW_SKG_REGISTRAR },
+		{ "off", ESTGW_SKG_OFF }, { "Registrar", ESTGW_SKG_REGISTRAR },
+		{ "OFF", ESTGW_SKG_OFF },
+	};
+	struct estgw_config cfg;
+	char line[64];
+
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		const struct sub subs[] = { { 2, line }, { 0, NULL } };
+
+		snprintf(line, sizeof(line), "serverkeygen = %s", modes[i].word);
+		load_ok(subs, &cfg);
+		assert_int_equal(cfg.server.serverkeygen, modes[i].mode);
 		estgw_config_free(&cfg);
 	}
 }
@@ -869,7 +898,8 @@ int main(void)
 		ERR_TEST(number_overflow), ERR_TEST(number_below),
 		ERR_TEST(number_above), ERR_TEST(number_zero),
 		ERR_TEST(number_timeout), ERR_TEST(bad_bool), ERR_TEST(bad_bool_2),
-		ERR_TEST(bad_level), ERR_TEST(root_relative),
+		ERR_TEST(bad_level), ERR_TEST(F_bad_serverkeygen),
+		ERR_TEST(F_empty_serverkeygen), ERR_TEST(root_relative),
 		ERR_TEST(root_trailing_slash), ERR_TEST(root_double_slash),
 		ERR_TEST(root_slash), ERR_TEST(root_query), ERR_TEST(root_fragment),
 		ERR_TEST(root_dotdot), ERR_TEST(root_space), ERR_TEST(root_well_known),
@@ -886,6 +916,7 @@ int main(void)
 		cmocka_unit_test(test_every_key_set),
 		cmocka_unit_test(test_booleans),
 		cmocka_unit_test(test_log_levels),
+		cmocka_unit_test(test_F_serverkeygen_modes),
 		cmocka_unit_test(test_listen_forms),
 		cmocka_unit_test(test_relative_paths),
 		cmocka_unit_test(test_relative_config_path),
