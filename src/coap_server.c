@@ -137,6 +137,22 @@ static void release_payload(coap_session_t *s, void *p)
 	free(p);
 }
 
+/* An answer payload lent to libcoap until its last block is sent. It is
+ * zeroed before it is freed: a CF 62 answer carries a private key (G7). */
+struct payload_hold {
+	uint8_t *p;
+	size_t len;
+};
+
+static void release_held(coap_session_t *s, void *arg)
+{
+	struct payload_hold *h = arg;
+
+	explicit_bzero(h->p, h->len);
+	free(h->p);
+	free(h);
+}
+
 /* Put an answer into @p resp; takes the payload out of @p a. */
 static void put_answer(coap_resource_t *r, coap_session_t *s,
 		       const coap_pdu_t *req, const coap_string_t *q,
@@ -150,11 +166,19 @@ static void put_answer(coap_resource_t *r, coap_session_t *s,
 				coap_encode_var_safe(buf, sizeof(buf), a->max_age),
 				buf);
 	if (EST_CODE_CLASS(a->code) == 2 && a->cf != EST_CF_NONE) {
-		uint8_t *p = a->payload;
-		a->payload = NULL;
+		struct payload_hold *h = a->payload ? malloc(sizeof(*h)) : NULL;
+		if (a->payload && !h) {
+			coap_pdu_set_code(resp, COAP_RESPONSE_CODE(500));
+			return;
+		}
+		if (h) {
+			h->p = a->payload;
+			h->len = a->len;
+			a->payload = NULL;
+		}
 		coap_add_data_large_response(r, s, req, resp, q, (uint16_t)a->cf,
-					     -1, 0, a->len, p ? p : (uint8_t *)"",
-					     p ? release_payload : NULL, p);
+					     -1, 0, a->len, h ? h->p : (uint8_t *)"",
+					     h ? release_held : NULL, h);
 	} else if (a->payload && a->len) {
 		coap_add_data(resp, a->len, a->payload);
 	}
@@ -602,7 +626,9 @@ static void hnd_core(coap_resource_t *r, coap_session_t *s,
 	struct est_link_opts lo = {
 		.root = srv->roots[srv->nroots - 1],
 		.ops_enabled = (1u << EST_OP_CRTS) | (1u << EST_OP_SEN) |
-			       (1u << EST_OP_SREN) | (1u << EST_OP_ATT),
+			       (1u << EST_OP_SREN) | (1u << EST_OP_ATT) |
+			       (srv->cfg->server.serverkeygen == ESTGW_SKG_OFF ? 0 :
+				(1u << EST_OP_SKG) | (1u << EST_OP_SKC)), /* SPEC F */
 		.with_root_link = 1,
 	};
 	coap_opt_iterator_t it;

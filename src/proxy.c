@@ -20,6 +20,8 @@
 #include <event2/event.h>
 
 #include "estgw/log.h"
+#include "estgw/skg.h"
+#include "keygen.h"
 #include "pki.h"
 #include "upstream.h"
 
@@ -69,6 +71,9 @@ struct proxy_job {
 	struct upstream_xfer *xfer;
 	struct proxy_job *prev, *next; /* all jobs */
 	struct proxy_job *qnext;       /* the queue, when JOB_QUEUED */
+	const struct est_op_desc *kg_op; /* skg/skc when estgw made the key (F4) */
+	uint8_t *kg_key;                 /* that key, PKCS#8 (secret) */
+	size_t kg_key_len;
 };
 
 struct proxy {
@@ -129,6 +134,9 @@ static void job_free(struct proxy_job *j)
 	}
 	est_http_req_free(&j->req);
 	free(j->csr);
+	if (j->kg_key)
+		explicit_bzero(j->kg_key, j->kg_key_len);
+	free(j->kg_key);
 	free(j);
 }
 
@@ -268,27 +276,64 @@ static void kept_store(struct proxy *px, const unsigned char *key,
 
 /* ---- translation -------------------------------------------------------- */
 
+static void http_resp(const struct upstream_result *r, struct est_http_resp *in)
+{
+	memset(in, 0, sizeof(*in));
+	in->err = r->err;
+	in->status = r->status;
+	in->content_type = r->content_type;
+	in->retry_after = r->retry_after;
+	in->body = r->body;
+	in->body_len = r->body_len;
+	in->now = time(NULL);
+}
+
+static void outcome_note(const struct upstream_result *r, struct proxy_outcome *out)
+{
+	const char *note = r->errmsg ? r->errmsg : out->resp.note;
+
+	snprintf(out->note, sizeof(out->note), "%s", note ? note : "");
+}
+
 static void translate(struct proxy *px, const struct est_op_desc *op,
 		      int resp_cf, const uint8_t *csr, size_t csr_len,
 		      const struct upstream_result *r, struct proxy_outcome *out)
 {
-	struct est_http_resp in = {
-		.err = r->err,
-		.status = r->status,
-		.content_type = r->content_type,
-		.retry_after = r->retry_after,
-		.body = r->body,
-		.body_len = r->body_len,
-		.now = time(NULL),
-	};
+	struct est_http_resp in;
 
+	http_resp(r, &in);
 	memset(out, 0, sizeof(*out));
 	out->upstream_status = r->err == EST_UP_OK ? r->status : 0;
 	if (est_translate_response(op, resp_cf, csr, csr_len, &in, &px->lim,
 				   &out->resp) != 0)
 		est_coap_resp_error(&out->resp, EST_CODE(5, 0), "out of memory");
-	const char *note = r->errmsg ? r->errmsg : out->resp.note;
-	snprintf(out->note, sizeof(out->note), "%s", note ? note : "");
+	outcome_note(r, out);
+}
+
+/** The key estgw made for a /skg or /skc, taken off its job (SPEC F4). */
+struct kg_answer {
+	const struct est_op_desc *op;
+	uint8_t *key;
+	size_t len;
+};
+
+/* Registrar-side keygen: the /simpleenroll answer plus the key (SPEC F4). */
+static void translate_keygen(struct proxy *px, const struct kg_answer *kg,
+			     int resp_cf, const uint8_t *csr, size_t csr_len,
+			     const struct upstream_result *r,
+			     struct proxy_outcome *out)
+{
+	struct est_http_resp in;
+
+	http_resp(r, &in);
+	memset(out, 0, sizeof(*out));
+	out->upstream_status = r->err == EST_UP_OK ? r->status : 0;
+	if (est_translate_keygen_enroll(kg->op, resp_cf, kg->key, kg->len, csr,
+					csr_len, &in, &px->lim, &out->resp) != 0)
+		est_coap_resp_error(&out->resp, EST_CODE(5, 0), "out of memory");
+	if (!r->errmsg && !out->resp.note)
+		out->resp.note = "key made by estgw";
+	outcome_note(r, out);
 }
 
 /* A /cacerts answer worth caching: 200 that translates to a valid PKCS#7. */
@@ -337,7 +382,7 @@ static void on_upstream(void *arg, const struct upstream_result *r)
 		if (good_answer(px, j, r, EST_CF_PKCS7_CERTS))
 			cache_store(px, j->label, r);
 	} else if ((j->op->op == EST_OP_SEN || j->op->op == EST_OP_SREN) &&
-		   good_answer(px, j, r, EST_CF_PKCS7_CERTS)) {
+		   !j->kg_op && good_answer(px, j, r, EST_CF_PKCS7_CERTS)) {
 		kept_store(px, j->key, r);
 	}
 	/* Take the waiters, drop the job, then answer: callbacks may re-enter. */
@@ -346,16 +391,24 @@ static void on_upstream(void *arg, const struct upstream_result *r)
 	const struct est_op_desc *op = j->op;
 	uint8_t *csr = j->csr;
 	size_t csr_len = j->csr_len;
+	struct kg_answer kg = { j->kg_op, j->kg_key, j->kg_key_len };
 	j->csr = NULL;
+	j->kg_key = NULL;
 	job_free(j);
 	for (; w; w = next) {
 		struct proxy_outcome out;
 		next = w->next;
-		translate(px, op, w->resp_cf, csr, csr_len, r, &out);
+		if (kg.op)
+			translate_keygen(px, &kg, w->resp_cf, csr, csr_len, r, &out);
+		else
+			translate(px, op, w->resp_cf, csr, csr_len, r, &out);
 		w->fn(w->arg, &out);
 		free(w);
 	}
 	free(csr);
+	if (kg.key)
+		explicit_bzero(kg.key, kg.len);
+	free(kg.key);
 	start_queued(px);
 }
 
@@ -472,6 +525,93 @@ static int answer_now(struct proxy_outcome *now, uint8_t code, const char *diag,
 	return 1;
 }
 
+/* Run or queue a new job; 1 with *now filled (and the job gone) when it
+ * cannot. */
+static int place_or_answer(struct proxy *px, struct proxy_job *j,
+			   struct proxy_outcome *now)
+{
+	int err = job_place(px, j);
+
+	if (err == -EBUSY) {
+		job_free(j);
+		return answer_now(now, EST_CODE(5, 3), "upstream busy",
+				  px->cfg->upstream.retry_default);
+	}
+	if (err) {
+		job_free(j);
+		return answer_now(now, EST_CODE(5, 2), "upstream request failed", 0);
+	}
+	return 0;
+}
+
+/* The device request waits on @p j. */
+static int wait_on(struct proxy_job *j, const struct proxy_request *rq,
+		   proxy_done_fn fn, void *arg, struct proxy_wait **wait,
+		   struct proxy_outcome *now)
+{
+	struct proxy_wait *w = calloc(1, sizeof(*w));
+
+	if (!w) /* the exchange goes on; its certificate is kept */
+		return answer_now(now, EST_CODE(5, 0), "out of memory", 0);
+	w->job = j;
+	w->resp_cf = rq->resp_cf;
+	w->fn = fn;
+	w->arg = arg;
+	w->next = j->waiters;
+	j->waiters = w;
+	*wait = w;
+	return 0;
+}
+
+/* /skg and /skc when the EST server does not make the key (SPEC F, F4):
+ * off -> 4.04; registrar -> a new key and a CSR signed by it, enrolled with
+ * /simpleenroll as the RA. An identical resent request joins the job in
+ * flight and gets the same key. estgw cannot encrypt the key for the
+ * device (RFC 9148 4.8 leaves the key establishment out of scope), so a
+ * CSR asking for that is 5.01. */
+static int keygen_submit(struct proxy *px, const struct proxy_request *rq,
+			 proxy_done_fn fn, void *arg, struct proxy_wait **wait,
+			 struct proxy_outcome *now)
+{
+	const struct est_op_desc *op = rq->route->op;
+	unsigned char key[KEY_LEN];
+	struct estgw_keygen kg;
+	struct proxy_job *j;
+	int err;
+
+	if (px->cfg->server.serverkeygen == ESTGW_SKG_OFF)
+		return answer_now(now, EST_CODE(4, 4), "serverkeygen not enabled", 0);
+	if (!rq->body || est_csr_check(rq->body, rq->len) != 0)
+		return answer_now(now, EST_CODE(4, 0), "malformed request payload", 0);
+	if (est_csr_wants_encrypted_key(rq->body, rq->len) == 1)
+		return answer_now(now, EST_CODE(5, 1),
+				  "encrypted keys need the CA's serverkeygen", 0);
+	request_key(op, rq->route->label, rq->client, rq->body, rq->len, key);
+	j = job_find(px, key);
+	if (j)
+		return wait_on(j, rq, fn, arg, wait, now);
+	err = estgw_keygen_make(rq->body, rq->len, &kg);
+	if (err)
+		return answer_now(now, EST_CODE(5, 0), "key generation failed", 0);
+	j = job_new(px, est_op_desc(EST_OP_SEN), rq->route->label, key, kg.csr,
+		    kg.csr_len, &err);
+	if (!j) {
+		estgw_keygen_free(&kg);
+		return answer_now(now, EST_CODE(5, 0), err == -ENOMEM ? "out of memory"
+					: "cannot build the enrollment", 0);
+	}
+	j->kg_op = op;
+	j->kg_key = kg.pkcs8;
+	j->kg_key_len = kg.pkcs8_len;
+	kg.pkcs8 = NULL;
+	estgw_keygen_free(&kg);
+	log_debug("proxy", "%s: key made for %s, enrolling it", op->short_name,
+		  rq->client);
+	if (place_or_answer(px, j, now))
+		return 1;
+	return wait_on(j, rq, fn, arg, wait, now);
+}
+
 int proxy_submit(struct proxy *px, const struct proxy_request *rq,
 		 proxy_done_fn fn, void *arg, struct proxy_wait **wait,
 		 struct proxy_outcome *now)
@@ -483,6 +623,9 @@ int proxy_submit(struct proxy *px, const struct proxy_request *rq,
 	struct kept *k;
 	int err;
 
+	if ((op->op == EST_OP_SKG || op->op == EST_OP_SKC) &&
+	    px->cfg->server.serverkeygen != ESTGW_SKG_UPSTREAM)
+		return keygen_submit(px, rq, fn, arg, wait, now);
 	if (op->op == EST_OP_CRTS) {
 		struct crts_cache *c = cache_find(px, label, 0);
 		if (c && c->body)
@@ -502,32 +645,13 @@ int proxy_submit(struct proxy *px, const struct proxy_request *rq,
 						  "malformed request payload", 0);
 			return answer_now(now, EST_CODE(5, 0), "out of memory", 0);
 		}
-		err = job_place(px, j);
-		if (err == -EBUSY) {
-			job_free(j);
-			return answer_now(now, EST_CODE(5, 3), "upstream busy",
-					  px->cfg->upstream.retry_default);
-		}
-		if (err) {
-			job_free(j);
-			return answer_now(now, EST_CODE(5, 2),
-					  "upstream request failed", 0);
-		}
+		if (place_or_answer(px, j, now))
+			return 1;
 	} else {
 		log_debug("proxy", "%s joins an identical %s in flight",
 			  rq->client, op->short_name);
 	}
-	struct proxy_wait *w = calloc(1, sizeof(*w));
-	if (!w) /* the exchange goes on; its certificate is kept */
-		return answer_now(now, EST_CODE(5, 0), "out of memory", 0);
-	w->job = j;
-	w->resp_cf = rq->resp_cf;
-	w->fn = fn;
-	w->arg = arg;
-	w->next = j->waiters;
-	j->waiters = w;
-	*wait = w;
-	return 0;
+	return wait_on(j, rq, fn, arg, wait, now);
 }
 
 void proxy_cancel(struct proxy_wait *w)

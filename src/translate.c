@@ -580,6 +580,8 @@ void est_coap_resp_free(struct est_coap_resp *r)
 {
 	if (!r)
 		return;
+	if (r->payload) /* a CF 62 answer holds a private key (SPEC G7) */
+		explicit_bzero(r->payload, r->len);
 	free(r->payload);
 	memset(r, 0, sizeof(*r));
 	r->cf = EST_CF_NONE;
@@ -1058,6 +1060,16 @@ struct kg_pick {
 	int key_cf; /* 284 or 280 */
 };
 
+/** A 5.02 for a malformed serverkeygen answer; the static @p why also goes
+ *  to the log line (SPEC D1: the device and the operator see the reason). */
+static int kg_fail(struct est_coap_resp *out, const char *why)
+{
+	int rc = est_coap_resp_error(out, C(5, 2), why);
+
+	out->note = why;
+	return rc;
+}
+
 static void free_secret(uint8_t *p, size_t len)
 {
 	if (p)
@@ -1328,7 +1340,7 @@ static int kg_build(const struct est_op_desc *op, const struct kg_pick *k,
 		resp_bare(out, C(5, 0));
 		rc = -ENOMEM;
 	} else if (why) {
-		rc = est_coap_resp_error(out, C(5, 2), why);
+		rc = kg_fail(out, why);
 	} else {
 		rc = kg_answer(op, (unsigned)k->key_cf, key, keylen, &cert, out);
 		if (!note && k->key_cf == EST_CF_PKCS8 && csr &&
@@ -1363,17 +1375,19 @@ static int answer_keygen(const struct est_op_desc *op, int resp_cf,
 		return rc < 0 ? rc : 0;
 	why = kg_boundary(in->content_type, b, sizeof(b), &blen);
 	if (why)
-		return est_coap_resp_error(out, C(5, 2), why);
+		return kg_fail(out, why);
 	if (!in->body || est_multipart_parse(in->body, in->body_len, b, blen,
 					     parts, EST_MP_MAX_PARTS, &n,
 					     &why) != 0) {
-		snprintf(diag, sizeof(diag), "upstream %s",
-			 why ? why : "multipart is empty");
-		return est_coap_resp_error(out, C(5, 2), diag);
+		why = why ? why : "multipart is empty";
+		snprintf(diag, sizeof(diag), "upstream %s", why);
+		rc = est_coap_resp_error(out, C(5, 2), diag);
+		out->note = why;
+		return rc;
 	}
 	why = kg_assign(parts, n, &k);
 	if (why)
-		return est_coap_resp_error(out, C(5, 2), why);
+		return kg_fail(out, why);
 	return kg_build(op, &k, csr, csr_len, out);
 }
 
@@ -1408,8 +1422,8 @@ int est_translate_keygen_enroll(const struct est_op_desc *op, int resp_cf,
 	if (EST_CODE_CLASS(enr.code) != 2 || enr.cf != cf) {
 		if (EST_CODE_CLASS(enr.code) == 2 || enr.code == C(4, 6)) {
 			est_coap_resp_free(&enr); /* empty 2.04, or no match */
-			return est_coap_resp_error(out, C(5, 2),
-				"upstream sent no certificate for the generated key");
+			return kg_fail(out, "upstream sent no certificate for the "
+					    "generated key");
 		}
 		*out = enr; /* the error answer as SPEC D maps it */
 		return 0;
