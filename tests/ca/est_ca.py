@@ -12,6 +12,7 @@ Usage:
             [--base /.well-known/est] [--client-trust PEM ...] [--no-ra-check]
             [--tls-max {1.2,1.3}] [--control] [--control-port N] [--control-port-file F]
             [--mode MODE] [--retry-after V] [--delay S] [--fault-op OP] [--fault-count N]
+            [--no-serverkeygen] [--kek HEX]
 
   DIR comes from tests/pki/mkpki.sh: ca-server.crt/.key is the TLS server certificate,
   est-sub.crt/.key signs enrollments, /cacerts answers est-root + est-sub. Client certificates
@@ -28,7 +29,13 @@ breaks allowed (400 on bad Base64 or a CSR openssl cannot parse or verify).
   GET  csrattrs        200 application/csrattrs: challengePassword, ecPublicKey/secp256r1,
                            ecdsa-with-SHA256
   POST serverkeygen    200 multipart/mixed: application/pkcs8 (new P-256 key, PKCS#8 DER) and
-                           certs-only PKCS#7 (the CSR's subject; its key and signature ignored)
+                           certs-only PKCS#7 (the CSR's subject; its key and signature ignored).
+                           A CSR with SMIMECapabilities and DecryptKeyIdentifier gets the key
+                           encrypted (RFC 7030 4.4.1.1, 4.4.2): CMS EnvelopedData for the KEK
+                           --kek (default 000102..0f) named by the identifier, inside SignedData
+                           by est-sub, as application/pkcs7-mime; smime-type=server-generated-key.
+                           AsymmetricDecryptKeyIdentifier: 501 (not implemented).
+                           --no-serverkeygen: 404, as a CA without it.
 Every answer carries Content-Length (HTTP/1.1 keep-alive); Base64 answers also
 Content-Transfer-Encoding: base64.
 
@@ -59,6 +66,12 @@ Faults (MODE), also from the command line with --mode and the matching flags:
   no-cte          Base64 without the Content-Transfer-Encoding header
   sec1-key        serverkeygen key part is a bare SEC1 ECPrivateKey (implies op serverkeygen)
   parts-reversed  serverkeygen certificate part first (implies op serverkeygen)
+  mp-unclosed     serverkeygen multipart without its closing boundary (implies serverkeygen)
+  mp-no-key       serverkeygen multipart with the certificate part only (implies serverkeygen)
+  mp-no-cert      serverkeygen multipart with the key part only (implies serverkeygen)
+  mp-variant      serverkeygen multipart that is valid but unusual: quoted boundary with a
+                  space, preamble and epilogue, bare LF line ends, lower-case header names,
+                  no Content-Transfer-Encoding, parts reversed (implies serverkeygen)
   drop            close the connection without answering
   op: apply only to that operation (cacerts, simpleenroll, ...); count: apply to that many
   matching requests, then return to normal. Faults apply after the cmcRA check.
@@ -86,6 +99,7 @@ CT_P7_BARE = "application/pkcs7-mime"
 CT_CSRATTRS = "application/csrattrs"
 CT_PKCS8 = "application/pkcs8"
 CT_PKCS10 = "application/pkcs10"
+CT_SKG = "application/pkcs7-mime; smime-type=server-generated-key"
 OPS = {"cacerts": "GET", "csrattrs": "GET", "simpleenroll": "POST",
        "simplereenroll": "POST", "serverkeygen": "POST"}
 MAX_BODY = 256 * 1024
@@ -215,6 +229,26 @@ def csr_subject_arg(csr_der):
     return "/" + "/".join(rdns) if rdns else "/"
 
 
+OID_SMIME_CAPS = "1.2.840.113549.1.9.15"
+OID_DECRYPT_KEY_ID = "1.2.840.113549.1.9.16.2.37"
+OID_ASYM_DECRYPT_KEY_ID = "1.2.840.113549.1.9.16.2.54"
+
+
+def csr_attributes(csr_der):
+    """{attribute OID (dotted): [(tag, value bytes), ...]} of a DER CSR."""
+    start, end = der_top(csr_der)
+    _, cri_s, cri_e = der_children(csr_der, start, end)[0]
+    parts = der_children(csr_der, cri_s, cri_e)
+    attrs = {}
+    if len(parts) < 4 or parts[3][0] != 0xA0:
+        return attrs
+    for _, as_, ae in der_children(csr_der, parts[3][1], parts[3][2]):
+        (_, os_, oe), (_, vs, ve) = der_children(csr_der, as_, ae)[:2]
+        attrs[oid_text(csr_der[os_:oe])] = [(t, csr_der[s2:e2])
+                                            for t, s2, e2 in der_children(csr_der, vs, ve)]
+    return attrs
+
+
 def build_csrattrs():
     """CsrAttrs (RFC 7030 section 4.5.2): SEQUENCE OF (OID | Attribute)."""
     challenge = der_oid("1.2.840.113549.1.9.7")
@@ -292,6 +326,25 @@ class Ca:
                 raise HttpError(400, "cannot issue: " + err.decode(errors="replace").strip())
             return self.pkcs7([cert])
 
+    def encrypt_key(self, pkcs8, kek, key_id):
+        """RFC 7030 4.4.2: EnvelopedData for the KEK (KEKRecipientInfo), in SignedData."""
+        with tempfile.TemporaryDirectory(dir=self.tmp.name) as d:
+            key, env, signed = (os.path.join(d, n) for n in ("k.der", "env.der", "s.der"))
+            with open(key, "wb") as f:
+                f.write(pkcs8)
+            steps = [("cms", "-encrypt", "-binary", "-in", key, "-outform", "DER", "-out", env,
+                      "-aes-128-cbc", "-aes128-wrap", "-secretkey", kek,
+                      "-secretkeyid", key_id.hex()),
+                     ("cms", "-sign", "-binary", "-nodetach", "-in", env, "-econtent_type",
+                      "pkcs7-envelopedData", "-signer", self.sub, "-inkey", self.sub_key,
+                      "-outform", "DER", "-out", signed)]
+            for step in steps:
+                rc, _, err = openssl(*step)
+                if rc != 0:
+                    raise HttpError(500, f"openssl cms: " + err.decode(errors="replace").strip())
+            with open(signed, "rb") as f:
+                return f.read()
+
     def serverkeygen(self, csr_der):
         """New P-256 key + certificate for the CSR's subject: (pkcs8, sec1, pkcs7) DER."""
         try:
@@ -317,10 +370,11 @@ class Ca:
 
 # ---------------------------------------------------------------- faults and counters
 
+MP_MODES = {"mp-unclosed", "mp-no-key", "mp-no-cert", "mp-variant"}
 MODES = {"normal", "binary", "delay", "status", "accepted", "garbage", "truncated", "html",
-         "csrattrs", "bare-ct", "no-cte", "sec1-key", "parts-reversed", "drop"}
+         "csrattrs", "bare-ct", "no-cte", "sec1-key", "parts-reversed", "drop"} | MP_MODES
 IMPLIED_OP = {"csrattrs": "csrattrs", "sec1-key": "serverkeygen",
-              "parts-reversed": "serverkeygen"}
+              "parts-reversed": "serverkeygen", **{m: "serverkeygen" for m in MP_MODES}}
 
 
 @dataclass
@@ -377,7 +431,7 @@ class State:
 
     def reset_stats(self):
         self.stats = {"total": 0, "paths": {}, "ops": {}, "status": {}, "issued": 0,
-                      "connections": 0, "last": None}
+                      "encrypted_keys": 0, "connections": 0, "last": None, "last_csr": None}
 
     def take_fault(self, op):
         """The fault for one request of op (None: answer normally); consumes a count."""
@@ -567,7 +621,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if len(segs) > 2 or (label is not None and label not in self.server.labels):
             raise HttpError(404, "unknown label" if len(segs) == 2 else "not found")
         op = segs[-1]
-        if op not in OPS:
+        if op not in OPS or (op == "serverkeygen" and not self.server.serverkeygen):
             raise HttpError(404, "unknown operation")
         if self.command != OPS[op]:
             raise HttpError(405, f"{op} needs {OPS[op]}")
@@ -638,7 +692,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         ctype = self.headers.get("Content-Type", "")
         if ctype.split(";")[0].strip().lower() != CT_PKCS10:
             raise HttpError(415, "Content-Type must be application/pkcs10")
-        return decode_b64(body)
+        csr = decode_b64(body)
+        with self.server.state.lock:
+            self.server.state.stats["last_csr"] = base64.b64encode(csr).decode()
+        return csr
 
     def op_cacerts(self, body, f):
         self.send_der(self.server.ca.cacerts_der, CT_P7, f)
@@ -653,16 +710,52 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     op_simplereenroll = op_simpleenroll
 
+    def key_wrapping(self, csr):
+        """The KEK identifier when the CSR asks for an encrypted key, else None."""
+        try:
+            attrs = csr_attributes(csr)
+        except (ValueError, IndexError):
+            raise HttpError(400, "cannot parse the CSR")
+        if OID_SMIME_CAPS not in attrs:
+            return None
+        if OID_DECRYPT_KEY_ID in attrs:
+            tag, key_id = attrs[OID_DECRYPT_KEY_ID][0]
+            if tag != 0x04:
+                raise HttpError(400, "DecryptKeyIdentifier must be an OCTET STRING")
+            return key_id
+        if OID_ASYM_DECRYPT_KEY_ID in attrs:
+            raise HttpError(501, "asymmetric key encryption not implemented")
+        return None
+
     def op_serverkeygen(self, body, f):
-        pkcs8, sec1, p7 = self.server.ca.serverkeygen(self.csr_from(body))
+        csr = self.csr_from(body)
+        key_id = self.key_wrapping(csr)
+        pkcs8, sec1, p7 = self.server.ca.serverkeygen(csr)
         self.server.state.bump("issued")
-        key = sec1 if f.mode == "sec1-key" else pkcs8
+        key, key_ct = (sec1 if f.mode == "sec1-key" else pkcs8), CT_PKCS8
+        if key_id is not None:
+            key = self.server.ca.encrypt_key(pkcs8, self.server.kek, key_id)
+            key_ct = CT_SKG
+            self.server.state.bump("encrypted_keys")
         if f.mode == "truncated":
             p7 = p7[:len(p7) // 2]
-        parts = [(CT_PKCS8, key), (CT_P7, p7)]
+        parts = [(key_ct, key), (CT_P7, p7)]
         if f.mode == "parts-reversed":
             parts.reverse()
+        if f.mode == "mp-variant":
+            return self.reply(200, self.multipart_variant(parts),
+                              'Multipart/Mixed; boundary="est ca:variant"')
+        parts = {"mp-no-key": parts[1:], "mp-no-cert": parts[:1]}.get(f.mode, parts)
         self.reply(200, self.multipart(parts, f), f"multipart/mixed; boundary={BOUNDARY}")
+
+    @staticmethod
+    def multipart_variant(parts):
+        """Valid RFC 2046 that a careless parser gets wrong (mode mp-variant)."""
+        out = b"This is a multi-part message in MIME format.\n--est ca:variant-- is not it\n"
+        for ctype, der in reversed(parts):
+            out += b"--est ca:variant \ncontent-type: " + ctype.encode() + b"\n"
+            out += b"content-description: part\n\n" + b64_lines(der)
+        return out + b"--est ca:variant--\nepilogue\n--est ca:variant\n"
 
     def multipart(self, parts, f):
         out = b""
@@ -676,6 +769,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 data = b64_lines(der).replace(b"\n", b"\r\n")
                 head += "Content-Transfer-Encoding: base64\r\n" if f.mode != "no-cte" else ""
             out += head.encode() + b"\r\n" + data + b"\r\n"
+        if f.mode == "mp-unclosed":
+            return out
         return out + f"--{BOUNDARY}--\r\n".encode()
 
 
@@ -756,6 +851,10 @@ def parse_args(argv):
     p.add_argument("--delay", type=float, default=0.0)
     p.add_argument("--fault-op", choices=sorted(OPS))
     p.add_argument("--fault-count", type=int)
+    p.add_argument("--no-serverkeygen", action="store_true",
+                   help="answer serverkeygen 404, as a CA without it")
+    p.add_argument("--kek", default="000102030405060708090a0b0c0d0e0f",
+                   help="hex AES-128 KEK for encrypted server-generated keys")
     return p.parse_args(argv)
 
 
@@ -774,7 +873,8 @@ def main(argv):
     server.est, server.control = True, args.control
     shared = {"state": state, "ca": ca, "base": args.base.rstrip("/"),
               "labels": set(args.label), "ra_check": not args.no_ra_check,
-              "csrattrs": build_csrattrs()}
+              "csrattrs": build_csrattrs(), "serverkeygen": not args.no_serverkeygen,
+              "kek": args.kek}
     for k, v in shared.items():
         setattr(server, k, v)
     if args.control_port_file:

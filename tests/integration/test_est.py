@@ -47,12 +47,15 @@ class TestDiscovery(StackTest):
         self.assertEqual(links["/est/sen"], {"rt": "ace.est.sen", "ct": "281 287"})
         self.assertEqual(links["/est/sren"], {"rt": "ace.est.sren", "ct": "281 287"})
         self.assertEqual(links["/est/att"], {"rt": "ace.est.att", "ct": "285"})
-        self.assertNotIn("/est/skg", links)
+        # serverkeygen = upstream (the default) serves them (SPEC F).
+        self.assertEqual(links["/est/skg"], {"rt": "ace.est.skg", "ct": "62"})
+        self.assertEqual(links["/est/skc"], {"rt": "ace.est.skc", "ct": "62"})
 
     def test_A4_discovery_rt_prefix_filter(self):
         r = self.s.coap("/.well-known/core?rt=ace.est*")
         links = parse_links(r.payload.decode())
-        self.assertEqual(set(links), {"/est", "/est/crts", "/est/sen", "/est/sren", "/est/att"})
+        self.assertEqual(set(links), {"/est", "/est/crts", "/est/sen", "/est/sren", "/est/att",
+                                      "/est/skg", "/est/skc"})
 
     def test_A4_discovery_rt_exact_and_ct_filter(self):
         links = parse_links(self.s.coap("/.well-known/core?rt=ace.est.sen").payload.decode())
