@@ -1132,14 +1132,15 @@ static const char *kg_assign(const struct est_mp_part *parts, size_t n,
 
 	memset(k, 0, sizeof(*k));
 	for (size_t i = 0; i < n; i++) {
-		switch (kg_role_of(&parts[i])) {
+		enum kg_role role = kg_role_of(&parts[i]);
+
+		switch (role) {
 		case KG_KEY:
 		case KG_ENC_KEY:
 			if (k->key)
 				return "upstream multipart has two key parts";
 			k->key = &parts[i];
-			k->key_cf = kg_role_of(&parts[i]) == KG_KEY
-					    ? EST_CF_PKCS8 : EST_CF_PKCS7_SKG;
+			k->key_cf = role == KG_KEY ? EST_CF_PKCS8 : EST_CF_PKCS7_SKG;
 			break;
 		case KG_CERTS:
 			if (k->certs)
@@ -1415,10 +1416,12 @@ int est_translate_keygen_enroll(const struct est_op_desc *op, int resp_cf,
 	cf = op->op == EST_OP_SKG ? EST_CF_PKCS7_CERTS : EST_CF_PKIX_CERT;
 	rc = est_translate_response(est_op_desc(EST_OP_SEN), cf, csr, csr_len,
 				    in, lim, &enr);
+	if (rc == -ENOMEM) {
+		resp_bare(out, C(5, 0));
+		return rc;
+	}
 	if (rc)
-		return rc == -ENOMEM ? (resp_bare(out, C(5, 0)), rc)
-				     : est_coap_resp_error(out, C(5, 0),
-							   "internal error");
+		return est_coap_resp_error(out, C(5, 0), "internal error");
 	if (EST_CODE_CLASS(enr.code) != 2 || enr.cf != cf) {
 		if (EST_CODE_CLASS(enr.code) == 2 || enr.code == C(4, 6)) {
 			est_coap_resp_free(&enr); /* empty 2.04, or no match */

@@ -27,6 +27,8 @@ estgw: coaps://127.0.0.1:5684 — try, in another shell:
   coap-client-openssl -m post -t 286 -b 64 -f demo/device.csr.der -o cert.p7 \\
     -c demo/device.crt -j demo/device.key -C demo/gw-ca.crt coaps://127.0.0.1:5684/.well-known/est/sen
   openssl pkcs7 -inform DER -in cert.p7 -print_certs -noout
+  coap-client-openssl -m post -t 286 -A 62 -b 64 -f demo/device.csr.der -o keycert.cbor \
+    -c demo/device.crt -j demo/device.key -C demo/gw-ca.crt coaps://127.0.0.1:5684/.well-known/est/skc
 
 MSG
 ./build/src/estgw -c "$demo/estgw.conf"

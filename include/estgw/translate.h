@@ -182,6 +182,8 @@ int est_translate_response(const struct est_op_desc *op, int resp_cf,
 			   const struct est_http_resp *in,
 			   const struct est_xlate_limits *lim,
 			   struct est_coap_resp *out);
+/** Free the payload (zeroed first: a CF 62 answer holds a private key,
+ *  SPEC G7) and reset @p r. */
 void est_coap_resp_free(struct est_coap_resp *r);
 
 /** Registrar-side key generation (SPEC F4): the /skg or /skc answer (@p op)
