@@ -86,8 +86,8 @@ int estgw_rate_take(struct estgw_rate *r, const char *client, uint64_t now_ms,
 		b->units = dt >= COST ? cap : b->units + dt * r->per_minute;
 		if (b->units > cap)
 			b->units = cap;
+		b->last_ms = now_ms; /* never backwards: no free refill */
 	}
-	b->last_ms = now_ms;
 	if (b->units >= COST) {
 		b->units -= COST;
 		return 0;
