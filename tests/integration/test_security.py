@@ -217,6 +217,24 @@ class TestRateLimit(StackTest):
         self.assertRegex(self.s.log(), r"GET /.well-known/est/crts upstream=- code=4\.29 .*rate limit")
 
 
+class TestUpstreamUntrusted(StackTest):
+    """SPEC G5: the EST server's certificate must verify against [upstream] trust; a CA
+    certificate from another hierarchy there makes every exchange fail (5.02)."""
+
+    def setUp(self):
+        self.s = Stack()
+        with open(self.s.conf) as f:
+            text = f.read()
+        with open(self.s.conf, "w") as f:
+            f.write(text.replace(f"trust = {self.s.pki}/tls-ca.crt", f"trust = {self.s.pki}/gw-ca.crt"))
+        self.s.start()
+
+    def test_G5_upstream_server_not_trusted_5_02(self):
+        r = self.s.coap(WK + "/sen", method="post", cf=286, payload=csr_der(self.s.pki))
+        self.assertEqual(r.code, "5.02", r)
+        self.assertNotIn("simpleenroll", ca_log(self.s))
+
+
 class TestStartup(unittest.TestCase):
     """Start-up refusals (SPEC G4, G5): not --check, a real start."""
 
@@ -258,7 +276,8 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--list":
         loader = unittest.TestLoader()
         for cls in (TestPopRequired, TestPopIfPresent, TestAuthorization, TestExpiredIdevidAllowed,
-                    TestExpiredIdevidRefused, TestDtls, TestRateLimit, TestStartup):
+                    TestExpiredIdevidRefused, TestDtls, TestRateLimit, TestUpstreamUntrusted,
+                    TestStartup):
             for name in loader.getTestCaseNames(cls):
                 if getattr(cls, name) is not None:
                     print(f"{cls.__name__}.{name}")

@@ -72,9 +72,10 @@ static void make_csr(struct buf *o, const char *name, const char *attrs)
 	tlv(o, 0x30, &all);
 }
 
+/** The slices in @p ci point into a static buffer, valid until the next call. */
 static int info_of(const char *name, const char *attrs, struct est_csr_info *ci)
 {
-	struct buf csr;
+	static struct buf csr;
 
 	make_csr(&csr, name, attrs);
 	return est_csr_info(csr.b, csr.n, ci);
