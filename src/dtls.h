@@ -13,19 +13,23 @@
 /** Credentials loaded once at start-up. */
 struct estgw_dtls;
 
-/** Load the server chain file and the client trust bundle.
+/** Parse the server chain, its key and the client trust bundle once.
  *  libcoap 4.3.1 (OpenSSL) reads a multi-certificate CA file into one
  *  reused X509 object, so only its last certificate really ends up trusted;
- *  estgw builds its own store and sets it on each connection instead. */
-struct estgw_dtls *estgw_dtls_new(const char *chain_file,
+ *  estgw builds its own store and sets it on each connection instead.
+ *  The chain and key are set on each connection by reference, so libcoap
+ *  can be told to load nothing itself (coap_server.c, libcoap 4.3.1 only). */
+struct estgw_dtls *estgw_dtls_new(const char *chain_file, const char *key_file,
 				  const char *trust_file);
 void estgw_dtls_free(struct estgw_dtls *d);
 
 /** Per-connection set-up hook, run from libcoap's ClientHello processing:
  *  cipher list (CCM_8 first, server preference, AEAD only; SPEC G1), groups
  *  (P-256 first), DTLS 1.2 minimum, session-id context (resumption), the
- *  client trust store, and the full server chain (libcoap 4.3.1 sends only
- *  the leaf). Returns 1 on success, 0 to abort the handshake. */
+ *  client trust store and its CA names, and the full server chain and key
+ *  parsed at start-up (libcoap 4.3.1 sends only the leaf, and re-parses its
+ *  PEM files in every ClientHello). Returns 1 on success, 0 to abort the
+ *  handshake. */
 int estgw_dtls_setup_session(struct estgw_dtls *d, void *tls);
 
 /** The client certificate's subject as one RFC 2253 line ("-" if none).
