@@ -112,7 +112,7 @@ start_bare() { # once|pem
 }
 bench() { # label mode args...
   local label=$1 mode=$2; shift 2
-  echo "estgw-bench $mode --label $label $*" | sed "s#$WORK#\$WORK#g; s#$BUILD/##g" >> "$CMDS"
+  echo "estgw-bench $mode --label $label ${DEVCA[*]} $*" | sed "s#$WORK#\$WORK#g; s#$BUILD/##g" >> "$CMDS"
   local rc=0
   "$BENCH" "$mode" --label "$label" --json "$RES" "${DEVCA[@]}" "$@" || rc=$?
   [ $rc = 0 ] || [ $rc = 3 ] || { echo "estgw-bench failed ($rc)" >&2; exit 1; }
