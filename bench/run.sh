@@ -30,9 +30,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 case $PROFILE in
-  full)  N=1000; C=16; NSAT=1000; IDLE="1000 10000"; SPEED=3 ;;
-  quick) N=300;  C=16; NSAT=300;  IDLE="1000";       SPEED=1 ;;
-  smoke) N=20;   C=4;  NSAT=0;    IDLE="20";         SPEED=0 ;;
+  full)  N=1000; C=16; NSAT=1000; IDLE="1000 10000"; SPEED=3; HOLD=3;   PEM="once pem" ;;
+  quick) N=300;  C=16; NSAT=300;  IDLE="1000";       SPEED=1; HOLD=3;   PEM="once pem" ;;
+  smoke) N=20;   C=4;  NSAT=0;    IDLE="20";         SPEED=0; HOLD=0.2; PEM="once" ;;
 esac
 
 if [ $DO_BUILD = 1 ]; then
@@ -57,7 +57,13 @@ PKI=$WORK/pki
 RES=$WORK/results.jsonl
 CMDS=$WORK/commands.txt
 : > "$RES"; : > "$CMDS"
-bash "$SRC/tests/pki/mkpki.sh" "$PKI" >/dev/null
+# BENCH_PKI: an existing mkpki.sh output to copy (the smoke test reuses the
+# integration tests' one when it is there); else generate one.
+if [ -n "${BENCH_PKI:-}" ] && [ -f "$BENCH_PKI/.done" ]; then
+  mkdir -p "$PKI"; cp "$BENCH_PKI"/*.crt "$BENCH_PKI"/*.key "$PKI"/
+else
+  bash "$SRC/tests/pki/mkpki.sh" "$PKI" >/dev/null
+fi
 # The bench device CA: estgw's client_trust for the run, and trusted by the
 # fast CA for the direct-HTTPS reference.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
@@ -66,9 +72,11 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
   -addext "keyUsage=critical,keyCertSign" 2>/dev/null
 DEVCA=(--device-ca "$PKI/bench-dev-ca.crt" --device-ca-key "$PKI/bench-dev-ca.key")
 
-free_port() { python3 -c 'import socket,sys
-s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=="udp" else socket.SOCK_STREAM)
-s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"; }
+# Free loopback UDP ports, all asked for at once (one python start-up).
+PORTS=($(python3 -c 'import socket
+ss=[socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(16)]
+[s.bind(("127.0.0.1", 0)) for s in ss]; print(" ".join(str(s.getsockname()[1]) for s in ss))'))
+free_port() { FREE_PORT=${PORTS[0]}; PORTS=("${PORTS[@]:1}"); }
 wait_file() { for _ in $(seq 200); do [ -s "$1" ] && return 0; sleep 0.05; done; echo "timeout: $1" >&2; return 1; }
 wait_log() { for _ in $(seq 400); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
              echo "timeout waiting for '$2' in $1:" >&2; tail -5 "$1" >&2; return 1; }
@@ -82,7 +90,7 @@ start_ca() {
   wait_file "$WORK/ca.port"; CA_PORT=$(cat "$WORK/ca.port")
 }
 start_estgw() {
-  GW_PORT=$(free_port udp)
+  free_port; GW_PORT=$FREE_PORT
   cat > "$WORK/estgw.conf" <<CONF
 [server]
 listen = 127.0.0.1:$GW_PORT
@@ -101,10 +109,10 @@ CONF
   "$ESTGW" -c "$WORK/estgw.conf" >>"$WORK/estgw.log" 2>&1 &
   GW_PID=$!; PIDS+=($GW_PID)
   wait_log "$WORK/estgw.log" "ready"
-  sleep 0.5   # let the /crts cache warm up
+  sleep 0.3   # let the /crts cache warm up
 }
 start_bare() { # once|pem
-  BARE_PORT=$(free_port udp)
+  free_port; BARE_PORT=$FREE_PORT
   "$BARE" --listen "127.0.0.1:$BARE_PORT" --cert "$PKI/gw.crt" --key "$PKI/gw.key" \
     --trust "$PKI/bench-dev-ca.crt" --creds "$1" 2>"$WORK/bare.log" &
   BARE_PID=$!; PIDS+=($BARE_PID)
@@ -124,7 +132,7 @@ start_ca; start_estgw
 bench hs_crts_estgw coap --host 127.0.0.1 --port "$GW_PORT" --server-trust "$PKI/gw-ca.crt" \
   -n $N -c $C --ops crts --pid estgw=$GW_PID --pid ca=$CA_PID
 stop $GW_PID
-for m in once pem; do
+for m in $PEM; do
   start_bare $m
   bench hs_crts_bare_$m coap --host 127.0.0.1 --port "$BARE_PORT" --server-trust "$PKI/gw-ca.crt" \
     -n $N -c $C --ops crts --pid bare=$BARE_PID
@@ -152,11 +160,11 @@ fi
 for k in $IDLE; do
   start_estgw
   bench idle_estgw_$k idle --host 127.0.0.1 --port "$GW_PORT" --server-trust "$PKI/gw-ca.crt" \
-    -n $k -c 32 --hold 3 --pid estgw=$GW_PID
+    -n $k -c 32 --hold $HOLD --pid estgw=$GW_PID
   stop $GW_PID
   start_bare once
   bench idle_bare_$k idle --host 127.0.0.1 --port "$BARE_PORT" --server-trust "$PKI/gw-ca.crt" \
-    -n $k -c 32 --hold 3 --pid bare=$BARE_PID
+    -n $k -c 32 --hold $HOLD --pid bare=$BARE_PID
   stop $BARE_PID
 done
 stop $CA_PID
