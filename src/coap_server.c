@@ -757,9 +757,22 @@ static int on_tls_setup(void *tls, coap_dtls_pki_t *setup)
 	return estgw_dtls_setup_session(setup->cn_call_back_arg, tls);
 }
 
+/* NOTES "Handshake cost": libcoap 4.3.1 (OpenSSL) re-reads the PEM paths
+ * of its copy of coap_dtls_pki_t in every ClientHello and ignores the
+ * result. Given empty paths it loads nothing (logging "No Server
+ * Certificate defined", filtered in on_coap_log) and on_tls_setup installs
+ * the chain and key parsed once. Relies on 4.3.1 internals: any other
+ * version gets the paths (tests/integration: TestHandshakeCost). */
+static int creds_parsed_once(void)
+{
+	return LIBCOAP_VERSION == 4003001U &&
+	       strcmp(coap_package_version(), "libcoap 4.3.1") == 0;
+}
+
 static int setup_pki(struct coap_server *srv)
 {
 	coap_dtls_pki_t pki;
+	int once = creds_parsed_once();
 
 	memset(&pki, 0, sizeof(pki));
 	pki.version = COAP_DTLS_PKI_SETUP_VERSION;
@@ -772,13 +785,16 @@ static int setup_pki(struct coap_server *srv)
 	pki.additional_tls_setup_call_back = on_tls_setup;
 	pki.cn_call_back_arg = srv->dtls;
 	pki.pki_key.key_type = COAP_PKI_KEY_PEM;
-	pki.pki_key.key.pem.public_cert = srv->cfg->server.certificate;
-	pki.pki_key.key.pem.private_key = srv->cfg->server.private_key;
-	pki.pki_key.key.pem.ca_file = srv->cfg->server.client_trust;
+	pki.pki_key.key.pem.public_cert = once ? "" : srv->cfg->server.certificate;
+	pki.pki_key.key.pem.private_key = once ? "" : srv->cfg->server.private_key;
+	pki.pki_key.key.pem.ca_file = once ? "" : srv->cfg->server.client_trust;
 	if (!coap_context_set_pki(srv->ctx, &pki)) {
 		log_err("coap", "cannot set the DTLS credentials");
 		return -EINVAL;
 	}
+	log_info("dtls", "server credentials %s (%s)",
+		 once ? "parsed once" : "reloaded by libcoap per handshake",
+		 coap_package_version());
 	return 0;
 }
 
@@ -868,6 +884,7 @@ struct coap_server *coap_server_new(struct event_base *base,
 	coap_dtls_set_log_level(LOG_WARNING);
 	const struct estgw_dtls_conf dc = {
 		.chain_file = cfg->server.certificate,
+		.key_file = cfg->server.private_key,
 		.trust_file = cfg->server.client_trust,
 		.idevid_file = cfg->policy.idevid_trust,
 		.ldevid_file = cfg->policy.ldevid_trust,

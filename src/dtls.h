@@ -24,14 +24,17 @@ enum estgw_dtls_kind {
 /** Files and switches estgw_dtls_new() needs. */
 struct estgw_dtls_conf {
 	const char *chain_file;   /**< server chain, leaf first */
+	const char *key_file;     /**< its private key */
 	const char *trust_file;   /**< every accepted device CA */
 	const char *idevid_file;  /**< manufacturer CAs, or NULL */
 	const char *ldevid_file;  /**< EST CA certificates, or NULL */
 	int allow_expired_idevid; /**< let an expired leaf under idevid_file through */
 };
 
-/** Load the server chain file, the client trust bundle and the optional
- *  IDevID/LDevID bundles. libcoap 4.3.1 (OpenSSL) reads a multi-certificate
+/** Parse the server chain, its key, the client trust bundle and the
+ *  optional IDevID/LDevID bundles once. The chain and key are set on each
+ *  connection by reference, so libcoap can be told to load nothing itself
+ *  (coap_server.c, libcoap 4.3.1 only). libcoap 4.3.1 (OpenSSL) reads a multi-certificate
  *  CA file into one reused X509 object, so only its last certificate really
  *  ends up trusted; estgw builds its own store and sets it on each
  *  connection instead. */
@@ -41,11 +44,12 @@ void estgw_dtls_free(struct estgw_dtls *d);
 /** Per-connection set-up hook, run from libcoap's ClientHello processing:
  *  cipher list (CCM_8 first, server preference, AEAD only; SPEC G1), groups
  *  (P-256 first), DTLS 1.2 minimum, session-id context (resumption), the
- *  client trust store, and the full server chain (libcoap 4.3.1 sends only
- *  the leaf). With allow_expired_idevid our verify callback replaces
+ *  client trust store and its CA names, and the full server chain and key
+ *  parsed at start-up (libcoap 4.3.1 sends only the leaf, and re-parses its
+ *  PEM files in every ClientHello). Returns 1 on success, 0 to abort the
+ *  handshake. With allow_expired_idevid our verify callback replaces
  *  libcoap's: it lets through CERT_HAS_EXPIRED on the leaf only, and only
- *  when the chain holds a certificate of the IDevID bundle (SPEC G3).
- *  Returns 1 on success, 0 to abort the handshake. */
+ *  when the chain holds a certificate of the IDevID bundle (SPEC G3). */
 int estgw_dtls_setup_session(struct estgw_dtls *d, void *tls);
 
 /** Classify the client certificate of a finished handshake: *kind from the

@@ -25,9 +25,14 @@ static const char cipher_list[] =
 static const char groups[] = "P-256:X25519:P-384";
 static const unsigned char sid_ctx[] = "estgw";
 
+/* Everything is parsed once here; the per-connection hook only takes
+ * references (see dtls.h and NOTES "Handshake cost"). */
 struct estgw_dtls {
-	char *chain_file;
+	X509 *leaf;
+	STACK_OF(X509) *chain;           /* the rest of the server chain */
+	EVP_PKEY *key;
 	X509_STORE *trust;  /* every accepted device CA (the handshake) */
+	STACK_OF(X509_NAME) *ca_names;   /* CertificateRequest CA list */
 	X509_STORE *idevid; /* manufacturer CAs, or NULL */
 	X509_STORE *ldevid; /* EST CA certificates, or NULL */
 	int allow_expired_idevid;
@@ -79,6 +84,37 @@ static int load_optional(const char *file, X509_STORE **st)
 	return 0;
 }
 
+/* The server chain file: leaf first, then the intermediates. */
+static int load_chain(struct estgw_dtls *d, const char *file)
+{
+	BIO *in = BIO_new_file(file, "r");
+	X509 *x;
+
+	if (!in)
+		return -ENOENT;
+	d->leaf = PEM_read_bio_X509(in, NULL, NULL, NULL);
+	d->chain = sk_X509_new_null();
+	while (d->leaf && d->chain &&
+	       (x = PEM_read_bio_X509(in, NULL, NULL, NULL))) {
+		if (!sk_X509_push(d->chain, x)) {
+			X509_free(x);
+			break;
+		}
+	}
+	ERR_clear_error();
+	BIO_free(in);
+	return d->leaf && d->chain ? 0 : -EINVAL;
+}
+
+static EVP_PKEY *load_key(const char *file)
+{
+	BIO *in = BIO_new_file(file, "r");
+	EVP_PKEY *key = in ? PEM_read_bio_PrivateKey(in, NULL, NULL, NULL) : NULL;
+
+	BIO_free(in);
+	return key;
+}
+
 struct estgw_dtls *estgw_dtls_new(const struct estgw_dtls_conf *conf)
 {
 	struct estgw_dtls *d = calloc(1, sizeof(*d));
@@ -86,30 +122,44 @@ struct estgw_dtls *estgw_dtls_new(const struct estgw_dtls_conf *conf)
 	if (!d)
 		return NULL;
 	d->allow_expired_idevid = conf->allow_expired_idevid;
-	d->chain_file = strdup(conf->chain_file);
+	if (load_chain(d, conf->chain_file) != 0) {
+		log_err("dtls", "cannot load the server chain %s", conf->chain_file);
+		goto fail;
+	}
+	d->key = load_key(conf->key_file);
+	if (!d->key || X509_check_private_key(d->leaf, d->key) != 1) {
+		log_err("dtls", "cannot load the server key %s (or it does not match)",
+			conf->key_file);
+		goto fail;
+	}
 	d->trust = load_store(conf->trust_file);
-	if (!d->chain_file || !d->trust) {
+	d->ca_names = SSL_load_client_CA_file(conf->trust_file);
+	if (!d->trust || !d->ca_names) {
 		log_err("dtls", "cannot load the client trust bundle %s", conf->trust_file);
-		estgw_dtls_free(d);
-		return NULL;
+		goto fail;
 	}
 	if (load_optional(conf->idevid_file, &d->idevid) != 0 ||
 	    load_optional(conf->ldevid_file, &d->ldevid) != 0 ||
-	    !X509_STORE_set_ex_data(d->trust, STORE_APP_DATA, d)) {
-		estgw_dtls_free(d);
-		return NULL;
-	}
+	    !X509_STORE_set_ex_data(d->trust, STORE_APP_DATA, d))
+		goto fail;
 	return d;
+fail:
+	ERR_clear_error();
+	estgw_dtls_free(d);
+	return NULL;
 }
 
 void estgw_dtls_free(struct estgw_dtls *d)
 {
 	if (!d)
 		return;
+	X509_free(d->leaf);
+	sk_X509_pop_free(d->chain, X509_free);
+	EVP_PKEY_free(d->key);
 	X509_STORE_free(d->trust);
 	X509_STORE_free(d->idevid);
 	X509_STORE_free(d->ldevid);
-	free(d->chain_file);
+	sk_X509_NAME_pop_free(d->ca_names, X509_NAME_free);
 	free(d);
 }
 
@@ -149,6 +199,16 @@ static int verify_expired_idevid(int ok, X509_STORE_CTX *ctx)
 	return 1;
 }
 
+/* The CA names sent in CertificateRequest (libcoap sets them only when it
+ * loads its PEM files itself). */
+static void set_ca_names(SSL *ssl, const STACK_OF(X509_NAME) *names)
+{
+	STACK_OF(X509_NAME) *copy = SSL_dup_CA_list(names);
+
+	if (copy)
+		SSL_set_client_CA_list(ssl, copy);
+}
+
 int estgw_dtls_setup_session(struct estgw_dtls *d, void *tls)
 {
 	SSL *ssl = tls;
@@ -166,10 +226,13 @@ int estgw_dtls_setup_session(struct estgw_dtls *d, void *tls)
 	}
 	if (d->allow_expired_idevid)
 		SSL_set_verify(ssl, SSL_get_verify_mode(ssl), verify_expired_idevid);
-	if (SSL_use_certificate_chain_file(ssl, d->chain_file) != 1) {
-		log_err("dtls", "cannot load the server chain from %s", d->chain_file);
+	/* References to the objects parsed at start-up: no file or PEM work
+	 * per handshake. Overrides whatever libcoap set from its PEM paths. */
+	if (SSL_use_cert_and_key(ssl, d->leaf, d->key, d->chain, 1) != 1) {
+		log_err("dtls", "cannot set the server chain and key");
 		return 0;
 	}
+	set_ca_names(ssl, d->ca_names);
 	return 1;
 }
 
