@@ -22,14 +22,15 @@
 #include "dtls.h"
 #include "estgw/log.h"
 #include "estgw/translate.h"
+#include "policy.h"
 #include "proxy.h"
+#include "ratelimit.h"
 
 #define MAX_SEGS 8             /* Uri-Path segments looked at */
 #define MAX_QUERIES 8          /* Uri-Query options looked at */
-#define REASM_PER_SESSION 4    /* Block1 bodies in progress per session (E4) */
 #define REASM_LIFETIME 247     /* seconds: EXCHANGE_LIFETIME (RFC 7252 4.8.2) */
-#define REASM_TOTAL_BYTES (64u << 20) /* all bodies in progress together */
 #define CLIENT_MAX 256
+#define RATE_CLIENTS 4096      /* clients the rate limit tracks at once */
 
 struct reasm {
 	struct reasm *next;
@@ -45,6 +46,10 @@ struct sess_data {
 	char client[CLIENT_MAX];
 	struct reasm *reasm;
 	size_t nreasm;
+	uint8_t *cert;              /* client certificate DER, for the policy */
+	size_t cert_len;
+	enum estgw_client_kind kind;
+	int cert_expired;
 	struct sess_data *prev, *next;
 };
 
@@ -70,6 +75,8 @@ struct coap_server {
 	const char *roots[2];
 	size_t nroots;
 	size_t reasm_bytes;
+	size_t reasm_count; /* Block1 bodies in progress, all sessions */
+	struct estgw_rate *rate; /* NULL: no rate limit */
 	struct sess_data *sessions;
 	struct pending *pendings;
 };
@@ -203,6 +210,7 @@ static void reasm_drop(struct coap_server *srv, struct sess_data *sd,
 	if (*pp)
 		*pp = r->next;
 	srv->reasm_bytes -= r->len;
+	srv->reasm_count--;
 	sd->nreasm--;
 	free(r->buf);
 	free(r);
@@ -221,7 +229,22 @@ static void sess_free(struct sess_data *sd)
 	if (sd->next)
 		sd->next->prev = sd->prev;
 	coap_session_set_app_data(sd->session, NULL);
+	free(sd->cert);
 	free(sd);
+}
+
+/* What the policy needs about the client certificate, once per session. */
+static void sess_identify(struct coap_server *srv, struct sess_data *sd,
+			  void *tls)
+{
+	enum estgw_dtls_kind kind;
+
+	if (estgw_dtls_peer_cert_der(tls, &sd->cert, &sd->cert_len) != 0)
+		sd->cert = NULL;
+	if (estgw_dtls_peer_kind(srv->dtls, tls, &kind, &sd->cert_expired) == 0)
+		sd->kind = kind == ESTGW_DTLS_KIND_IDEVID ? ESTGW_CLIENT_IDEVID :
+			   kind == ESTGW_DTLS_KIND_LDEVID ? ESTGW_CLIENT_LDEVID :
+							    ESTGW_CLIENT_OTHER;
 }
 
 static struct sess_data *sess_get(struct coap_server *srv, coap_session_t *s)
@@ -236,8 +259,9 @@ static struct sess_data *sess_get(struct coap_server *srv, coap_session_t *s)
 		return NULL;
 	sd->srv = srv;
 	sd->session = s;
-	estgw_dtls_peer_subject(coap_session_get_tls(s, &lib), sd->client,
-				sizeof(sd->client));
+	void *tls = coap_session_get_tls(s, &lib);
+	estgw_dtls_peer_subject(tls, sd->client, sizeof(sd->client));
+	sess_identify(srv, sd, tls);
 	sd->next = srv->sessions;
 	if (srv->sessions)
 		srv->sessions->prev = sd;
@@ -296,13 +320,15 @@ static struct reasm *reasm_find(struct sess_data *sd, const char *key)
 static struct reasm *reasm_new(struct coap_server *srv, struct sess_data *sd,
 			       const char *key)
 {
-	if (sd->nreasm >= REASM_PER_SESSION) {
+	if (sd->nreasm >= srv->cfg->server.reasm_per_session) {
 		struct reasm *oldest = sd->reasm;
 		for (struct reasm *r = sd->reasm; r; r = r->next)
 			if (r->last < oldest->last)
 				oldest = r;
 		reasm_drop(srv, sd, oldest);
 	}
+	if (srv->reasm_count >= srv->cfg->server.reasm_total)
+		return NULL; /* every slot busy: the caller answers 5.03 */
 	struct reasm *r = calloc(1, sizeof(*r));
 	if (!r)
 		return NULL;
@@ -310,13 +336,14 @@ static struct reasm *reasm_new(struct coap_server *srv, struct sess_data *sd,
 	r->next = sd->reasm;
 	sd->reasm = r;
 	sd->nreasm++;
+	srv->reasm_count++;
 	return r;
 }
 
 static int reasm_append(struct coap_server *srv, struct reasm *r,
 			const uint8_t *data, size_t len)
 {
-	if (srv->reasm_bytes + len > REASM_TOTAL_BYTES)
+	if (srv->reasm_bytes + len > srv->cfg->server.reasm_total_bytes)
 		return -ENOSPC;
 	uint8_t *p = realloc(r->buf, r->len + len ? r->len + len : 1);
 	if (!p)
@@ -404,7 +431,8 @@ static enum body_state collect_body(struct coap_server *srv, coap_session_t *s,
 			reasm_drop(srv, sd, r);
 		r = reasm_new(srv, sd, key);
 		if (!r) {
-			answer_error(resp, COAP_RESPONSE_CODE(500), "out of memory");
+			answer_error(resp, COAP_RESPONSE_CODE(503),
+				     "too many block-wise transfers in progress");
 			return BODY_ERROR;
 		}
 	}
@@ -570,6 +598,70 @@ static void go_upstream(struct coap_server *srv, coap_resource_t *r,
 	est_coap_resp_free(&now.resp);
 }
 
+/* RFC 8516: 4.29 + Max-Age when the client is over [server] rate_limit.
+ * Only the first block of a request counts. Returns 1 when refused. */
+static int rate_refused(struct coap_server *srv, coap_session_t *s,
+			const coap_pdu_t *req, coap_pdu_t *resp,
+			const char *client)
+{
+	struct timespec now;
+	coap_block_b_t b1;
+	uint32_t retry = 0;
+	uint8_t buf[4];
+
+	if (!srv->rate || (coap_get_block_b(s, req, COAP_OPTION_BLOCK1, &b1) && b1.num > 0))
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (estgw_rate_take(srv->rate, client, (uint64_t)now.tv_sec * 1000 +
+				(uint64_t)now.tv_nsec / 1000000, &retry) == 0)
+		return 0;
+	coap_pdu_set_code(resp, COAP_RESPONSE_CODE(429));
+	coap_add_option(resp, COAP_OPTION_MAXAGE,
+			coap_encode_var_safe(buf, sizeof(buf), retry), buf);
+	coap_add_data(resp, 17, (const uint8_t *)"too many requests");
+	return 1;
+}
+
+/* SPEC G2-G4: the policy decides before anything goes upstream. Answers
+ * and logs a refusal; returns 1 when refused. */
+static int policy_refused(struct coap_server *srv, coap_session_t *s,
+			  struct sess_data *sd, const struct req_info *ri,
+			  const uint8_t *body, size_t len, coap_pdu_t *resp)
+{
+	coap_tls_library_t lib;
+	struct estgw_policy_verdict v;
+	uint8_t tu[64];
+	size_t tulen = 0;
+	struct estgw_policy_req pr = {
+		.op = ri->route.op->op,
+		.kind = sd ? sd->kind : ESTGW_CLIENT_OTHER,
+		.cert_expired = sd ? sd->cert_expired : 0,
+		.cert = sd ? sd->cert : NULL,
+		.cert_len = sd ? sd->cert_len : 0,
+		.csr = ri->route.op->method == EST_POST ? body : NULL,
+		.csr_len = len,
+	};
+	const char *client = sd ? sd->client : "-";
+
+	if (estgw_dtls_tls_unique(coap_session_get_tls(s, &lib), tu, sizeof(tu),
+				  &tulen) == 0) {
+		pr.tls_unique = tu;
+		pr.tls_unique_len = tulen;
+	}
+	if (estgw_policy_check(srv->cfg, &pr, &v) == 0) {
+		if (v.note)
+			log_info("policy", "client=\"%s\" (%s) %s: %s", client,
+				 estgw_client_kind_name(pr.kind), ri->path, v.note);
+		return 0;
+	}
+	log_warn("policy", "client=\"%s\" (%s) %s refused: %s", client,
+		    estgw_client_kind_name(pr.kind), ri->path, v.diag);
+	answer_error(resp, v.code, v.diag);
+	log_request(client, ri->opts.method, ri->path, 0, v.diag, v.code,
+		    ms_since(&ri->start));
+	return 1;
+}
+
 static void hnd_est(coap_resource_t *r, coap_session_t *s,
 		    const coap_pdu_t *req, const coap_string_t *q,
 		    coap_pdu_t *resp)
@@ -600,6 +692,11 @@ static void hnd_est(coap_resource_t *r, coap_session_t *s,
 			    ms_since(&ri.start));
 		return;
 	}
+	if (rate_refused(srv, s, req, resp, client)) {
+		log_request(client, ri.opts.method, ri.path, 0, "rate limit",
+			    EST_CODE(4, 29), ms_since(&ri.start));
+		return;
+	}
 	switch (collect_body(srv, s, req, ri.path, resp, &body, &len, &owned)) {
 	case BODY_MORE:
 		return;
@@ -612,6 +709,10 @@ static void hnd_est(coap_resource_t *r, coap_session_t *s,
 	}
 	if (ri.route.op->method == EST_GET)
 		len = 0; /* a GET carries no body upstream */
+	if (policy_refused(srv, s, sd, &ri, body, len, resp)) {
+		free(owned);
+		return;
+	}
 	go_upstream(srv, r, s, req, q, resp, &ri, v.resp_cf, body, len, client);
 	free(owned);
 }
@@ -682,9 +783,22 @@ static int on_tls_setup(void *tls, coap_dtls_pki_t *setup)
 	return estgw_dtls_setup_session(setup->cn_call_back_arg, tls);
 }
 
+/* NOTES "Handshake cost": libcoap 4.3.1 (OpenSSL) re-reads the PEM paths
+ * of its copy of coap_dtls_pki_t in every ClientHello and ignores the
+ * result. Given empty paths it loads nothing (logging "No Server
+ * Certificate defined", filtered in on_coap_log) and on_tls_setup installs
+ * the chain and key parsed once. Relies on 4.3.1 internals: any other
+ * version gets the paths (tests/integration: TestHandshakeCost). */
+static int creds_parsed_once(void)
+{
+	return LIBCOAP_VERSION == 4003001U &&
+	       strcmp(coap_package_version(), "libcoap 4.3.1") == 0;
+}
+
 static int setup_pki(struct coap_server *srv)
 {
 	coap_dtls_pki_t pki;
+	int once = creds_parsed_once();
 
 	memset(&pki, 0, sizeof(pki));
 	pki.version = COAP_DTLS_PKI_SETUP_VERSION;
@@ -697,13 +811,16 @@ static int setup_pki(struct coap_server *srv)
 	pki.additional_tls_setup_call_back = on_tls_setup;
 	pki.cn_call_back_arg = srv->dtls;
 	pki.pki_key.key_type = COAP_PKI_KEY_PEM;
-	pki.pki_key.key.pem.public_cert = srv->cfg->server.certificate;
-	pki.pki_key.key.pem.private_key = srv->cfg->server.private_key;
-	pki.pki_key.key.pem.ca_file = srv->cfg->server.client_trust;
+	pki.pki_key.key.pem.public_cert = once ? "" : srv->cfg->server.certificate;
+	pki.pki_key.key.pem.private_key = once ? "" : srv->cfg->server.private_key;
+	pki.pki_key.key.pem.ca_file = once ? "" : srv->cfg->server.client_trust;
 	if (!coap_context_set_pki(srv->ctx, &pki)) {
 		log_err("coap", "cannot set the DTLS credentials");
 		return -EINVAL;
 	}
+	log_info("dtls", "server credentials %s (%s)",
+		 once ? "parsed once" : "reloaded by libcoap per handshake",
+		 coap_package_version());
 	return 0;
 }
 
@@ -791,14 +908,25 @@ struct coap_server *coap_server_new(struct event_base *base,
 	coap_set_log_handler(on_coap_log);
 	coap_set_log_level(estgw_log_level() >= LOG_DEBUG ? LOG_INFO : LOG_WARNING);
 	coap_dtls_set_log_level(LOG_WARNING);
-	srv->dtls = estgw_dtls_new(cfg->server.certificate, cfg->server.client_trust);
+	const struct estgw_dtls_conf dc = {
+		.chain_file = cfg->server.certificate,
+		.key_file = cfg->server.private_key,
+		.trust_file = cfg->server.client_trust,
+		.idevid_file = cfg->policy.idevid_trust,
+		.ldevid_file = cfg->policy.ldevid_trust,
+		.allow_expired_idevid = cfg->policy.allow_expired_idevid,
+	};
+	srv->dtls = estgw_dtls_new(&dc);
 	srv->ctx = coap_new_context(NULL);
-	if (!srv->dtls || !srv->ctx)
+	if (cfg->server.rate_limit)
+		srv->rate = estgw_rate_new(cfg->server.rate_limit, RATE_CLIENTS);
+	if (!srv->dtls || !srv->ctx || (cfg->server.rate_limit && !srv->rate))
 		goto fail;
 	coap_set_app_data(srv->ctx, srv);
 	coap_context_set_block_mode(srv->ctx, COAP_BLOCK_USE_LIBCOAP);
 	coap_context_set_max_idle_sessions(srv->ctx, cfg->server.max_sessions);
 	coap_context_set_session_timeout(srv->ctx, cfg->server.idle_timeout);
+	coap_context_set_max_handshake_sessions(srv->ctx, cfg->server.max_handshakes);
 	coap_register_event_handler(srv->ctx, on_event);
 	if (setup_pki(srv) != 0 || add_resources(srv) != 0)
 		goto fail;
@@ -835,6 +963,7 @@ void coap_server_free(struct coap_server *srv)
 		coap_free_context(srv->ctx);
 	coap_cleanup();
 	estgw_dtls_free(srv->dtls);
+	estgw_rate_free(srv->rate);
 	free(srv);
 }
 

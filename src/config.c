@@ -13,6 +13,7 @@
  * longer than libinih's buffer (it would split or drop them).
  */
 #include "estgw/config.h"
+#include "estgw/translate.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -64,11 +65,16 @@ static int set_url(struct load *, const struct cfg_key *, const char *, unsigned
 static int set_u32(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_bool(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_level(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_pop(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_ops(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_bool_src(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_skg(struct load *, const struct cfg_key *, const char *, unsigned);
 
 #define SRV(f) offsetof(struct estgw_config, server.f)
 #define UP(f) offsetof(struct estgw_config, upstream.f)
 #define LG(f) offsetof(struct estgw_config, log.f)
+#define POL(f) offsetof(struct estgw_config, policy.f)
+#define ALL_OPS "crts att sen sren skg skc"
 #define REQ K_REQUIRED
 #define MULTI K_MULTI
 
@@ -83,6 +89,11 @@ static const struct cfg_key schema[] = {
 	{ "server",   "max_body",        set_u32,    "16384",   1024, 1048576,    SRV(max_body),       NO_SRC,                0 },
 	{ "server",   "idle_timeout",    set_u32,    "300",     1,    86400,      SRV(idle_timeout),   NO_SRC,                0 },
 	{ "server",   "max_sessions",    set_u32,    "1000",    1,    1000000,    SRV(max_sessions),   NO_SRC,                0 },
+	{ "server",   "max_handshakes",  set_u32,    "100",     1,    100000,     SRV(max_handshakes), NO_SRC,                0 },
+	{ "server",   "reasm_per_session", set_u32,  "4",       1,    64,         SRV(reasm_per_session), NO_SRC,             0 },
+	{ "server",   "reasm_total",     set_u32,    "256",     1,    100000,     SRV(reasm_total),    NO_SRC,                0 },
+	{ "server",   "reasm_total_bytes", set_u32,  "67108864", 1024, 1073741824, SRV(reasm_total_bytes), NO_SRC,            0 },
+	{ "server",   "rate_limit",      set_u32,    "600",     0,    1000000,    SRV(rate_limit),     NO_SRC,                0 },
 	{ "server",   "serverkeygen",    set_skg,    "upstream", 0,   0,          SRV(serverkeygen),   NO_SRC,                0 },
 	{ "upstream", "url",             set_url,    NULL,      0,    0,          UP(url),             UP(url_src),           REQ },
 	{ "upstream", "trust",           set_file,   NULL,      0,    0,          UP(trust),           UP(trust_src),         REQ },
@@ -100,6 +111,14 @@ static const struct cfg_key schema[] = {
 	{ "upstream", "queue",           set_u32,    "256",     0,    65536,      UP(queue),           NO_SRC,                0 },
 	{ "upstream", "keep_issued",     set_u32,    "600",     0,    86400,      UP(keep_issued),     NO_SRC,                0 },
 	{ "upstream", "max_kept",        set_u32,    "1024",    1,    1048576,    UP(max_kept),        NO_SRC,                0 },
+	{ "policy",   "pop",             set_pop,    "if-present", 0, 0,          POL(pop),            NO_SRC,                0 },
+	{ "policy",   "match_serial",    set_bool,   "no",      0,    0,          POL(match_serial),   NO_SRC,                0 },
+	{ "policy",   "allow_expired_idevid", set_bool_src, "no", 0,  0,          POL(allow_expired_idevid), POL(allow_expired_idevid_src), 0 },
+	{ "policy",   "idevid_trust",    set_file,   NULL,      0,    0,          POL(idevid_trust),   POL(idevid_trust_src), 0 },
+	{ "policy",   "ldevid_trust",    set_file,   NULL,      0,    0,          POL(ldevid_trust),   POL(ldevid_trust_src), 0 },
+	{ "policy",   "idevid_ops",      set_ops,    "crts att sen skg skc", 0, 0, POL(idevid_ops),    NO_SRC,                0 },
+	{ "policy",   "ldevid_ops",      set_ops,    ALL_OPS,   0,    0,          POL(ldevid_ops),     NO_SRC,                0 },
+	{ "policy",   "other_ops",       set_ops,    ALL_OPS,   0,    0,          POL(other_ops),      NO_SRC,                0 },
 	{ "log",      "level",           set_level,  "info",    0,    0,          LG(level),           NO_SRC,                0 },
 };
 
@@ -113,7 +132,7 @@ static const struct {
 	{ "upstream", "max_age_min", "max_age_max" },
 };
 
-static const char *const sections[] = { "server", "upstream", "log" };
+static const char *const sections[] = { "server", "upstream", "policy", "log" };
 
 /** State of one estgw_config_load() call. */
 struct load {
@@ -484,6 +503,71 @@ static int set_level(struct load *ld, const struct cfg_key *k, const char *val,
 			"'%s' is not a log level (error/warning/info/debug)", val);
 }
 
+/** A boolean that remembers its line (for checks across keys). */
+static int set_bool_src(struct load *ld, const struct cfg_key *k, const char *val,
+			unsigned line)
+{
+	int rc = set_bool(ld, k, val, line);
+
+	if (rc == 0)
+		set_src(ld, k, line);
+	return rc;
+}
+
+static const struct {
+	const char *word;
+	int mode;
+} pop_words[] = {
+	{ "off", ESTGW_POP_OFF },
+	{ "if-present", ESTGW_POP_IF_PRESENT },
+	{ "required", ESTGW_POP_REQUIRED },
+};
+
+static int set_pop(struct load *ld, const struct cfg_key *k, const char *val,
+		   unsigned line)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(pop_words); i++) {
+		if (strcasecmp(val, pop_words[i].word) == 0) {
+			*(int *)field(ld, k->off) = pop_words[i].mode;
+			return 0;
+		}
+	}
+	return fail_key(ld, k, line, -EINVAL,
+			"'%s' is not a POP mode (off/if-present/required)", val);
+}
+
+/** A list of EST short names ("crts att sen sren skg skc", spaces or
+ *  commas), "all" or "none" -> a bit mask of 1 << enum est_op. */
+static int set_ops(struct load *ld, const struct cfg_key *k, const char *val,
+		   unsigned line)
+{
+	static const char sep[] = " ,\t";
+	uint32_t mask = 0;
+	const char *p = val + strspn(val, sep);
+	size_t n;
+
+	if (strcasecmp(val, "all") == 0 || strcasecmp(val, "none") == 0) {
+		*(uint32_t *)field(ld, k->off) =
+			tolower((unsigned char)val[0]) == 'a' ? (1u << EST_OP_COUNT) - 1 : 0;
+		return 0;
+	}
+	if (!*p)
+		return fail_key(ld, k, line, -EINVAL, "empty list (write none)");
+	for (; *p; p += n, p += strspn(p, sep)) {
+		const struct est_op_desc *op;
+
+		n = strcspn(p, sep);
+		op = est_op_lookup(p, n);
+		if (!op)
+			return fail_key(ld, k, line, -EINVAL,
+					"'%.*s' is not an operation (crts att sen sren skg skc, "
+					"all or none)", (int)n, p);
+		mask |= 1u << op->op;
+	}
+	*(uint32_t *)field(ld, k->off) = mask;
+	return 0;
+}
+
 static const struct {
 	const char *word;
 	int mode;
@@ -536,7 +620,7 @@ static int check_line(struct load *ld, const char *s, size_t n, size_t max)
 	close = strchr(s, ']');
 	if (*s == '[' && close && !section_known(s + 1, (size_t)(close - s - 1)))
 		return fail(ld, ld->line, NULL, NULL, -EINVAL,
-			    "[%.*s]: unknown section (expected [server], [upstream] or [log])",
+			    "[%.*s]: unknown section (expected [server], [upstream], [policy] or [log])",
 			    (int)(close - s - 1), s + 1);
 	return 0;
 }
@@ -692,6 +776,19 @@ static int parse(struct load *ld)
 	return ld->rc;
 }
 
+/** allow_expired_idevid needs to know which CAs are the manufacturers'. */
+static int check_policy(struct load *ld)
+{
+	const struct estgw_config *cfg = ld->cfg;
+
+	if (cfg->policy.allow_expired_idevid && !cfg->policy.idevid_trust)
+		return fail(ld, cfg->policy.allow_expired_idevid_src.line, "policy",
+			    "allow_expired_idevid", -EINVAL,
+			    "needs [policy] idevid_trust (the manufacturer CAs whose "
+			    "expired IDevIDs are accepted)");
+	return 0;
+}
+
 static int load_steps(struct load *ld)
 {
 	int rc = open_file(ld);
@@ -704,6 +801,8 @@ static int load_steps(struct load *ld)
 		rc = check_required(ld);
 	if (!rc)
 		rc = check_relations(ld);
+	if (!rc)
+		rc = check_policy(ld);
 	return rc;
 }
 
@@ -741,5 +840,7 @@ void estgw_config_free(struct estgw_config *cfg)
 	free(cfg->upstream.trust);
 	free(cfg->upstream.certificate);
 	free(cfg->upstream.private_key);
+	free(cfg->policy.idevid_trust);
+	free(cfg->policy.ldevid_trust);
 	memset(cfg, 0, sizeof(*cfg));
 }

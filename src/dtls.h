@@ -13,20 +13,51 @@
 /** Credentials loaded once at start-up. */
 struct estgw_dtls;
 
-/** Load the server chain file and the client trust bundle.
- *  libcoap 4.3.1 (OpenSSL) reads a multi-certificate CA file into one
- *  reused X509 object, so only its last certificate really ends up trusted;
- *  estgw builds its own store and sets it on each connection instead. */
-struct estgw_dtls *estgw_dtls_new(const char *chain_file,
-				  const char *trust_file);
+/** Which configured trust a client certificate chains to (values as
+ *  enum estgw_client_kind in policy.h). */
+enum estgw_dtls_kind {
+	ESTGW_DTLS_KIND_OTHER = 0,
+	ESTGW_DTLS_KIND_IDEVID = 1,
+	ESTGW_DTLS_KIND_LDEVID = 2,
+};
+
+/** Files and switches estgw_dtls_new() needs. */
+struct estgw_dtls_conf {
+	const char *chain_file;   /**< server chain, leaf first */
+	const char *key_file;     /**< its private key */
+	const char *trust_file;   /**< every accepted device CA */
+	const char *idevid_file;  /**< manufacturer CAs, or NULL */
+	const char *ldevid_file;  /**< EST CA certificates, or NULL */
+	int allow_expired_idevid; /**< let an expired leaf under idevid_file through */
+};
+
+/** Parse the server chain, its key, the client trust bundle and the
+ *  optional IDevID/LDevID bundles once. The chain and key are set on each
+ *  connection by reference, so libcoap can be told to load nothing itself
+ *  (coap_server.c, libcoap 4.3.1 only). libcoap 4.3.1 (OpenSSL) reads a multi-certificate
+ *  CA file into one reused X509 object, so only its last certificate really
+ *  ends up trusted; estgw builds its own store and sets it on each
+ *  connection instead. */
+struct estgw_dtls *estgw_dtls_new(const struct estgw_dtls_conf *conf);
 void estgw_dtls_free(struct estgw_dtls *d);
 
 /** Per-connection set-up hook, run from libcoap's ClientHello processing:
  *  cipher list (CCM_8 first, server preference, AEAD only; SPEC G1), groups
  *  (P-256 first), DTLS 1.2 minimum, session-id context (resumption), the
- *  client trust store, and the full server chain (libcoap 4.3.1 sends only
- *  the leaf). Returns 1 on success, 0 to abort the handshake. */
+ *  client trust store and its CA names, and the full server chain and key
+ *  parsed at start-up (libcoap 4.3.1 sends only the leaf, and re-parses its
+ *  PEM files in every ClientHello). Returns 1 on success, 0 to abort the
+ *  handshake. With allow_expired_idevid our verify callback replaces
+ *  libcoap's: it lets through CERT_HAS_EXPIRED on the leaf only, and only
+ *  when the chain holds a certificate of the IDevID bundle (SPEC G3). */
 int estgw_dtls_setup_session(struct estgw_dtls *d, void *tls);
+
+/** Classify the client certificate of a finished handshake: *kind from the
+ *  IDevID/LDevID bundles (a chain to any certificate of the bundle, time
+ *  not looked at: the handshake checked it), *expired when the leaf is past
+ *  its notAfter (only possible with allow_expired_idevid; SPEC G3). */
+int estgw_dtls_peer_kind(struct estgw_dtls *d, void *tls,
+			 enum estgw_dtls_kind *kind, int *expired);
 
 /** The client certificate's subject as one RFC 2253 line ("-" if none).
  *  Works on resumed sessions. */

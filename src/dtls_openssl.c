@@ -25,10 +25,23 @@ static const char cipher_list[] =
 static const char groups[] = "P-256:X25519:P-384";
 static const unsigned char sid_ctx[] = "estgw";
 
+/* Everything is parsed once here; the per-connection hook only takes
+ * references (see dtls.h and NOTES "Handshake cost"). */
 struct estgw_dtls {
-	char *chain_file;
-	X509_STORE *trust;
+	X509 *leaf;
+	STACK_OF(X509) *chain;           /* the rest of the server chain */
+	EVP_PKEY *key;
+	X509_STORE *trust;  /* every accepted device CA (the handshake) */
+	STACK_OF(X509_NAME) *ca_names;   /* CertificateRequest CA list */
+	X509_STORE *idevid; /* manufacturer CAs, or NULL */
+	X509_STORE *ldevid; /* EST CA certificates, or NULL */
+	int allow_expired_idevid;
 };
+
+/* X509_STORE ex_data index 0 is the "app data" slot every OpenSSL class
+ * reserves; the handshake store carries our struct there for the verify
+ * callback (no global needed). */
+#define STORE_APP_DATA 0
 
 static X509_STORE *load_store(const char *file)
 {
@@ -57,29 +70,143 @@ static X509_STORE *load_store(const char *file)
 	return st;
 }
 
-struct estgw_dtls *estgw_dtls_new(const char *chain_file, const char *trust_file)
+/** An optional bundle: NULL file is fine, an unreadable one is not. */
+static int load_optional(const char *file, X509_STORE **st)
+{
+	*st = NULL;
+	if (!file)
+		return 0;
+	*st = load_store(file);
+	if (!*st) {
+		log_err("dtls", "cannot load the certificate bundle %s", file);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* The server chain file: leaf first, then the intermediates. */
+static int load_chain(struct estgw_dtls *d, const char *file)
+{
+	BIO *in = BIO_new_file(file, "r");
+	X509 *x;
+
+	if (!in)
+		return -ENOENT;
+	d->leaf = PEM_read_bio_X509(in, NULL, NULL, NULL);
+	d->chain = sk_X509_new_null();
+	while (d->leaf && d->chain &&
+	       (x = PEM_read_bio_X509(in, NULL, NULL, NULL))) {
+		if (!sk_X509_push(d->chain, x)) {
+			X509_free(x);
+			break;
+		}
+	}
+	ERR_clear_error();
+	BIO_free(in);
+	return d->leaf && d->chain ? 0 : -EINVAL;
+}
+
+static EVP_PKEY *load_key(const char *file)
+{
+	BIO *in = BIO_new_file(file, "r");
+	EVP_PKEY *key = in ? PEM_read_bio_PrivateKey(in, NULL, NULL, NULL) : NULL;
+
+	BIO_free(in);
+	return key;
+}
+
+struct estgw_dtls *estgw_dtls_new(const struct estgw_dtls_conf *conf)
 {
 	struct estgw_dtls *d = calloc(1, sizeof(*d));
 
 	if (!d)
 		return NULL;
-	d->chain_file = strdup(chain_file);
-	d->trust = load_store(trust_file);
-	if (!d->chain_file || !d->trust) {
-		log_err("dtls", "cannot load the client trust bundle %s", trust_file);
-		estgw_dtls_free(d);
-		return NULL;
+	d->allow_expired_idevid = conf->allow_expired_idevid;
+	if (load_chain(d, conf->chain_file) != 0) {
+		log_err("dtls", "cannot load the server chain %s", conf->chain_file);
+		goto fail;
 	}
+	d->key = load_key(conf->key_file);
+	if (!d->key || X509_check_private_key(d->leaf, d->key) != 1) {
+		log_err("dtls", "cannot load the server key %s (or it does not match)",
+			conf->key_file);
+		goto fail;
+	}
+	d->trust = load_store(conf->trust_file);
+	d->ca_names = SSL_load_client_CA_file(conf->trust_file);
+	if (!d->trust || !d->ca_names) {
+		log_err("dtls", "cannot load the client trust bundle %s", conf->trust_file);
+		goto fail;
+	}
+	if (load_optional(conf->idevid_file, &d->idevid) != 0 ||
+	    load_optional(conf->ldevid_file, &d->ldevid) != 0 ||
+	    !X509_STORE_set_ex_data(d->trust, STORE_APP_DATA, d))
+		goto fail;
 	return d;
+fail:
+	ERR_clear_error();
+	estgw_dtls_free(d);
+	return NULL;
 }
 
 void estgw_dtls_free(struct estgw_dtls *d)
 {
 	if (!d)
 		return;
+	X509_free(d->leaf);
+	sk_X509_pop_free(d->chain, X509_free);
+	EVP_PKEY_free(d->key);
 	X509_STORE_free(d->trust);
-	free(d->chain_file);
+	X509_STORE_free(d->idevid);
+	X509_STORE_free(d->ldevid);
+	sk_X509_NAME_pop_free(d->ca_names, X509_NAME_free);
 	free(d);
+}
+
+/** 1 when one of @p chain's certificates is in @p st. */
+static int chain_meets(STACK_OF(X509) *chain, X509_STORE *st)
+{
+	STACK_OF(X509_OBJECT) *objs = st ? X509_STORE_get0_objects(st) : NULL;
+
+	for (int i = 0; objs && i < sk_X509_num(chain); i++)
+		for (int j = 0; j < sk_X509_OBJECT_num(objs); j++) {
+			X509 *c = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, j));
+			if (c && X509_cmp(c, sk_X509_value(chain, i)) == 0)
+				return 1;
+		}
+	return 0;
+}
+
+/* Replaces libcoap's verify callback when expired IDevIDs are allowed: with
+ * our set-up (peer verification on, no self-signed, no CRLs) libcoap's
+ * callback keeps OpenSSL's verdict except for its context-wide
+ * allow_expired_certs, which we leave off; this one overrides only an
+ * expired leaf whose chain reaches the manufacturer bundle (SPEC G3). */
+static int verify_expired_idevid(int ok, X509_STORE_CTX *ctx)
+{
+	struct estgw_dtls *d;
+
+	if (ok)
+		return 1;
+	if (X509_STORE_CTX_get_error(ctx) != X509_V_ERR_CERT_HAS_EXPIRED ||
+	    X509_STORE_CTX_get_error_depth(ctx) != 0)
+		return 0;
+	d = X509_STORE_get_ex_data(X509_STORE_CTX_get0_store(ctx), STORE_APP_DATA);
+	if (!d || !d->allow_expired_idevid ||
+	    !chain_meets(X509_STORE_CTX_get0_chain(ctx), d->idevid))
+		return 0;
+	X509_STORE_CTX_set_error(ctx, X509_V_OK);
+	return 1;
+}
+
+/* The CA names sent in CertificateRequest (libcoap sets them only when it
+ * loads its PEM files itself). */
+static void set_ca_names(SSL *ssl, const STACK_OF(X509_NAME) *names)
+{
+	STACK_OF(X509_NAME) *copy = SSL_dup_CA_list(names);
+
+	if (copy)
+		SSL_set_client_CA_list(ssl, copy);
 }
 
 int estgw_dtls_setup_session(struct estgw_dtls *d, void *tls)
@@ -97,11 +224,55 @@ int estgw_dtls_setup_session(struct estgw_dtls *d, void *tls)
 		log_err("dtls", "cannot apply the DTLS cipher/group/trust settings");
 		return 0;
 	}
-	if (SSL_use_certificate_chain_file(ssl, d->chain_file) != 1) {
-		log_err("dtls", "cannot load the server chain from %s", d->chain_file);
+	if (d->allow_expired_idevid)
+		SSL_set_verify(ssl, SSL_get_verify_mode(ssl), verify_expired_idevid);
+	/* References to the objects parsed at start-up: no file or PEM work
+	 * per handshake. Overrides whatever libcoap set from its PEM paths. */
+	if (SSL_use_cert_and_key(ssl, d->leaf, d->key, d->chain, 1) != 1) {
+		log_err("dtls", "cannot set the server chain and key");
 		return 0;
 	}
+	set_ca_names(ssl, d->ca_names);
 	return 1;
+}
+
+/** 1 when @p cert (with the peer's @p chain as helpers) chains to a
+ *  certificate of @p st; time is not checked (the handshake did). */
+static int chains_to(X509_STORE *st, X509 *cert, STACK_OF(X509) *chain)
+{
+	X509_STORE_CTX *ctx;
+	int ok = 0;
+
+	if (!st || !(ctx = X509_STORE_CTX_new()))
+		return 0;
+	if (X509_STORE_CTX_init(ctx, st, cert, chain)) {
+		X509_STORE_CTX_set_flags(ctx, X509_V_FLAG_PARTIAL_CHAIN |
+						      X509_V_FLAG_NO_CHECK_TIME);
+		ok = X509_verify_cert(ctx) == 1;
+	}
+	X509_STORE_CTX_free(ctx);
+	ERR_clear_error();
+	return ok;
+}
+
+int estgw_dtls_peer_kind(struct estgw_dtls *d, void *tls,
+			 enum estgw_dtls_kind *kind, int *expired)
+{
+	X509 *cert = tls ? SSL_get1_peer_certificate(tls) : NULL;
+	STACK_OF(X509) *chain;
+
+	*kind = ESTGW_DTLS_KIND_OTHER;
+	*expired = 0;
+	if (!cert || !d)
+		return -ENOENT;
+	chain = SSL_get_peer_cert_chain(tls);
+	*expired = X509_cmp_current_time(X509_get0_notAfter(cert)) < 0;
+	if (chains_to(d->idevid, cert, chain))
+		*kind = ESTGW_DTLS_KIND_IDEVID;
+	else if (chains_to(d->ldevid, cert, chain))
+		*kind = ESTGW_DTLS_KIND_LDEVID;
+	X509_free(cert);
+	return 0;
 }
 
 int estgw_dtls_peer_subject(void *tls, char *buf, size_t len)

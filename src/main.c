@@ -138,6 +138,13 @@ static int start(struct gateway *gw)
 	gw->px = proxy_new(gw->base, gw->up, &gw->cfg);
 	if (!gw->px)
 		return -1;
+	/* Open the CoAP side once /crts can be answered at once: a separate
+	 * multi-block answer is lost by libcoap clients before 4.3.5. The
+	 * fetch ends within [upstream] timeout whatever the CA does. */
+	while (proxy_warming(gw->px) && !event_base_got_exit(gw->base))
+		event_base_loop(gw->base, EVLOOP_ONCE);
+	if (event_base_got_exit(gw->base))
+		return -1;
 	gw->srv = coap_server_new(gw->base, &gw->cfg, gw->px);
 	if (!gw->srv)
 		return -1;
@@ -182,6 +189,8 @@ int main(int argc, char **argv)
 			 gw.cfg.upstream.url);
 		event_base_dispatch(gw.base);
 		rc = 0;
+	} else if (gw.base && event_base_got_exit(gw.base)) {
+		rc = 0; /* a signal during start-up */
 	} else {
 		log_err("main", "start-up failed");
 	}

@@ -213,13 +213,22 @@ static void warn_validity(const struct pki_out *o, const struct pki_item *it,
 		pki_warn(o, it, "%s: the first certificate is not valid yet", it->path);
 }
 
-static void warn_key_mode(const struct pki_out *o, const struct pki_item *it)
+/** A world-readable key: a warning, or with @p refuse an error (the RA key
+ *  lets its holder enroll any subject at the EST CA, SPEC G4). */
+static int check_key_mode(const struct pki_out *o, const struct pki_item *it,
+			  int refuse)
 {
 	struct stat st;
 
-	if (it->path && stat(it->path, &st) == 0 && (st.st_mode & S_IROTH))
-		pki_warn(o, it, "%s is world-readable (mode %04o); chmod o-r (0600) it",
-			 it->path, (unsigned)(st.st_mode & 07777));
+	if (!it->path || stat(it->path, &st) != 0 || !(st.st_mode & S_IROTH))
+		return 0;
+	if (refuse)
+		return pki_fail(o, it, -EACCES,
+				"%s is world-readable (mode %04o); the RA key must not be: "
+				"chmod o-r (0600) it", it->path, (unsigned)(st.st_mode & 07777));
+	pki_warn(o, it, "%s is world-readable (mode %04o); chmod o-r (0600) it",
+		 it->path, (unsigned)(st.st_mode & 07777));
+	return 0;
 }
 
 /** A certificate chain and its key; @p ra: the leaf must carry id-kp-cmcRA. */
@@ -232,8 +241,9 @@ static int verify_identity(const struct pki_out *o, const struct pki_item *cert,
 
 	mbedtls_x509_crt_init(&crt);
 	mbedtls_pk_init(&pk);
-	warn_key_mode(o, key);
-	rc = load_certs(o, cert, &crt, 1);
+	rc = check_key_mode(o, key, ra);
+	if (!rc)
+		rc = load_certs(o, cert, &crt, 1);
 	if (!rc)
 		rc = load_key(o, key, &pk);
 	if (!rc)

@@ -17,7 +17,8 @@ struct estgw_config;
  *  estgw_config_load). Returns 0 or a negative errno (-EINVAL: bad content,
  *  -EIO: unreadable, -ENOMEM) with one line "file:line: [section] key: reason"
  *  in @p err; the line is the key's line in the config file.
- *  Problems that do not stop the gateway (a world-readable private key, an
+ *  A world-readable RA key (upstream.private_key) is an error (-EACCES).
+ *  Problems that do not stop the gateway (a world-readable server key, an
  *  expired leaf, a trust-bundle entry mbedTLS cannot parse) are written to
  *  @p warn in the same format, one per line, separated by '\n' (empty if
  *  none; truncated to @p warnlen). Either buffer may be NULL. */

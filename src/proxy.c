@@ -88,6 +88,7 @@ struct proxy {
 	size_t running, queued;
 	struct kept *kept;
 	size_t nkept;
+	int warming; /* the first /cacerts fetch is in flight */
 };
 
 static void start_queued(struct proxy *px);
@@ -379,6 +380,8 @@ static void on_upstream(void *arg, const struct upstream_result *r)
 		struct crts_cache *c = cache_find(px, j->label, 0);
 		if (c && c->refresh == j)
 			c->refresh = NULL;
+		if (!*j->label)
+			px->warming = 0;
 		if (good_answer(px, j, r, EST_CF_PKCS7_CERTS))
 			cache_store(px, j->label, r);
 	} else if ((j->op->op == EST_OP_SEN || j->op->op == EST_OP_SREN) &&
@@ -720,7 +723,13 @@ struct proxy *proxy_new(struct event_base *base, struct upstream *up,
 	}
 	event_add(px->refresh_timer, &tv);
 	refresh_one(px, ""); /* warm the default /crts cache at start-up */
+	px->warming = cache_find(px, "", 0) && cache_find(px, "", 0)->refresh;
 	return px;
+}
+
+int proxy_warming(const struct proxy *px)
+{
+	return px->warming;
 }
 
 void proxy_free(struct proxy *px)

@@ -52,6 +52,9 @@ int proxy_submit(struct proxy *px, const struct proxy_request *rq,
 		 proxy_done_fn fn, void *arg, struct proxy_wait **wait,
 		 struct proxy_outcome *now);
 
+/** True while the first /cacerts fetch (the /crts cache) is in flight. */
+int proxy_warming(const struct proxy *px);
+
 /** Forget a pending request: its callback will not run. The upstream
  *  exchange goes on; a certificate it brings is kept (keep_issued). */
 void proxy_cancel(struct proxy_wait *w);

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # test.sh - build estgw and run every test; ends with "N passed, N failed".
 #   1. ASan+UBSan build: unit + integration suites (the main run)
-#   2. plain build: unit tests under valgrind, and the 'valgrind' suite
-#      (estgw itself under valgrind for a few end-to-end cases)
+#   2. plain build: unit tests under valgrind, the 'valgrind' suite
+#      (estgw itself under valgrind for a few end-to-end cases), the 'bench' smoke
 #   3. clang libFuzzer build: each fuzz target for FUZZ_SECONDS (default 10)
 # Installs missing Debian packages first when run as root.
 set -euo pipefail
@@ -25,7 +25,9 @@ meson test -C build --print-errorlogs --num-processes 2 --suite unit \
   --wrap='valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect' \
   --logbase vg-unit || true
 meson test -C build --print-errorlogs --num-processes 2 --suite valgrind --logbase valgrind-it || true
-logs+=("build/meson-logs/vg-unit-valgrind.json" "build/meson-logs/valgrind-it.json")
+# bench smoke (bench/run.sh --smoke: every bench tool end to end, ~15 s)
+meson test -C build --print-errorlogs --suite bench --logbase bench || true
+logs+=("build/meson-logs/vg-unit-valgrind.json" "build/meson-logs/valgrind-it.json" "build/meson-logs/bench.json")
 
 CC=clang setup build-fuzz -Dfuzz=true -Db_lundef=false
 fuzz_log=build-fuzz/meson-logs/fuzz.json

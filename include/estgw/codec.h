@@ -95,4 +95,28 @@ int est_csr_parts(const uint8_t *csr, size_t len, struct est_slice *subject,
  *  too), each attribute a SEQUENCE. Signature is not verified here. */
 int est_csr_check(const uint8_t *csr, size_t len);
 
+/** What estgw's policy needs from a CSR (SPEC F3, G4). Slices point into
+ *  the CSR; a string slice is the content of the DER string (no header). */
+struct est_csr_info {
+	struct est_slice subject;   /**< the whole subject Name TLV */
+	struct est_slice serial;    /**< subject serialNumber value; ptr NULL if absent */
+	int has_challenge;          /**< challengePassword present */
+	struct est_slice challenge; /**< its PrintableString/UTF8String text */
+	int has_smime_caps;         /**< SMIMECapabilities attribute present */
+	int has_decrypt_key_id;     /**< DecryptKeyIdentifier present */
+	int has_asym_decrypt_key_id; /**< AsymmetricDecryptKeyIdentifier present */
+};
+
+/** Walk the attributes of a PKCS#10 CSR (after est_csr_check) into @p out.
+ *  challengePassword must hold exactly one PrintableString or UTF8String
+ *  and appear at most once; the subject must hold at most one serialNumber
+ *  (either ambiguity is -EINVAL). Other attributes are skipped but must be
+ *  SEQUENCE { OID, non-empty SET }. */
+int est_csr_info(const uint8_t *csr, size_t len, struct est_csr_info *out);
+
+/** The value (content, any string type) of the single serialNumber
+ *  attribute (2.5.4.5) in the Name TLV @p name: 0, -ENOENT when there is
+ *  none, -EINVAL when malformed or present more than once. */
+int est_name_serial(struct est_slice name, struct est_slice *serial);
+
 #endif

@@ -14,6 +14,13 @@
 
 #define ESTGW_MAX_LISTEN 8
 
+/** [policy] pop: POP linking of the CSR to the DTLS session (SPEC G4). */
+enum estgw_pop {
+	ESTGW_POP_OFF,        /**< challengePassword not looked at */
+	ESTGW_POP_IF_PRESENT, /**< checked when the CSR carries one */
+	ESTGW_POP_REQUIRED,   /**< every CSR must carry the tls-unique */
+};
+
 /** Where a value came from, for error messages (line 0: the default). */
 struct estgw_cfg_src {
 	unsigned line;
@@ -39,6 +46,11 @@ struct estgw_config {
 		uint32_t max_body;     /**< largest reassembled request body (4.13) */
 		uint32_t idle_timeout; /**< seconds before an idle DTLS session is closed */
 		uint32_t max_sessions; /**< cap on concurrent DTLS sessions */
+		uint32_t max_handshakes;    /**< DTLS sessions in handshake at once */
+		uint32_t reasm_per_session; /**< Block1 bodies in progress per session (E4) */
+		uint32_t reasm_total;       /**< Block1 bodies in progress in all */
+		uint32_t reasm_total_bytes; /**< bytes of all bodies in progress */
+		uint32_t rate_limit;        /**< requests per minute per client cert, 0: off */
 		int serverkeygen;      /**< enum estgw_skg_mode: /skg and /skc (SPEC F) */
 		struct estgw_cfg_src certificate_src, private_key_src,
 			client_trust_src, root_src;
@@ -63,6 +75,18 @@ struct estgw_config {
 		struct estgw_cfg_src url_src, trust_src, certificate_src,
 			private_key_src;
 	} upstream;
+	struct {
+		int pop;                  /**< enum estgw_pop (SPEC G4) */
+		int match_serial;         /**< CSR subject serialNumber == client cert's */
+		int allow_expired_idevid; /**< expired IDevIDs may /sen (SPEC G3) */
+		char *idevid_trust;       /**< manufacturer CAs (IDevID issuers), or NULL */
+		char *ldevid_trust;       /**< CAs of the EST CA (LDevID issuers), or NULL */
+		uint32_t idevid_ops;      /**< operations an IDevID may use: 1 << enum est_op */
+		uint32_t ldevid_ops;      /**< ... an LDevID */
+		uint32_t other_ops;       /**< ... a certificate of neither kind */
+		struct estgw_cfg_src idevid_trust_src, ldevid_trust_src,
+			allow_expired_idevid_src;
+	} policy;
 	struct {
 		int level; /**< syslog priority: LOG_ERR..LOG_DEBUG */
 	} log;

@@ -4,7 +4,8 @@
  * Owns: telling PKCS#8 from SEC1 (RFC 5915) and PKCS#1 (RFC 8017 A.1.2)
  * keys and wrapping the latter two into PKCS#8 PrivateKeyInfo (RFC 5958);
  * the outer check of a CMS ContentInfo carrying an encrypted key (RFC 5652,
- * RFC 7030 4.4.2); finding attributes in a CSR (RFC 2986, RFC 7030 4.4.1).
+ * RFC 7030 4.4.2); finding one attribute of a CSR by type (RFC 2986), and
+ * whether a CSR asks for an encrypted key (RFC 7030 4.4.1, via est_csr_info).
  * Must not: log, or leave key bytes in memory it frees: every scratch
  * buffer that held key material is zeroed first. A flat cursor walks each
  * fixed shape; nothing recurses.
@@ -28,18 +29,6 @@
 
 const uint8_t est_oid_extension_request[9] = {
 	0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x0e,
-};
-/* smimeCapabilities 1.2.840.113549.1.9.15 (RFC 8551 2.5.2) */
-static const uint8_t oid_smime_caps[] = {
-	0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x0f,
-};
-/* id-aa-decryptKeyID 1.2.840.113549.1.9.16.2.37 (RFC 7030 4.4.1.1) */
-static const uint8_t oid_decrypt_key_id[] = {
-	0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x10, 0x02, 0x25,
-};
-/* id-aa-asymmDecryptKeyID 1.2.840.113549.1.9.16.2.54 (RFC 7030 4.4.1.2) */
-static const uint8_t oid_asym_decrypt_key_id[] = {
-	0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x10, 0x02, 0x36,
 };
 /* id-ecPublicKey 1.2.840.10045.2.1 (RFC 5480 2.1.1) */
 static const uint8_t oid_ec_public_key[] = {
@@ -367,25 +356,13 @@ int est_csr_attr(const uint8_t *csr, size_t len, const uint8_t *oid,
 	return found ? 0 : -ENOENT;
 }
 
-/** 1 present, 0 absent, -EINVAL malformed. */
-static int has_attr(const uint8_t *csr, size_t len, const uint8_t *oid,
-		    size_t oidlen)
-{
-	struct est_slice a;
-	int rc = est_csr_attr(csr, len, oid, oidlen, &a);
-
-	return rc == 0 ? 1 : rc == -ENOENT ? 0 : rc;
-}
-
+/* The attribute walk itself is est_csr_info's (csr_attrs.c). */
 int est_csr_wants_encrypted_key(const uint8_t *csr, size_t len)
 {
-	int caps = has_attr(csr, len, oid_smime_caps, sizeof(oid_smime_caps));
-	int sym = has_attr(csr, len, oid_decrypt_key_id,
-			   sizeof(oid_decrypt_key_id));
-	int asym = has_attr(csr, len, oid_asym_decrypt_key_id,
-			    sizeof(oid_asym_decrypt_key_id));
+	struct est_csr_info info;
 
-	if (caps < 0 || sym < 0 || asym < 0)
+	if (est_csr_info(csr, len, &info) != 0)
 		return -EINVAL;
-	return caps && (sym || asym);
+	return info.has_smime_caps &&
+	       (info.has_decrypt_key_id || info.has_asym_decrypt_key_id);
 }

@@ -30,7 +30,10 @@ def ensure_pki():
     os.makedirs(PKI_CACHE, exist_ok=True)
     with open(os.path.join(PKI_CACHE, ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not os.path.exists(os.path.join(PKI_CACHE, ".done")):
+        done = os.path.join(PKI_CACHE, ".done")
+        script = os.path.join(SRC, "tests", "pki", "mkpki.sh")
+        # regenerate when mkpki.sh changed after the cached PKI was made
+        if not os.path.exists(done) or os.path.getmtime(done) < os.path.getmtime(script):
             subprocess.run(["bash", os.path.join(SRC, "tests", "pki", "mkpki.sh"), PKI_CACHE],
                            check=True, stdout=subprocess.DEVNULL)
             open(os.path.join(PKI_CACHE, ".done"), "w").close()
@@ -111,7 +114,8 @@ class Stack:
     """The test CA and estgw, started with a config rendered into a temp dir."""
 
     def __init__(self, ca=True, ca_args=("--label", "lbl1"), upstream_url=None, extra_server="", extra_upstream="",
-                 ra="ra", ca_host="127.0.0.1", trust="tls-ca.crt", timeout=10, connect_timeout=5):
+                 ra="ra", ca_host="127.0.0.1", trust="tls-ca.crt", timeout=10, connect_timeout=5,
+                 extra_policy=""):
         self.pki = ensure_pki()
         self.ca_host = ca_host
         self.dir = tempfile.mkdtemp(prefix="estgw-it-")
@@ -139,6 +143,8 @@ private_key = {p}/{ra}.key
 timeout = {timeout}
 connect_timeout = {connect_timeout}
 {extra_upstream}
+[policy]
+{extra_policy}
 """)
         self.log_path = os.path.join(self.dir, "estgw.log")
 

@@ -103,6 +103,32 @@ class TestCore(StackTest):
         self.assertRegex(log, r'client="[^"]*CN=device-001[^"]*" POST /.well-known/est/sen '
                               r'upstream=200 code=2\.04 \d+\.\dms')
 
+    def test_E2_early_block2_on_get(self):
+        r = self.s.coap(WK + "/crts", block=64, extra=["-v", "7"])
+        self.assertEqual(len(certs_of_pkcs7_der(r.payload)), 2)
+        sizes = set(re.findall(r"Block2:\d+/[M_]/(\d+)", r.stderr))
+        self.assertEqual(sizes, {"64"}, r.stderr[-1500:])
+
+    def test_E2_early_block2_with_last_block1(self):
+        """Block2 SZX sent with the Block1 request (option 23 = 0x02: 64 bytes)."""
+        csr = csr_der(self.s.pki)
+        r = self.s.coap(WK + "/sen", method="post", cf=286, payload=csr, block=32,
+                        extra=["-v", "7", "-O", "23,0x02"])
+        certs = certs_of_pkcs7_der(r.payload)
+        self.assertEqual(pubkey_of_cert_der(certs[0]), pubkey_of_csr_der(csr))
+        self.assertIn("Block2:1/M/64", r.stderr)
+        self.assertNotRegex(r.stderr, r"Block2:\d+/[M_]/(?!64)\d+")
+
+    def test_C_upstream_connection_reused(self):
+        for _ in range(4):
+            r = self.s.coap(WK + "/att")
+            self.assertEqual(r.rc, 0, r)
+        stats = self.s.ca_stats()
+        self.assertEqual(stats["ops"].get("csrattrs"), 4)
+        # 5 exchanges (/cacerts at start-up + 4 x /csrattrs) over at most 2 connections
+        self.assertLessEqual(stats["connections"], 2)
+        self.assertIn("reused connection", self.s.log())
+
     def test_B4_sen_accept_287_end_entity(self):
         csr = csr_der(self.s.pki)
         r = self.s.coap(WK + "/sen", method="post", cf=286, accept=287, payload=csr, block=256)

@@ -11,6 +11,8 @@
 #                serialNumber=SN002, validity 2020-01-01..2021-01-01)
 #   rogue-ca  <- rogue-device (same subject as device, but untrusted)
 #   est-root  <- est-sub <- ra (clientAuth + id-kp-cmcRA), ra-nocmc (clientAuth only),
+#                            ldevid (an LDevID, same subject as device), ldevid-expired
+#                            (CN=device-004 serialNumber=SN004, 2020-01-01..2021-01-01),
 #                            and every LDevID the test CA issues
 #   gw-ca     <- gw (estgw's DTLS server certificate; serverAuth + id-kp-cmcRA, see SPEC H4)
 #   tls-ca    <- ca-server (the test CA's HTTPS certificate), ca-server-expired (expired 2021)
@@ -163,6 +165,8 @@ root_ca est-root "/O=estgw test/CN=Test EST Root CA"
 issue est-sub "/O=estgw test/CN=Test EST Issuing CA" est-root sub_ca 3650
 issue ra "/O=estgw test/CN=estgw RA" est-sub ra
 issue ra-nocmc "/O=estgw test/CN=estgw RA without cmcRA" est-sub ra_nocmc
+issue ldevid "$DEV_SUBJ" est-sub device
+issue_expired ldevid-expired "/CN=device-004/serialNumber=SN004" est-sub device
 
 # Gateway DTLS server certificate: leaf + issuer in gw.crt, gw-ca.crt for clients.
 root_ca gw-ca "/O=estgw test/CN=Test Gateway CA"
@@ -193,6 +197,7 @@ verify rogue-ca.crt rogue-device.crt
 verify est-root.crt est-sub.crt
 verify est-root.crt ra.crt est-sub.crt
 verify est-root.crt ra-nocmc.crt est-sub.crt
+verify est-root.crt ldevid.crt est-sub.crt
 verify gw-ca.crt gw.crt
 verify tls-ca.crt ca-server.crt
 if openssl verify -CAfile "$OUT/client-trust.crt" "$OUT/rogue-device.crt" >/dev/null 2>&1; then

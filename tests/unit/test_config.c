@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "estgw/config.h"
+#include "estgw/translate.h"
 #include "pki.h"
 
 static char tmp[PATH_MAX];  /* the group's directory */
@@ -284,6 +285,22 @@ ROW(other_error_before_syntax, S({ 2, "colour = x" }, { 15, "garbage" }), "2: [s
 ROW(indented_line, S({ 2, "  max_body = 2048" }), "2: indented line", "leading whitespace", -EINVAL)
 ROW(line_too_long, S({ 8, "url = https://" X100 X100 }), "8: line longer than", "characters", -EINVAL)
 
+/* [policy] and the security limits (SPEC G2-G4, E4) */
+ROW(G4_bad_pop, S({ 15, "[policy]\npop = maybe" }), "16: [policy] pop",
+    "'maybe' is not a POP mode (off/if-present/required)", -EINVAL)
+ROW(G2_bad_ops, S({ 15, "[policy]\nidevid_ops = sen enroll" }), "16: [policy] idevid_ops",
+    "'enroll' is not an operation", -EINVAL)
+ROW(G2_empty_ops, S({ 15, "[policy]\nother_ops = ," }), "16: [policy] other_ops",
+    "empty list (write none)", -EINVAL)
+ROW(G3_expired_without_idevid_trust, S({ 15, "[policy]\nallow_expired_idevid = yes" }),
+    "16: [policy] allow_expired_idevid", "needs [policy] idevid_trust", -EINVAL)
+ROW(G2_idevid_trust_missing_file, S({ 15, "[policy]\nidevid_trust = nothing.crt" }),
+    "16: [policy] idevid_trust", "cannot stat", -ENOENT)
+ROW(E4_reasm_per_session_above, S({ 2, "reasm_per_session = 65" }),
+    "2: [server] reasm_per_session", "65 is out of range 1..64", -ERANGE)
+ROW(E4_reasm_total_zero, S({ 2, "reasm_total = 0" }), "2: [server] reasm_total",
+    "0 is out of range 1..100000", -ERANGE)
+
 #define ERR_TEST(id) { "error_" #id, test_error_row, NULL, NULL, (void *)&id }
 
 /* ---- loading: values --------------------------------------------------- */
@@ -365,6 +382,76 @@ static void test_every_key_set(void **state)
 	/* trailing slashes are dropped so that url + "/cacerts" works */
 	assert_string_equal(cfg.upstream.url, "https://ca.example:8443/.well-known/est");
 	assert_int_equal(cfg.log.level, LOG_DEBUG);
+	estgw_config_free(&cfg);
+}
+
+#define OPS(...) op_mask((const enum est_op[]){ __VA_ARGS__ }, \
+			sizeof((const enum est_op[]){ __VA_ARGS__ }) / sizeof(enum est_op))
+
+static uint32_t op_mask(const enum est_op *ops, size_t n)
+{
+	uint32_t m = 0;
+
+	for (size_t i = 0; i < n; i++)
+		m |= 1u << ops[i];
+	return m;
+}
+
+/** [policy] defaults: POP if present, IDevIDs may not re-enroll (SPEC G2, G4). */
+static void test_G_policy_defaults(void **state)
+{
+	struct estgw_config cfg;
+
+	load_ok(NULL, &cfg);
+	assert_int_equal(cfg.policy.pop, ESTGW_POP_IF_PRESENT);
+	assert_int_equal(cfg.policy.match_serial, 0);
+	assert_int_equal(cfg.policy.allow_expired_idevid, 0);
+	assert_null(cfg.policy.idevid_trust);
+	assert_null(cfg.policy.ldevid_trust);
+	assert_int_equal(cfg.policy.idevid_ops,
+			 OPS(EST_OP_CRTS, EST_OP_ATT, EST_OP_SEN, EST_OP_SKG, EST_OP_SKC));
+	assert_int_equal(cfg.policy.ldevid_ops, (1u << EST_OP_COUNT) - 1);
+	assert_int_equal(cfg.policy.other_ops, (1u << EST_OP_COUNT) - 1);
+	assert_int_equal(cfg.server.max_handshakes, 100);
+	assert_int_equal(cfg.server.reasm_per_session, 4);
+	assert_int_equal(cfg.server.reasm_total, 256);
+	assert_int_equal(cfg.server.reasm_total_bytes, 64u << 20);
+	assert_int_equal(cfg.server.rate_limit, 600);
+	estgw_config_free(&cfg);
+}
+
+static void test_G_policy_every_key(void **state)
+{
+	const struct sub subs[] = {
+		{ 2, "max_handshakes = 8\nreasm_per_session = 2\nreasm_total = 16\n"
+		     "reasm_total_bytes = 65536\nrate_limit = 0" },
+		{ 15, "[policy]\npop = REQUIRED\nmatch_serial = yes\n"
+		      "idevid_trust = client-trust.crt\nallow_expired_idevid = on\n"
+		      "ldevid_trust = tls-ca.crt\nidevid_ops = sen, crts\n"
+		      "ldevid_ops = all\nother_ops = none" },
+		{ 0, NULL },
+	};
+	struct estgw_config cfg;
+	char want[PATH_MAX + 32];
+
+	load_ok(subs, &cfg);
+	assert_int_equal(cfg.server.max_handshakes, 8);
+	assert_int_equal(cfg.server.reasm_per_session, 2);
+	assert_int_equal(cfg.server.reasm_total, 16);
+	assert_int_equal(cfg.server.reasm_total_bytes, 65536);
+	assert_int_equal(cfg.server.rate_limit, 0);
+	assert_int_equal(cfg.policy.pop, ESTGW_POP_REQUIRED);
+	assert_int_equal(cfg.policy.match_serial, 1);
+	assert_int_equal(cfg.policy.allow_expired_idevid, 1);
+	assert_int_equal(cfg.policy.allow_expired_idevid_src.line, 23);
+	path_in_tmp(want, sizeof(want), "client-trust.crt");
+	assert_string_equal(cfg.policy.idevid_trust, want);
+	assert_int_equal(cfg.policy.idevid_trust_src.line, 22);
+	path_in_tmp(want, sizeof(want), "tls-ca.crt");
+	assert_string_equal(cfg.policy.ldevid_trust, want);
+	assert_int_equal(cfg.policy.idevid_ops, OPS(EST_OP_SEN, EST_OP_CRTS));
+	assert_int_equal(cfg.policy.ldevid_ops, (1u << EST_OP_COUNT) - 1);
+	assert_int_equal(cfg.policy.other_ops, 0);
 	estgw_config_free(&cfg);
 }
 
@@ -675,6 +762,16 @@ static void test_example_config(void **state)
 	assert_memory_equal(&ex.upstream.timeout, &def.upstream.timeout,
 			    offsetof(struct estgw_config, upstream.url_src) -
 				    offsetof(struct estgw_config, upstream.timeout));
+	assert_memory_equal(&ex.server.max_handshakes, &def.server.max_handshakes,
+			    5 * sizeof(uint32_t));
+	assert_int_equal(ex.policy.pop, def.policy.pop);
+	assert_int_equal(ex.policy.match_serial, def.policy.match_serial);
+	assert_int_equal(ex.policy.allow_expired_idevid, def.policy.allow_expired_idevid);
+	assert_null(ex.policy.idevid_trust);
+	assert_null(ex.policy.ldevid_trust);
+	assert_int_equal(ex.policy.idevid_ops, def.policy.idevid_ops);
+	assert_int_equal(ex.policy.ldevid_ops, def.policy.ldevid_ops);
+	assert_int_equal(ex.policy.other_ops, def.policy.other_ops);
 	assert_int_equal(ex.log.level, def.log.level);
 	estgw_config_free(&ex);
 	estgw_config_free(&def);
@@ -763,15 +860,27 @@ static void test_pki_world_readable_key(void **state)
 	char err[512], warn[512];
 	int rc;
 
-	sh("chmod 644 ra.key gw.key");
+	sh("chmod 644 gw.key");
 	rc = verify(NULL, err, warn);
-	sh("chmod 600 ra.key gw.key");
+	sh("chmod 600 gw.key");
 	if (rc != 0)
 		fail_msg("%s", err);
 	expect_msg(warn, conf, "5: [server] private_key", "gw.key is world-readable (mode 0644)");
-	assert_non_null(strstr(warn, "\n"));
-	expect_msg(strchr(warn, '\n') + 1, conf, "12: [upstream] private_key",
-		   "ra.key is world-readable (mode 0644)");
+	assert_null(strstr(warn, "\n"));
+}
+
+/** The RA key is refused when world-readable (SPEC G4: it vouches for POP). */
+static void test_G4_pki_world_readable_ra_key_refused(void **state)
+{
+	char err[512], warn[512];
+	int rc;
+
+	sh("chmod 644 ra.key");
+	rc = verify(NULL, err, warn);
+	sh("chmod 600 ra.key");
+	assert_int_equal(rc, -EACCES);
+	expect_msg(err, conf, "12: [upstream] private_key",
+		   "ra.key is world-readable (mode 0644); the RA key must not be");
 }
 
 static void test_pki_warnings(void **state)
@@ -906,6 +1015,10 @@ int main(void)
 		ERR_TEST(root_empty), ERR_TEST(url_http), ERR_TEST(url_no_scheme),
 		ERR_TEST(url_no_host), ERR_TEST(url_query),
 		ERR_TEST(connect_over_timeout), ERR_TEST(timeout_under_connect),
+		ERR_TEST(G4_bad_pop), ERR_TEST(G2_bad_ops), ERR_TEST(G2_empty_ops),
+		ERR_TEST(G3_expired_without_idevid_trust),
+		ERR_TEST(G2_idevid_trust_missing_file),
+		ERR_TEST(E4_reasm_per_session_above), ERR_TEST(E4_reasm_total_zero),
 		ERR_TEST(max_age_min_over_max), ERR_TEST(file_missing),
 		ERR_TEST(file_missing_abs), ERR_TEST(file_is_directory),
 		ERR_TEST(file_not_regular), ERR_TEST(file_empty_value),
@@ -914,6 +1027,8 @@ int main(void)
 		ERR_TEST(indented_line), ERR_TEST(line_too_long),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_every_key_set),
+		cmocka_unit_test(test_G_policy_defaults),
+		cmocka_unit_test(test_G_policy_every_key),
 		cmocka_unit_test(test_booleans),
 		cmocka_unit_test(test_log_levels),
 		cmocka_unit_test(test_F_serverkeygen_modes),
@@ -937,6 +1052,7 @@ int main(void)
 		PKI_TEST(ra_key_encrypted),
 		cmocka_unit_test(test_pki_valid),
 		cmocka_unit_test(test_pki_world_readable_key),
+		cmocka_unit_test(test_G4_pki_world_readable_ra_key_refused),
 		cmocka_unit_test(test_pki_warnings),
 		cmocka_unit_test(test_pki_null_buffers),
 		cmocka_unit_test(test_has_cmcra),

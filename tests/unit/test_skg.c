@@ -687,14 +687,17 @@ static void test_F3_csr_wants_encrypted_key(void **st)
 	static const uint8_t asym[] = { ATTR_ADKID, ATTR_SMIME };
 	static const uint8_t caps_only[] = { ATTR_SMIME };
 	static const uint8_t id_only[] = { ATTR_DKID };
-	static const uint8_t twice[] = { ATTR_SMIME, ATTR_DKID, ATTR_DKID };
+	/* An attribute with an empty SET of values is malformed. */
+	static const uint8_t bad[] = { ATTR_SMIME, 0x30, 0x0f, 0x06, 0x0b, 0x2a, 0x86, 0x48,
+				       0x86, 0xf7, 0x0d, 0x01, 0x09, 0x10, 0x02, 0x25,
+				       0x31, 0x00 };
 
 	assert_int_equal(wants(sym, sizeof(sym)), 1);
 	assert_int_equal(wants(asym, sizeof(asym)), 1);
 	assert_int_equal(wants(caps_only, sizeof(caps_only)), 0);
 	assert_int_equal(wants(id_only, sizeof(id_only)), 0);
 	assert_int_equal(wants(NULL, 0), 0);
-	assert_int_equal(wants(twice, sizeof(twice)), -EINVAL);
+	assert_int_equal(wants(bad, sizeof(bad)), -EINVAL);
 	assert_int_equal(est_csr_wants_encrypted_key(fx_csr_ext, sizeof(fx_csr_ext)), 0);
 	assert_int_equal(est_csr_wants_encrypted_key(fx_ee, sizeof(fx_ee)), -EINVAL);
 }

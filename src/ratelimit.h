@@ -1,0 +1,30 @@
+/* ratelimit.h - per-client request rate limit (a token bucket per client).
+ *
+ * Owns: a bounded table of buckets keyed by a client name (estgw uses the
+ * client certificate's subject, so a device cannot escape the limit by
+ * opening new DTLS sessions). When the table is full the least recently
+ * used bucket is reused.
+ * Must not: read the clock, do I/O or log: the caller passes the time and
+ * answers 4.29 (RFC 8516) itself. Pure apart from the table it owns.
+ */
+#ifndef ESTGW_RATELIMIT_H
+#define ESTGW_RATELIMIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct estgw_rate;
+
+/** A limiter allowing @p per_minute requests per client (burst of the same
+ *  size), for at most @p max_clients clients tracked at once. NULL on
+ *  allocation failure or when either argument is 0. */
+struct estgw_rate *estgw_rate_new(uint32_t per_minute, size_t max_clients);
+void estgw_rate_free(struct estgw_rate *r);
+
+/** Take one request for @p client at @p now_ms (any monotonic clock).
+ *  0: allowed. -EBUSY: over the limit, *retry_s = whole seconds until the
+ *  next request will be allowed (at least 1). */
+int estgw_rate_take(struct estgw_rate *r, const char *client, uint64_t now_ms,
+		    uint32_t *retry_s);
+
+#endif

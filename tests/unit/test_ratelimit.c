@@ -1,0 +1,84 @@
+/* test_ratelimit.c - per-client token buckets (the [server] rate_limit key,
+ * answered 4.29 by coap_server.c; RFC 8516). */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <cmocka.h>
+
+#include "ratelimit.h"
+
+static void test_burst_then_refused(void **state)
+{
+	struct estgw_rate *r = estgw_rate_new(3, 8);
+	uint32_t retry = 0;
+
+	assert_non_null(r);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(estgw_rate_take(r, "CN=a", 1000, &retry), 0);
+	assert_int_equal(estgw_rate_take(r, "CN=a", 1000, &retry), -EBUSY);
+	assert_int_equal(retry, 20); /* one request per 20 s at 3/min */
+	/* another client has its own bucket */
+	assert_int_equal(estgw_rate_take(r, "CN=b", 1000, &retry), 0);
+	estgw_rate_free(r);
+}
+
+static void test_refill_over_time(void **state)
+{
+	struct estgw_rate *r = estgw_rate_new(60, 4); /* one per second */
+	uint32_t retry = 0;
+
+	for (int i = 0; i < 60; i++)
+		assert_int_equal(estgw_rate_take(r, "x", 0, &retry), 0);
+	assert_int_equal(estgw_rate_take(r, "x", 500, &retry), -EBUSY);
+	assert_int_equal(retry, 1);
+	assert_int_equal(estgw_rate_take(r, "x", 1000, &retry), 0);
+	assert_int_equal(estgw_rate_take(r, "x", 1000, &retry), -EBUSY);
+	/* a long pause refills to the burst size, not beyond */
+	for (int i = 0; i < 60; i++)
+		assert_int_equal(estgw_rate_take(r, "x", 10000000, &retry), 0);
+	assert_int_equal(estgw_rate_take(r, "x", 10000000, &retry), -EBUSY);
+	/* a clock that goes backwards refills nothing */
+	assert_int_equal(estgw_rate_take(r, "x", 5, &retry), -EBUSY);
+	estgw_rate_free(r);
+}
+
+static void test_table_full_reuses_oldest(void **state)
+{
+	struct estgw_rate *r = estgw_rate_new(1, 2);
+	uint32_t retry;
+
+	assert_int_equal(estgw_rate_take(r, "a", 1, &retry), 0);
+	assert_int_equal(estgw_rate_take(r, "b", 2, &retry), 0);
+	assert_int_equal(estgw_rate_take(r, "b", 3, &retry), -EBUSY);
+	/* "c" takes a's slot (least recently used); b keeps its state */
+	assert_int_equal(estgw_rate_take(r, "c", 4, &retry), 0);
+	assert_int_equal(estgw_rate_take(r, "b", 5, &retry), -EBUSY);
+	/* a comes back as a new client */
+	assert_int_equal(estgw_rate_take(r, "a", 6, &retry), 0);
+	/* empty and NULL names share one bucket, "-" */
+	assert_int_equal(estgw_rate_take(r, "", 7, &retry), 0);
+	assert_int_equal(estgw_rate_take(r, NULL, 8, &retry), -EBUSY);
+	estgw_rate_free(r);
+}
+
+static void test_bad_arguments(void **state)
+{
+	assert_null(estgw_rate_new(0, 4));
+	assert_null(estgw_rate_new(4, 0));
+	estgw_rate_free(NULL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_burst_then_refused),
+		cmocka_unit_test(test_refill_over_time),
+		cmocka_unit_test(test_table_full_reuses_oldest),
+		cmocka_unit_test(test_bad_arguments),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
