@@ -4,7 +4,10 @@
  */
 #include "brski_pki.h"
 
+#include "estgw/config.h"
+
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,4 +301,98 @@ void brski_certs_free(struct est_slice *certs, size_t n)
 	for (size_t i = 0; certs && i < n; i++)
 		free((void *)certs[i].ptr);
 	free(certs);
+}
+
+/* ---- start-up checks (SPEC H4) ------------------------------------------ */
+
+__attribute__((format(printf, 6, 7)))
+static int cfg_fail(const struct estgw_config *cfg, char *err, size_t errlen,
+		    unsigned line, const char *key, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (!err || !errlen)
+		return -EINVAL;
+	n = snprintf(err, errlen, "%s:%u: [brski] %s: ", cfg->path ? cfg->path : "?",
+		     line, key);
+	if (n >= 0 && (size_t)n < errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+		va_end(ap);
+	}
+	return -EINVAL;
+}
+
+static int check_trust_file(const struct estgw_config *cfg, char *err,
+			    size_t errlen, unsigned line, const char *key,
+			    const char *file)
+{
+	struct brski_trust *t;
+
+	if (!file)
+		return cfg_fail(cfg, err, errlen, line, key, "required when [brski] is enabled");
+	t = brski_trust_load(file);
+	if (!t)
+		return cfg_fail(cfg, err, errlen, line, key, "%s: no certificate found", file);
+	brski_trust_free(t);
+	return 0;
+}
+
+int brski_verify_config(const struct estgw_config *cfg, char *err,
+			size_t errlen)
+{
+	const unsigned on = cfg->brski.enabled_src.line;
+	struct est_slice *certs = NULL;
+	struct brski_signer *sg;
+	char why[200];
+	unsigned eku = 0, need;
+	size_t n = 0;
+	int rc;
+
+	if (!cfg->brski.enabled)
+		return 0;
+	if ((rc = check_trust_file(cfg, err, errlen, cfg->brski.manufacturer_trust ?
+				   cfg->brski.manufacturer_trust_src.line : on,
+				   "manufacturer_trust", cfg->brski.manufacturer_trust)) ||
+	    (rc = check_trust_file(cfg, err, errlen, cfg->brski.masa_trust ?
+				   cfg->brski.masa_trust_src.line : on, "masa_trust",
+				   cfg->brski.masa_trust)))
+		return rc;
+	for (size_t i = 0; i < cfg->brski.nmfr; i++)
+		if ((rc = check_trust_file(cfg, err, errlen, cfg->brski.mfr[i].line,
+					   "manufacturer", cfg->brski.mfr[i].ca)))
+			return rc;
+	if (!cfg->brski.masa_certificate != !cfg->brski.masa_private_key)
+		return cfg_fail(cfg, err, errlen, on, "masa_certificate",
+				"masa_certificate and masa_private_key go together");
+	if (brski_certs_load(cfg->server.certificate, &certs, &n) != 0 ||
+	    brski_cert_eku(certs[0].ptr, certs[0].len, &eku) != 0) {
+		brski_certs_free(certs, n);
+		return cfg_fail(cfg, err, errlen, on, "enabled",
+				"[server] certificate %s does not parse", cfg->server.certificate);
+	}
+	brski_certs_free(certs, n);
+	need = BRSKI_EKU_CMCRA | BRSKI_EKU_SERVER |
+	       (cfg->brski.masa_certificate ? 0 : BRSKI_EKU_CLIENT);
+	if ((eku & need) != need)
+		return cfg_fail(cfg, err, errlen, on, "enabled",
+				"the registrar certificate ([server] certificate %s) lacks "
+				"extendedKeyUsage%s%s%s (cBRSKI needs id-kp-cmcRA and serverAuth, "
+				"and clientAuth when it is also the MASA client certificate)",
+				cfg->server.certificate,
+				(need & ~eku & BRSKI_EKU_CMCRA) ? " id-kp-cmcRA" : "",
+				(need & ~eku & BRSKI_EKU_SERVER) ? " serverAuth" : "",
+				(need & ~eku & BRSKI_EKU_CLIENT) ? " clientAuth" : "");
+	sg = brski_signer_new(cfg->server.private_key, why, sizeof(why));
+	if (!sg)
+		return cfg_fail(cfg, err, errlen, on, "enabled",
+				"registrar key ([server] private_key): %s", why);
+	brski_signer_free(sg);
+	return 0;
+}
+
+void brski_sha256(const uint8_t *p, size_t len, uint8_t out[32])
+{
+	mbedtls_sha256_ret(p, len, out, 0);
 }

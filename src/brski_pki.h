@@ -58,4 +58,18 @@ size_t brski_trust_chain(const struct brski_trust *t, const uint8_t *der,
 int brski_certs_load(const char *file, struct est_slice **certs, size_t *n);
 void brski_certs_free(struct est_slice *certs, size_t n);
 
+/** Plain SHA-256. */
+void brski_sha256(const uint8_t *p, size_t len, uint8_t out[32]);
+
+struct estgw_config;
+
+/** Start-up checks of [brski] when enabled (SPEC H4): manufacturer_trust
+ *  and masa_trust set and loadable; the registrar certificate ([server]
+ *  certificate) carries id-kp-cmcRA and serverAuth, and clientAuth too when
+ *  it is also the MASA client certificate (no masa_certificate); the
+ *  registrar key is P-256 (ES256); manufacturer lines load. Returns 0 or a
+ *  negative errno with "file:line: [brski] key: reason" in @p err. */
+int brski_verify_config(const struct estgw_config *cfg, char *err,
+			size_t errlen);
+
 #endif
