@@ -374,12 +374,12 @@ static int proximity_ok(const struct brski *b, const struct vr_fields *f)
 }
 
 /* The manufacturer line whose CA issued this IDevID, or NULL. */
-static const struct estgw_brski_mfr *find_mfr(const struct brski *b,
-					      const uint8_t *der, size_t len)
+static const struct mfr *find_mfr(const struct brski *b, const uint8_t *der,
+				  size_t len)
 {
 	for (size_t i = 0; i < b->nmfr; i++)
 		if (brski_trust_verify(b->mfrs[i].ca, der, len) == 0)
-			return b->mfrs[i].cfg;
+			return &b->mfrs[i];
 	return NULL;
 }
 
@@ -390,7 +390,8 @@ struct rv_ctx {
 	struct est_slice serial;      /* from the IDevID */
 	struct est_slice issuer;      /* idevid-issuer bytes */
 	uint8_t issuer_buf[32];
-	const struct estgw_brski_mfr *mfr;
+	const struct estgw_brski_mfr *mfr;   /* its manufacturer line, or NULL */
+	const struct brski_trust *issuers;   /* the CAs that issued the IDevID */
 	char url[512];
 };
 
@@ -408,7 +409,10 @@ static int check_pvr(struct brski *b, const struct brski_request *rq,
 		return answer(now, EST_CODE(4, 6), "rv answers only Content-Format 836", 0);
 	if (!rq->peer)
 		return answer(now, EST_CODE(4, 1), "no client certificate", 0);
-	if (brski_trust_verify(b->mfr_trust, rq->peer, rq->peer_len) != 0)
+	const struct mfr *m = find_mfr(b, rq->peer, rq->peer_len);
+	c->mfr = m ? m->cfg : NULL;
+	c->issuers = m ? m->ca : b->mfr_trust;
+	if (!m && brski_trust_verify(b->mfr_trust, rq->peer, rq->peer_len) != 0)
 		return answer(now, EST_CODE(4, 3), "client certificate is not an IDevID of a configured manufacturer", 0);
 	if ((rc = cose_sign1_parse(rq->body, rq->len, &c->pvr)) != 0) {
 		snprintf(diag, sizeof(diag), "PVR is not a COSE_Sign1 (%s)", rc == -ENOTSUP ?
@@ -444,7 +448,6 @@ static int check_pvr(struct brski *b, const struct brski_request *rq,
 			return answer(now, EST_CODE(4, 0), "IDevID key unreadable", 0);
 		c->issuer = (struct est_slice){ c->issuer_buf, n };
 	}
-	c->mfr = find_mfr(b, rq->peer, rq->peer_len);
 	const char *fixed = c->mfr && c->mfr->masa_url ? c->mfr->masa_url : b->cfg->brski.masa_url;
 	if (fixed) {
 		rc = masa_request_url(fixed, strlen(fixed), c->url, sizeof(c->url));
@@ -485,7 +488,7 @@ static int build_rvr(struct brski *b, const struct brski_request *rq,
 	for (size_t i = 0; i < b->nchain && n < BAG_HALF; i++)
 		bag[n++] = b->chain[i];
 	bag[n++] = (struct est_slice){ rq->peer, rq->peer_len };
-	n += brski_trust_chain(b->mfr_trust, rq->peer, rq->peer_len, bag + n,
+	n += brski_trust_chain(c->issuers, rq->peer, rq->peer_len, bag + n,
 			       COSE_MAX_BAG - n);
 	struct est_slice pl = { payload, plen };
 	rc = brski_cose_sign(b->signer, &pl, bag, n, out, len);
