@@ -651,11 +651,12 @@ static int handle_status(struct brski *b, const struct brski_request *rq,
 	struct est_slice ser = { 0 };
 	char serial[65] = "-", reason[128] = "", diag[96];
 
-	if (rq->cf != BRSKI_CF_CBOR) {
-		snprintf(diag, sizeof(diag), "%s takes Content-Format 60 (application/cbor)", what);
+	if (rq->cf != BRSKI_CF_CBOR && rq->cf != BRSKI_CF_JSON) {
+		snprintf(diag, sizeof(diag), "%s takes Content-Format 60 (application/cbor) or 50 (JSON)", what);
 		return answer(now, EST_CODE(4, 15), diag, 0);
 	}
-	if (brski_status_decode(rq->body, rq->len, &st) != 0) {
+	if ((rq->cf == BRSKI_CF_CBOR ? brski_status_decode(rq->body, rq->len, &st) :
+	     brski_status_decode_json(rq->body, rq->len, &st)) != 0) {
 		b->stats.bad_status++;
 		snprintf(diag, sizeof(diag), "%s: not a status map {version, status[, reason]}", what);
 		return answer(now, EST_CODE(4, 0), diag, 0);

@@ -1008,8 +1008,8 @@ static const struct {
 } brski_links[] = {
 	{ "/.well-known/brski", "brski", NULL },
 	{ "/.well-known/brski/rv", "brski.rv", "836" },
-	{ "/.well-known/brski/vs", "brski.vs", "60" },
-	{ "/.well-known/brski/es", "brski.es", "60" },
+	{ "/.well-known/brski/vs", "brski.vs", "\"50 60\"" },
+	{ "/.well-known/brski/es", "brski.es", "\"50 60\"" },
 };
 
 int est_link_format(const struct est_link_opts *o,

@@ -78,6 +78,11 @@ struct brski_status {
  *  as MUST as peers do). Unknown keys are skipped. */
 int brski_status_decode(const uint8_t *p, size_t len, struct brski_status *out);
 
+/** The same status as JSON (CF 50, RFC 8995 5.7 is JSON): same rules; the
+ *  reason slice is the raw text between the quotes (escapes not undone). */
+int brski_status_decode_json(const uint8_t *p, size_t len,
+			     struct brski_status *out);
+
 /** The subject serialNumber (2.5.4.5) of a certificate (DER). -ENOENT when
  *  absent. */
 int idevid_serial(const uint8_t *cert, size_t len, struct est_slice *serial);

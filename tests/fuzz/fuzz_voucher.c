@@ -25,7 +25,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	const uint8_t *p = data + 1;
 	size_t n = size - 1;
-	switch (data[0] % 4) {
+	switch (data[0] % 5) {
+	case 4:
+		if (brski_status_decode_json(p, n, &st) == 0)
+			inside(&st.reason, p, n);
+		break;
 	case 0:
 	case 1:
 		if (vr_decode(p, n, data[0] % 2 ? VR_VOUCHER : VR_REQUEST, &f) == 0) {

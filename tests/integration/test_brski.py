@@ -411,6 +411,16 @@ class TestBrskiVoucher(BrskiTest):
         self.assertEqual(r.code, "4.00", r)
         r = self.s.pledge("/.well-known/brski/es", "pledge", b"{}", cf=0, accept=None)
         self.assertEqual(r.code, "4.15", r)
+        r = self.s.pledge("/.well-known/brski/es", "pledge", b'{"version": 1}', cf=50,
+                          accept=None)
+        self.assertEqual(r.code, "4.00", r)
+
+    def test_H3_vs_json_content_format_50(self):
+        body = b'{"version": 1, "status": false, "reason": "voucher not valid"}'
+        r = self.s.pledge("/.well-known/brski/vs", "pledge", body, cf=50, accept=None)
+        self.assert_2xx(r, "/.well-known/brski/vs")
+        self.assertRegex(self.s.log(), r'vs serial="TEST0001" .*status=failure '
+                                       r'reason="voucher not valid"')
 
     def test_H1_discovery_lists_brski(self):
         r = self.s.pledge("/.well-known/core", "pledge", None, cf=None, accept=None,
@@ -418,7 +428,7 @@ class TestBrskiVoucher(BrskiTest):
         text = r.payload.decode()
         self.assertIn('</.well-known/brski/rv>;rt="brski.rv";ct=836', text)
         self.assertIn('</.well-known/brski>;rt="brski"', text)
-        self.assertIn("brski.vs", text)
+        self.assertIn('</.well-known/brski/vs>;rt="brski.vs";ct="50 60"', text)
         self.assertIn("brski.es", text)
         r = self.s.pledge("/.well-known/core?rt=brski*", "pledge", None, cf=None, accept=None,
                           block=None, method="get")

@@ -490,6 +490,48 @@ static void test_H3_status_decode(void **st)
 	}
 }
 
+static void test_H3_status_decode_json(void **st)
+{
+	static const char *const good[] = {
+		"{\"version\": 1, \"status\": true}",
+		" {\"status\":false,\"version\":1,\"reason\":\"no \\\"EST\\\" \\u00e9\"} ",
+		"{\"version\":2,\"status\":true,\"reason-context\":{\"a\":[1,-2.5e3,null,{}]},\"x\":[]}",
+	};
+	static const char *const bad[] = {
+		"", "[]", "{}", "{\"version\":1}", "{\"status\":true}",
+		"{\"version\":1,\"status\":false}",           /* failure without reason */
+		"{\"version\":-1,\"status\":true}",           /* not a uint */
+		"{\"version\":1.5,\"status\":true}",
+		"{\"version\":\"1\",\"status\":true}",
+		"{\"version\":1,\"status\":1}",
+		"{\"version\":1,\"status\":true,\"reason\":3}",
+		"{\"version\":1,\"status\":true,\"reason-context\":[]}",
+		"{\"version\":1,\"version\":1,\"status\":true}", /* repeated */
+		"{\"version\":1,\"status\":true",             /* unterminated */
+		"{\"version\":1,\"status\":true}x",           /* trailing */
+		"{\"version\":1,\"status\":tru}",
+		"{\"version\":1,\"status\":true,\"reason\":\"a\\q\"}", /* bad escape */
+		"{\"version\":1,\"status\":true,\"reason\":\"\\u12\"}",
+		"{\"version\":1,\"status\":true,\"r\":\"a\x01\"}",     /* control char */
+		"{\"version\":01,\"status\":true}",
+		"{\"version\":1,\"status\":true,\"d\":[[[[[[[[[[1]]]]]]]]]]}", /* too deep */
+		"{\"version\" 1,\"status\":true}",
+		"{\"version\":1,,\"status\":true}",
+	};
+	struct brski_status s;
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		if (brski_status_decode_json((const uint8_t *)good[i], strlen(good[i]), &s) != 0)
+			fail_msg("good case %zu (%s) rejected", i, good[i]);
+	assert_int_equal(brski_status_decode_json((const uint8_t *)good[1], strlen(good[1]), &s), 0);
+	assert_int_equal(s.status, 0);
+	assert_int_equal(s.version, 1);
+	assert_true(slice_eq(s.reason, "no \\\"EST\\\" \\u00e9", 17));
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (brski_status_decode_json((const uint8_t *)bad[i], strlen(bad[i]), &s) == 0)
+			fail_msg("bad case %zu (%s) accepted", i, bad[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -508,6 +550,7 @@ int main(void)
 		cmocka_unit_test(test_H2_keyid_fallback_matches_ski),
 		cmocka_unit_test(test_H2_masa_url_forms),
 		cmocka_unit_test(test_H3_status_decode),
+		cmocka_unit_test(test_H3_status_decode_json),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
