@@ -290,6 +290,9 @@ class TestBrskiVoucher(BrskiTest):
                               r'reason="no EST server" client_cert=not-the-enrolled-cert')
         self.assertRegex(log, r'POST /.well-known/brski/rv upstream=200 code=2.04')
         self.assertEqual(len(self.s.masa_requests()), 1)  # vs/es never go upstream (SPEC H3)
+        self.s.stop()
+        self.assertRegex(self.s.log(), r"brski: totals: rv=1 vouchers=1 rejected=0 .*"
+                                       r"vs=1/0 es=0/1")
 
     def test_H2_rv_proximity_cert_and_sha256_forms(self):
         for form in ("cert", "sha256"):
@@ -320,6 +323,17 @@ class TestBrskiVoucher(BrskiTest):
         for r in results:
             self.check_voucher(r, nonce)
         self.assertEqual(len(self.s.masa_requests()), 1)
+
+    def test_H2_shutdown_with_a_masa_exchange_in_flight(self):
+        self.s.masa_fault(mode="delay", delay=6)
+        pvr, _ = self.pvr()
+        t = threading.Thread(target=self.s.pledge, args=("/.well-known/brski/rv", "pledge", pvr),
+                             kwargs={"timeout": 8})
+        t.start()
+        wait_for(lambda: self.s.masa_requests(), what="the MASA request")
+        rc = self.s.stop()  # tearDown checks the exit and the sanitizer reports
+        t.join()
+        self.assertEqual(rc, 0)
 
     def test_H5_rv_bad_signature_4_03_no_masa_request(self):
         pvr, _ = self.pvr(sign_key=os.path.join(self.b, "pledge-b.key"))
