@@ -173,23 +173,21 @@ int brski_cert_eku(const uint8_t *der, size_t len, unsigned *bits)
 
 int brski_cert_keyid(const uint8_t *der, size_t len, uint8_t out[20])
 {
-	struct est_slice spki, alg, bits;
+	struct est_slice spki, body, alg, bits;
 	uint8_t tag;
-	size_t total;
+	size_t alg_total, total;
 	int rc = est_cert_spki(der, len, &spki);
 
 	if (rc)
 		return rc;
-	/* SEQUENCE { AlgorithmIdentifier, BIT STRING } */
-	if ((rc = est_der_tlv(spki.ptr, spki.len, &tag, &alg, &total)) != 0)
+	/* SubjectPublicKeyInfo ::= SEQUENCE { AlgorithmIdentifier, BIT STRING } */
+	if ((rc = est_der_tlv(spki.ptr, spki.len, &tag, &body, &total)) != 0 ||
+	    (rc = est_der_tlv(body.ptr, body.len, &tag, &alg, &alg_total)) != 0)
 		return rc;
-	if ((rc = est_der_tlv(alg.ptr, alg.len, &tag, &bits, &total)) != 0)
-		return rc;
-	const uint8_t *p = alg.ptr + total;
-	size_t left = alg.len - total;
-	if ((rc = est_der_tlv(p, left, &tag, &bits, &total)) != 0 || tag != 0x03 ||
-	    bits.len < 2)
+	if ((rc = est_der_tlv(body.ptr + alg_total, body.len - alg_total, &tag, &bits,
+			      &total)) != 0 || tag != 0x03 || bits.len < 2)
 		return rc ? rc : -EINVAL;
+	/* the key bits without the unused-bits octet (RFC 5280 4.2.1.2 (1)) */
 	return mbedtls_sha1_ret(bits.ptr + 1, bits.len - 1, out) ? -EINVAL : 0;
 }
 

@@ -78,7 +78,8 @@ class BrskiStack(Stack):
     """estgw with [brski] on the registrar certificate, plus the test MASA."""
 
     def __init__(self, masa=True, masa_cert="masa-tls", brski_extra="", masa_url=True,
-                 registrar="registrar", ca=False, serials="TEST0001,TEST0100", masa_timeout=10):
+                 registrar="registrar", ca=False, serials="TEST0001,TEST0100", masa_timeout=10,
+                 masa_trust="masa-tls-ca"):
         self.base, self.bp = ensure_brski_pki()
         super().__init__(ca=ca, upstream_url=None if ca else "https://127.0.0.1:9/.well-known/est")
         self.masa = None
@@ -107,7 +108,7 @@ connect_timeout = 5
 [brski]
 enabled = yes
 manufacturer_trust = {b}/bmfg-ca.crt
-masa_trust = {b}/masa-tls-ca.crt
+masa_trust = {b}/{masa_trust}.crt
 masa_timeout = {masa_timeout}
 {url}{brski_extra}
 """)
@@ -146,7 +147,7 @@ masa_timeout = {masa_timeout}
         return rc
 
     def pledge(self, path, cert, payload=None, cf=CF_VOUCHER, accept=CF_VOUCHER, block=64,
-               timeout=20, method="post"):
+               timeout=20, method="post", extra=()):
         """coap-client-openssl as a pledge: client cert, NO trust anchor (provisional)."""
         out = os.path.join(self.dir, f"out-{time.time_ns()}")
         c = cert if os.path.isabs(cert) else os.path.join(self.bp, cert + ".crt")
@@ -162,6 +163,7 @@ masa_timeout = {masa_timeout}
             with open(out + ".in", "wb") as f:
                 f.write(payload)
             args += ["-f", out + ".in"]
+        args += list(extra)
         args.append(self.uri(path))
         r = subprocess.run(args, capture_output=True, timeout=timeout + 15, check=False)
         data = b""
@@ -409,8 +411,9 @@ class TestBrskiVoucher(BrskiTest):
     def test_H5_masa_202_5_03_and_resend_makes_no_second_request(self):
         self.s.masa_fault(mode="accepted", retry_after=30)
         pvr, _ = self.pvr()
-        r = self.s.pledge("/.well-known/brski/rv", "pledge", pvr)
+        r = self.s.pledge("/.well-known/brski/rv", "pledge", pvr, extra=("-v", "7"))
         self.assertEqual(r.code, "5.03", r)
+        self.assertRegex(r.stderr, r"c:5\.03 .*Max-Age:30\b")
         again = self.s.pledge("/.well-known/brski/rv", "pledge", pvr)
         self.assertEqual(again.code, "5.03", again)
         self.assertEqual(len(self.s.masa_requests()), 1)
@@ -526,6 +529,29 @@ class TestBrskiManufacturerLine(BrskiTest):
         self.assertIn("no IDevID from a known manufacturer", q["error"])
 
 
+class TestBrskiManufacturerTls(BrskiTest):
+    """A manufacturer line's own MASA trust and TLS client certificate win over [brski]'s
+    (masa_trust is set to a CA that did not sign the MASA's certificate)."""
+
+    @staticmethod
+    def line(s):
+        b = "p"  # a link next to the config file: relative names keep the line <= 198 chars
+        os.symlink(s.bp, os.path.join(s.dir, b))
+        return (f"manufacturer = ca={b}/bmfg-ca.crt url=https://localhost:{s.masa_port} "
+                f"trust={b}/masa-tls-ca.crt cert={b}/registrar-other.crt "
+                f"key={b}/registrar-other.key\n")
+
+    stack_kwargs = {"masa_url": False, "masa_trust": "domain-ca",
+                    "brski_extra": lambda s: TestBrskiManufacturerTls.line(s)}
+
+    def test_H2_manufacturer_line_trust_and_client_certificate(self):
+        pvr, nonce = self.pvr()
+        self.check_voucher(self.s.pledge("/.well-known/brski/rv", "pledge", pvr), nonce)
+        q = self.s.masa_requests()[-1]
+        self.assertEqual(base64.b64decode(q["client_cert_b64"]),
+                         pem_to_der(os.path.join(self.b, "registrar-other.crt")))
+
+
 class TestBrskiEnrolledEs(BrskiTest):
     stack_kwargs = {"ca": True}
 
@@ -553,7 +579,7 @@ class TestBrskiStartup(unittest.TestCase):
     """SPEC H4: estgw --check refuses a registrar certificate without the EKUs it needs."""
 
     def check(self, registrar, extra=""):
-        s = BrskiStack(masa=False, registrar=registrar, brski_extra=extra)
+        s = BrskiStack(masa=False, masa_url=False, registrar=registrar, brski_extra=extra)
         try:
             r = subprocess.run([harness.ESTGW, "-c", s.conf, "--check"], capture_output=True,
                                check=False)
@@ -595,6 +621,11 @@ class TestBrskiStartup(unittest.TestCase):
             self.assertIn("[brski] manufacturer_trust: required", r.stderr.decode())
         finally:
             s.cleanup()
+
+    def test_H4_bad_masa_url_refused(self):
+        rc, out = self.check("registrar", "masa_url = ftp://masa.example\n")
+        self.assertEqual(rc, 1, out)
+        self.assertRegex(out, r"\[brski\] masa_url: 'ftp://masa.example' is not a MASA URL")
 
     def test_H4_bad_manufacturer_line_refused(self):
         rc, out = self.check("registrar", "manufacturer = url=https://x\n")
