@@ -395,14 +395,13 @@ struct rv_ctx {
 	char url[512];
 };
 
-/* Each check answers at once with a precise code when it fails. */
-static int check_pvr(struct brski *b, const struct brski_request *rq,
-		     struct rv_ctx *c, struct proxy_outcome *now)
-{
-	char diag[160], serial[65];
-	struct est_slice url;
-	int rc;
+/* Each check answers at once with a precise code when it fails: 1 (or
+ * -ENOMEM) then; 0 when the request may go on. */
 
+/* Options and the client certificate (SPEC H1, H5). */
+static int check_request(struct brski *b, const struct brski_request *rq,
+			 struct rv_ctx *c, struct proxy_outcome *now)
+{
 	if (rq->cf != BRSKI_CF_VOUCHER_COSE)
 		return answer(now, EST_CODE(4, 15), "rv takes Content-Format 836 (application/voucher+cose)", 0);
 	if (rq->accept != EST_CF_NONE && rq->accept != BRSKI_CF_VOUCHER_COSE)
@@ -414,7 +413,17 @@ static int check_pvr(struct brski *b, const struct brski_request *rq,
 	c->issuers = m ? m->ca : b->mfr_trust;
 	if (!m && brski_trust_verify(b->mfr_trust, rq->peer, rq->peer_len) != 0)
 		return answer(now, EST_CODE(4, 3), "client certificate is not an IDevID of a configured manufacturer", 0);
-	if ((rc = cose_sign1_parse(rq->body, rq->len, &c->pvr)) != 0) {
+	return 0;
+}
+
+/* The COSE_Sign1, verified with the DTLS client certificate's key. */
+static int check_signature(const struct brski_request *rq, struct rv_ctx *c,
+			   struct proxy_outcome *now)
+{
+	char diag[96];
+	int rc = cose_sign1_parse(rq->body, rq->len, &c->pvr);
+
+	if (rc != 0) {
 		snprintf(diag, sizeof(diag), "PVR is not a COSE_Sign1 (%s)", rc == -ENOTSUP ?
 			 "unsupported form" : rc == -E2BIG ? "too many certificates" : "malformed");
 		return answer(now, EST_CODE(4, 0), diag, 0);
@@ -424,21 +433,30 @@ static int check_pvr(struct brski *b, const struct brski_request *rq,
 		return answer(now, EST_CODE(4, 3), "PVR: only ES256 with a P-256 IDevID is supported", 0);
 	if (rc != 0)
 		return answer(now, EST_CODE(4, 3), "PVR signature does not verify with the client certificate", 0);
+	return 0;
+}
+
+/* The voucher-request leaves against our certificate and the IDevID. */
+static int check_fields(struct brski *b, const struct brski_request *rq,
+			struct rv_ctx *c, struct proxy_outcome *now)
+{
+	const struct vr_fields *f = &c->f;
+
 	if (vr_decode(c->pvr.payload.ptr, c->pvr.payload.len, VR_REQUEST, &c->f) != 0)
 		return answer(now, EST_CODE(4, 0), "PVR payload is not a voucher-request", 0);
-	if (c->f.assertion != VR_ASSERT_PROXIMITY)
+	if (f->assertion != VR_ASSERT_PROXIMITY)
 		return answer(now, EST_CODE(4, 0), "PVR assertion must be proximity", 0);
-	if (!proximity_ok(b, &c->f))
+	if (!proximity_ok(b, f))
 		return answer(now, EST_CODE(4, 1), "PVR does not pin this registrar's certificate", 0);
 	if (idevid_serial(rq->peer, rq->peer_len, &c->serial) != 0 || c->serial.len == 0 ||
-	    c->serial.len >= sizeof(serial))
+	    c->serial.len >= sizeof(((struct masa_job *)0)->serial))
 		return answer(now, EST_CODE(4, 3), "IDevID has no usable serialNumber", 0);
-	if (!c->f.serial.ptr || c->f.serial.len != c->serial.len ||
-	    memcmp(c->f.serial.ptr, c->serial.ptr, c->serial.len) != 0)
+	if (!f->serial.ptr || f->serial.len != c->serial.len ||
+	    memcmp(f->serial.ptr, c->serial.ptr, c->serial.len) != 0)
 		return answer(now, EST_CODE(4, 0), "PVR serial-number differs from the IDevID's", 0);
-	if (!c->f.nonce.ptr)
+	if (!f->nonce.ptr)
 		return answer(now, EST_CODE(4, 0), "PVR has no nonce (nonceless vouchers are not supported)", 0);
-	if (c->f.nonce.len < NONCE_MIN || c->f.nonce.len > NONCE_MAX)
+	if (f->nonce.len < NONCE_MIN || f->nonce.len > NONCE_MAX)
 		return answer(now, EST_CODE(4, 0), "PVR nonce must be 8 to 32 bytes", 0);
 	if (idevid_issuer(rq->peer, rq->peer_len, &c->issuer) != 0) {
 		uint8_t keyid[20];
@@ -448,15 +466,36 @@ static int check_pvr(struct brski *b, const struct brski_request *rq,
 			return answer(now, EST_CODE(4, 0), "IDevID key unreadable", 0);
 		c->issuer = (struct est_slice){ c->issuer_buf, n };
 	}
+	return 0;
+}
+
+/* The manufacturer line's URL, [brski] masa_url, or the IDevID's. */
+static int pick_masa_url(const struct brski *b, const struct brski_request *rq,
+			 struct rv_ctx *c, struct proxy_outcome *now)
+{
 	const char *fixed = c->mfr && c->mfr->masa_url ? c->mfr->masa_url : b->cfg->brski.masa_url;
-	if (fixed) {
+	struct est_slice url;
+	int rc;
+
+	if (fixed)
 		rc = masa_request_url(fixed, strlen(fixed), c->url, sizeof(c->url));
-	} else if ((rc = idevid_masa_url(rq->peer, rq->peer_len, &url)) == 0) {
+	else if ((rc = idevid_masa_url(rq->peer, rq->peer_len, &url)) == 0)
 		rc = masa_request_url((const char *)url.ptr, url.len, c->url, sizeof(c->url));
-	}
 	if (rc != 0)
 		return answer(now, EST_CODE(4, 4), "no usable MASA URL for this IDevID", 0);
 	return 0;
+}
+
+static int check_pvr(struct brski *b, const struct brski_request *rq,
+		     struct rv_ctx *c, struct proxy_outcome *now)
+{
+	int rc;
+
+	if ((rc = check_request(b, rq, c, now)) != 0 ||
+	    (rc = check_signature(rq, c, now)) != 0 ||
+	    (rc = check_fields(b, rq, c, now)) != 0)
+		return rc;
+	return pick_masa_url(b, rq, c, now);
 }
 
 /* ---- the RVR and the MASA request -------------------------------------- */

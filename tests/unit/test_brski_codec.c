@@ -411,6 +411,48 @@ static void test_H2_idevid_issuer_serial_masa_url(void **st)
 	assert_true(idevid_serial(cert.b, cert.n, &v) < 0);
 }
 
+/* Find @p pat in @p b (a spot to corrupt). */
+static size_t find(const struct blob *b, const char *pat_hex)
+{
+	struct blob pat;
+
+	hex(pat_hex, &pat);
+	for (size_t i = 0; i + pat.n <= b->n; i++)
+		if (memcmp(b->b + i, pat.b, pat.n) == 0)
+			return i;
+	fail_msg("pattern %s not found", pat_hex);
+	return 0;
+}
+
+static void test_G6_idevid_malformed(void **st)
+{
+	struct blob c;
+	struct est_slice v;
+
+	load_hex("pledge", &c);
+	c.n -= 1; /* truncated */
+	assert_int_equal(idevid_serial(c.b, c.n, &v), -EINVAL);
+	assert_int_equal(idevid_masa_url(c.b, c.n, &v), -EINVAL);
+	assert_int_equal(idevid_issuer(c.b, c.n, &v), -EINVAL);
+	load_hex("pledge", &c);
+	c.b[find(&c, "16 0C 6D 61 73 61")] = 0x0c; /* masa-url as UTF8String */
+	assert_int_equal(idevid_masa_url(c.b, c.n, &v), -EINVAL);
+	load_hex("pledge", &c);
+	c.b[find(&c, "13 0D 4A 41 44 41")] = 0x1e; /* serialNumber as BMPString */
+	assert_int_equal(idevid_serial(c.b, c.n, &v), -EINVAL);
+	load_hex("pledge", &c);
+	c.b[find(&c, "04 18 30 16 80 14")] = 0x05; /* AKI extnValue not an OCTET STRING */
+	assert_int_equal(idevid_issuer(c.b, c.n, &v), -EINVAL);
+	load_hex("pledge", &c);
+	c.b[find(&c, "A3 57 30 55")] = 0xa4; /* [4] where [3] extensions belong */
+	assert_int_equal(idevid_issuer(c.b, c.n, &v), -EINVAL);
+	load_hex("pledge", &c);
+	c.b[find(&c, "2B 06 01 05 05 07 01 20") + 7] = 0x21; /* another OID: no MASA URL */
+	assert_int_equal(idevid_masa_url(c.b, c.n, &v), -ENOENT);
+	assert_int_equal(idevid_serial((const uint8_t *)"\x30\x00", 2, &v), -EINVAL);
+	assert_int_equal(idevid_issuer_from_keyid(c.b, 0, c.b, 10, &c.n), -EINVAL);
+}
+
 static void test_H2_keyid_fallback_matches_ski(void **st)
 {
 	struct blob ca;
@@ -547,6 +589,7 @@ int main(void)
 		cmocka_unit_test(test_H2_vr_malformed),
 		cmocka_unit_test(test_H2_rvr_encode),
 		cmocka_unit_test(test_H2_idevid_issuer_serial_masa_url),
+		cmocka_unit_test(test_G6_idevid_malformed),
 		cmocka_unit_test(test_H2_keyid_fallback_matches_ski),
 		cmocka_unit_test(test_H2_masa_url_forms),
 		cmocka_unit_test(test_H3_status_decode),
