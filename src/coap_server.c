@@ -19,6 +19,7 @@
 #include <coap3/coap.h>
 #include <event2/event.h>
 
+#include "brski.h"
 #include "dtls.h"
 #include "estgw/log.h"
 #include "estgw/translate.h"
@@ -57,6 +58,8 @@ struct pending {
 	struct coap_server *srv;
 	coap_async_t *async;
 	struct proxy_wait *wait;
+	struct brski_wait *bwait; /* cBRSKI rv waiting for the MASA */
+	int enroll;               /* sen/sren: tell brski what was issued */
 	int done;
 	struct proxy_outcome out;
 	struct timespec start;
@@ -69,6 +72,7 @@ struct coap_server {
 	struct event_base *base;
 	const struct estgw_config *cfg;
 	struct proxy *px;
+	struct brski *brski; /* NULL unless [brski] enabled */
 	struct estgw_dtls *dtls;
 	coap_context_t *ctx;
 	struct event *ev;
@@ -522,9 +526,30 @@ static void on_proxy_done(void *arg, struct proxy_outcome *out)
 	struct pending *p = arg;
 
 	p->wait = NULL;
+	p->bwait = NULL;
 	p->out = *out;
 	p->done = 1;
 	coap_async_trigger(p->async); /* the handler runs again from libcoap */
+}
+
+static struct coap_server *srv_of(coap_session_t *s)
+{
+	return coap_get_app_data(coap_session_get_context(s));
+}
+
+/* Register the async for @p p: empty ACK now, separate response later. */
+static int park(struct coap_server *srv, coap_session_t *s,
+		const coap_pdu_t *req, struct pending *p)
+{
+	p->async = coap_register_async(s, req, 0);
+	if (!p->async)
+		return -ENOMEM;
+	coap_async_set_app_data(p->async, p);
+	p->next = srv->pendings;
+	if (srv->pendings)
+		srv->pendings->prev = p;
+	srv->pendings = p;
+	return 0;
 }
 
 /* The handler runs a second time for a separate response. */
@@ -539,6 +564,9 @@ static void answer_pending(coap_resource_t *r, coap_session_t *s,
 		return;
 	}
 	uint8_t code = p->out.resp.code;
+	if (p->enroll && srv_of(s)->brski && code == EST_CODE(2, 4))
+		brski_note_enrolled(srv_of(s)->brski, p->out.resp.cf,
+				    p->out.resp.payload, p->out.resp.len);
 	put_answer(r, s, req, q, resp, &p->out.resp);
 	log_request(p->client, method, p->path, p->out.upstream_status,
 		    p->out.note, code, ms_since(&p->start));
@@ -574,22 +602,19 @@ static void go_upstream(struct coap_server *srv, coap_resource_t *r,
 		.body = body,
 		.len = len,
 	};
+	p->enroll = ri->route.op->op == EST_OP_SEN || ri->route.op->op == EST_OP_SREN;
 	rc = proxy_submit(srv->px, &rq, on_proxy_done, p, &p->wait, &now);
 	if (rc == 0) {
-		p->async = coap_register_async(s, req, 0);
-		if (p->async) {
-			coap_async_set_app_data(p->async, p);
-			p->next = srv->pendings;
-			if (srv->pendings)
-				srv->pendings->prev = p;
-			srv->pendings = p;
+		if (park(srv, s, req, p) == 0)
 			return; /* empty ACK now, separate response later */
-		}
 		proxy_cancel(p->wait);
 		est_coap_resp_error(&now.resp, EST_CODE(5, 3), "busy");
 		now.upstream_status = 0;
 		snprintf(now.note, sizeof(now.note), "async registration failed");
 	}
+	if (p->enroll && srv->brski && now.resp.code == EST_CODE(2, 4))
+		brski_note_enrolled(srv->brski, now.resp.cf, now.resp.payload,
+				    now.resp.len);
 	free(p);
 	uint8_t code = now.resp.code;
 	put_answer(r, s, req, q, resp, &now.resp);
@@ -662,6 +687,67 @@ static int policy_refused(struct coap_server *srv, coap_session_t *s,
 	return 1;
 }
 
+/* /.well-known/brski/{rv,vs,es} (SPEC H): body collected like EST, then
+ * brski.c answers at once or later through on_proxy_done. */
+static void go_brski(struct coap_server *srv, coap_resource_t *r,
+		     coap_session_t *s, const coap_pdu_t *req,
+		     const coap_string_t *q, coap_pdu_t *resp,
+		     const struct req_info *ri, enum brski_res res,
+		     const char *client)
+{
+	const uint8_t *body = NULL;
+	size_t len = 0;
+	uint8_t *owned = NULL, *peer = NULL;
+	struct proxy_outcome now;
+	struct pending *p;
+	coap_tls_library_t lib;
+	int rc;
+
+	switch (collect_body(srv, s, req, ri->path, resp, &body, &len, &owned)) {
+	case BODY_MORE:
+		return;
+	case BODY_ERROR:
+		log_request(client, ri->opts.method, ri->path, 0, "body rejected",
+			    (uint8_t)coap_pdu_get_code(resp), ms_since(&ri->start));
+		return;
+	case BODY_READY:
+		break;
+	}
+	struct brski_request rq = {
+		.res = res, .method = ri->opts.method, .cf = ri->opts.cf,
+		.accept = ri->opts.accept, .body = body, .len = len,
+		.session = coap_session_str(s),
+	};
+	if (estgw_dtls_peer_cert_der(coap_session_get_tls(s, &lib), &peer, &rq.peer_len) == 0)
+		rq.peer = peer;
+	p = calloc(1, sizeof(*p));
+	rc = p ? brski_submit(srv->brski, &rq, on_proxy_done, p, &p->bwait, &now) : -ENOMEM;
+	free(peer);
+	free(owned);
+	if (rc == 0) {
+		p->srv = srv;
+		p->start = ri->start;
+		snprintf(p->path, sizeof(p->path), "%s", ri->path);
+		snprintf(p->client, sizeof(p->client), "%s", client);
+		if (park(srv, s, req, p) == 0)
+			return;
+		brski_cancel(p->bwait);
+		rc = -ENOMEM;
+	}
+	free(p);
+	if (rc < 0) {
+		answer_error(resp, COAP_RESPONSE_CODE(500), "out of memory");
+		log_request(client, ri->opts.method, ri->path, 0, NULL,
+			    EST_CODE(5, 0), ms_since(&ri->start));
+		return;
+	}
+	uint8_t code = now.resp.code;
+	put_answer(r, s, req, q, resp, &now.resp);
+	log_request(client, ri->opts.method, ri->path, now.upstream_status,
+		    now.note, code, ms_since(&ri->start));
+	est_coap_resp_free(&now.resp);
+}
+
 static void hnd_est(coap_resource_t *r, coap_session_t *s,
 		    const coap_pdu_t *req, const coap_string_t *q,
 		    coap_pdu_t *resp)
@@ -680,7 +766,13 @@ static void hnd_est(coap_resource_t *r, coap_session_t *s,
 	}
 	struct sess_data *sd = sess_get(srv, s);
 	const char *client = sd ? sd->client : "-";
-	if (read_request(srv, req, &ri) != 0) {
+	int routed = read_request(srv, req, &ri);
+	enum brski_res br = srv->brski ? brski_route(ri.segs, ri.nseg) : BRSKI_NONE;
+	if (br != BRSKI_NONE) {
+		go_brski(srv, r, s, req, q, resp, &ri, br, client);
+		return;
+	}
+	if (routed != 0) {
 		answer_error(resp, COAP_RESPONSE_CODE(404), "no such resource");
 		log_request(client, ri.opts.method, ri.path, 0, NULL,
 			    EST_CODE(4, 4), ms_since(&ri.start));
@@ -741,6 +833,8 @@ static void hnd_core(coap_resource_t *r, coap_session_t *s,
 	struct sess_data *sd = sess_get(srv, s);
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (srv->brski)
+		lo.ops_enabled |= EST_LINKS_BRSKI;
 	coap_option_iterator_init(req, &it, COAP_OPT_ALL);
 	while ((o = coap_option_next(&it)) && nq < MAX_QUERIES) {
 		if (it.number != COAP_OPTION_URI_QUERY)
@@ -922,6 +1016,13 @@ struct coap_server *coap_server_new(struct event_base *base,
 		srv->rate = estgw_rate_new(cfg->server.rate_limit, RATE_CLIENTS);
 	if (!srv->dtls || !srv->ctx || (cfg->server.rate_limit && !srv->rate))
 		goto fail;
+	if (cfg->brski.enabled) { /* pledges' IDevIDs too (SPEC H2) */
+		if (estgw_dtls_add_trust(srv->dtls, cfg->brski.manufacturer_trust) != 0)
+			goto fail;
+		for (size_t i = 0; i < cfg->brski.nmfr; i++)
+			if (estgw_dtls_add_trust(srv->dtls, cfg->brski.mfr[i].ca) != 0)
+				goto fail;
+	}
 	coap_set_app_data(srv->ctx, srv);
 	coap_context_set_block_mode(srv->ctx, COAP_BLOCK_USE_LIBCOAP);
 	coap_context_set_max_idle_sessions(srv->ctx, cfg->server.max_sessions);
@@ -952,6 +1053,7 @@ void coap_server_free(struct coap_server *srv)
 	while (srv->pendings) {
 		struct pending *p = srv->pendings;
 		proxy_cancel(p->wait);
+		brski_cancel(p->bwait);
 		if (p->done)
 			est_coap_resp_free(&p->out.resp);
 		pending_unlink(p);
@@ -965,6 +1067,11 @@ void coap_server_free(struct coap_server *srv)
 	estgw_dtls_free(srv->dtls);
 	estgw_rate_free(srv->rate);
 	free(srv);
+}
+
+void coap_server_set_brski(struct coap_server *srv, struct brski *b)
+{
+	srv->brski = b;
 }
 
 const char *coap_server_lib_version(void)

@@ -19,6 +19,12 @@ struct coap_server *coap_server_new(struct event_base *base,
 				    struct proxy *px);
 void coap_server_free(struct coap_server *srv);
 
+struct brski;
+
+/** Serve /.well-known/brski/{rv,vs,es} with @p b (SPEC H; before the loop
+ *  runs). */
+void coap_server_set_brski(struct coap_server *srv, struct brski *b);
+
 /** libcoap's version line, for --version. */
 const char *coap_server_lib_version(void);
 

@@ -14,6 +14,7 @@
  */
 #include "estgw/config.h"
 #include "estgw/translate.h"
+#include "estgw/voucher.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -69,12 +70,15 @@ static int set_pop(struct load *, const struct cfg_key *, const char *, unsigned
 static int set_ops(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_bool_src(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_skg(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_masa_url(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_manufacturer(struct load *, const struct cfg_key *, const char *, unsigned);
 
 #define SRV(f) offsetof(struct estgw_config, server.f)
 #define UP(f) offsetof(struct estgw_config, upstream.f)
 #define LG(f) offsetof(struct estgw_config, log.f)
 #define POL(f) offsetof(struct estgw_config, policy.f)
 #define ALL_OPS "crts att sen sren skg skc"
+#define BR(f) offsetof(struct estgw_config, brski.f)
 #define REQ K_REQUIRED
 #define MULTI K_MULTI
 
@@ -120,6 +124,16 @@ static const struct cfg_key schema[] = {
 	{ "policy",   "ldevid_ops",      set_ops,    ALL_OPS,   0,    0,          POL(ldevid_ops),     NO_SRC,                0 },
 	{ "policy",   "other_ops",       set_ops,    ALL_OPS,   0,    0,          POL(other_ops),      NO_SRC,                0 },
 	{ "log",      "level",           set_level,  "info",    0,    0,          LG(level),           NO_SRC,                0 },
+	{ "brski",    "enabled",         set_bool,   "no",      0,    0,          BR(enabled),         BR(enabled_src),       0 },
+	{ "brski",    "manufacturer_trust", set_file, NULL,     0,    0,          BR(manufacturer_trust), BR(manufacturer_trust_src), 0 },
+	{ "brski",    "masa_trust",      set_file,   NULL,      0,    0,          BR(masa_trust),      BR(masa_trust_src),    0 },
+	{ "brski",    "masa_url",        set_masa_url, NULL,    0,    0,          BR(masa_url),        BR(masa_url_src),      0 },
+	{ "brski",    "masa_certificate", set_file,  NULL,      0,    0,          BR(masa_certificate), BR(masa_certificate_src), 0 },
+	{ "brski",    "masa_private_key", set_file,  NULL,      0,    0,          BR(masa_private_key), BR(masa_private_key_src), 0 },
+	{ "brski",    "masa_timeout",    set_u32,    "30",      1,    3600,       BR(masa_timeout),    NO_SRC,                0 },
+	{ "brski",    "max_pending",     set_u32,    "64",      1,    4096,       BR(max_pending),     NO_SRC,                0 },
+	{ "brski",    "legacy_media_type", set_bool, "no",      0,    0,          BR(legacy_media_type), NO_SRC,              0 },
+	{ "brski",    "manufacturer",    set_manufacturer, NULL, 0,   0,          BR(mfr),             NO_SRC,                MULTI },
 };
 
 #define N_KEYS ARRAY_SIZE(schema)
@@ -132,7 +146,7 @@ static const struct {
 	{ "upstream", "max_age_min", "max_age_max" },
 };
 
-static const char *const sections[] = { "server", "upstream", "policy", "log" };
+static const char *const sections[] = { "server", "upstream", "policy", "log", "brski" };
 
 /** State of one estgw_config_load() call. */
 struct load {
@@ -425,6 +439,96 @@ static int set_url(struct load *ld, const struct cfg_key *k, const char *val,
 	while (len > slen + 1 && val[len - 1] == '/')
 		len--;
 	return store_str(ld, k, val, len, line);
+}
+
+/* ---- [brski] (SPEC H) ------------------------------------------------- */
+
+/** Any form masa_request_url() takes; stored as given. */
+static int set_masa_url(struct load *ld, const struct cfg_key *k, const char *val,
+			unsigned line)
+{
+	char url[512];
+
+	if (masa_request_url(val, strlen(val), url, sizeof(url)) != 0)
+		return fail_key(ld, k, line, -EINVAL,
+				"'%s' is not a MASA URL (host[:port][/path] or https://...)", val);
+	return store_str(ld, k, val, strlen(val), line);
+}
+
+/** A file named inside a manufacturer line: resolved and checked like set_file. */
+static int mfr_file(struct load *ld, const struct cfg_key *k, const char *val,
+		    size_t len, unsigned line, char **slot)
+{
+	char *path;
+
+	if (len == 0)
+		return fail_key(ld, k, line, -EINVAL, "empty file name");
+	if (val[0] == '/')
+		path = strndup(val, len);
+	else if (asprintf(&path, "%s%s%.*s", ld->dir, strcmp(ld->dir, "/") ? "/" : "",
+			  (int)len, val) < 0)
+		path = NULL;
+	if (!path)
+		return fail_key(ld, k, line, -ENOMEM, "out of memory");
+	free(*slot);
+	*slot = path;
+	return check_file(ld, k, path, line);
+}
+
+/** "ca=FILE [url=URL] [trust=FILE] [cert=FILE key=FILE] [legacy]" */
+static int set_manufacturer(struct load *ld, const struct cfg_key *k,
+			    const char *val, unsigned line)
+{
+	struct estgw_config *cfg = ld->cfg;
+	struct estgw_brski_mfr *m;
+	const char *p = val;
+	int rc = 0;
+
+	if (cfg->brski.nmfr >= ESTGW_MAX_MFR)
+		return fail_key(ld, k, line, -E2BIG, "too many manufacturer lines (at most %d)",
+				ESTGW_MAX_MFR);
+	m = &cfg->brski.mfr[cfg->brski.nmfr++];
+	m->line = line;
+	while (rc == 0 && *p) {
+		size_t n = strcspn(p, " \t");
+		const char *eq = memchr(p, '=', n);
+		size_t kl = eq ? (size_t)(eq - p) : n;
+		const char *v = eq ? eq + 1 : p + n;
+		size_t vl = eq ? n - kl - 1 : 0;
+		char tmp[512];
+
+		if (kl == 6 && !eq && strncmp(p, "legacy", 6) == 0)
+			m->legacy = 1;
+		else if (eq && kl == 2 && strncmp(p, "ca", 2) == 0)
+			rc = mfr_file(ld, k, v, vl, line, &m->ca);
+		else if (eq && kl == 5 && strncmp(p, "trust", 5) == 0)
+			rc = mfr_file(ld, k, v, vl, line, &m->trust);
+		else if (eq && kl == 4 && strncmp(p, "cert", 4) == 0)
+			rc = mfr_file(ld, k, v, vl, line, &m->certificate);
+		else if (eq && kl == 3 && strncmp(p, "key", 3) == 0)
+			rc = mfr_file(ld, k, v, vl, line, &m->private_key);
+		else if (eq && kl == 3 && strncmp(p, "url", 3) == 0) {
+			if (masa_request_url(v, vl, tmp, sizeof(tmp)) != 0)
+				return fail_key(ld, k, line, -EINVAL, "bad url '%.*s'", (int)vl, v);
+			free(m->masa_url);
+			m->masa_url = strndup(v, vl);
+			if (!m->masa_url)
+				return fail_key(ld, k, line, -ENOMEM, "out of memory");
+		} else
+			return fail_key(ld, k, line, -EINVAL,
+					"unknown item '%.*s' (ca=, url=, trust=, cert=, key=, legacy)",
+					(int)n, p);
+		p += n;
+		while (*p == ' ' || *p == '\t')
+			p++;
+	}
+	if (rc)
+		return rc;
+	if (!m->ca)
+		return fail_key(ld, k, line, -EINVAL, "ca=FILE is required");
+	if (!m->certificate != !m->private_key)
+		return fail_key(ld, k, line, -EINVAL, "cert= and key= go together");
+	return 0;
 }
 
 /* ---- numbers, booleans, log level -------------------------------------- */
@@ -842,5 +946,18 @@ void estgw_config_free(struct estgw_config *cfg)
 	free(cfg->upstream.private_key);
 	free(cfg->policy.idevid_trust);
 	free(cfg->policy.ldevid_trust);
+	free(cfg->brski.manufacturer_trust);
+	free(cfg->brski.masa_trust);
+	free(cfg->brski.masa_url);
+	free(cfg->brski.masa_certificate);
+	free(cfg->brski.masa_private_key);
+	for (size_t i = 0; i < cfg->brski.nmfr; i++) {
+		struct estgw_brski_mfr *m = &cfg->brski.mfr[i];
+		free(m->ca);
+		free(m->masa_url);
+		free(m->trust);
+		free(m->certificate);
+		free(m->private_key);
+	}
 	memset(cfg, 0, sizeof(*cfg));
 }

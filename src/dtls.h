@@ -41,6 +41,10 @@ struct estgw_dtls_conf {
 struct estgw_dtls *estgw_dtls_new(const struct estgw_dtls_conf *conf);
 void estgw_dtls_free(struct estgw_dtls *d);
 
+/** Trust the CAs of another PEM bundle for client certificates too (the
+ *  cBRSKI manufacturer CAs whose IDevIDs may connect, SPEC H2). */
+int estgw_dtls_add_trust(struct estgw_dtls *d, const char *file);
+
 /** Per-connection set-up hook, run from libcoap's ClientHello processing:
  *  cipher list (CCM_8 first, server preference, AEAD only; SPEC G1), groups
  *  (P-256 first), DTLS 1.2 minimum, session-id context (resumption), the

@@ -43,18 +43,15 @@ struct estgw_dtls {
  * callback (no global needed). */
 #define STORE_APP_DATA 0
 
-static X509_STORE *load_store(const char *file)
+/* Add every certificate of a PEM file to @p st; the count added. */
+static int add_certs(X509_STORE *st, const char *file)
 {
-	X509_STORE *st = X509_STORE_new();
 	BIO *in = BIO_new_file(file, "r");
 	X509 *x;
 	int n = 0;
 
-	if (!st || !in) {
-		X509_STORE_free(st);
-		BIO_free(in);
-		return NULL;
-	}
+	if (!in)
+		return 0;
 	/* A fresh X509 per certificate: the store keeps references. */
 	while ((x = PEM_read_bio_X509(in, NULL, NULL, NULL))) {
 		if (X509_STORE_add_cert(st, x))
@@ -63,6 +60,14 @@ static X509_STORE *load_store(const char *file)
 	}
 	ERR_clear_error();
 	BIO_free(in);
+	return n;
+}
+
+static X509_STORE *load_store(const char *file)
+{
+	X509_STORE *st = X509_STORE_new();
+	int n = st ? add_certs(st, file) : 0;
+
 	if (n == 0) {
 		X509_STORE_free(st);
 		return NULL;
@@ -147,6 +152,16 @@ fail:
 	ERR_clear_error();
 	estgw_dtls_free(d);
 	return NULL;
+}
+
+int estgw_dtls_add_trust(struct estgw_dtls *d, const char *file)
+{
+	if (add_certs(d->trust, file) == 0 ||
+	    !SSL_add_file_cert_subjects_to_stack(d->ca_names, file)) {
+		log_err("dtls", "cannot load client trust from %s", file);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 void estgw_dtls_free(struct estgw_dtls *d)

@@ -13,6 +13,7 @@
 #include <event2/event.h>
 #include <mbedtls/version.h>
 
+#include "brski.h"
 #include "coap_server.h"
 #include "dtls.h"
 #include "estgw/config.h"
@@ -34,6 +35,7 @@ struct gateway {
 	struct event_base *base;
 	struct upstream *up;
 	struct proxy *px;
+	struct brski *brski;
 	struct coap_server *srv;
 	struct event *sigs[2];
 };
@@ -148,12 +150,19 @@ static int start(struct gateway *gw)
 	gw->srv = coap_server_new(gw->base, &gw->cfg, gw->px);
 	if (!gw->srv)
 		return -1;
+	if (gw->cfg.brski.enabled) {
+		gw->brski = brski_new(gw->base, gw->up, &gw->cfg);
+		if (!gw->brski)
+			return -1;
+		coap_server_set_brski(gw->srv, gw->brski);
+	}
 	return 0;
 }
 
 static void stop(struct gateway *gw)
 {
 	coap_server_free(gw->srv); /* cancels its pending proxy jobs */
+	brski_free(gw->brski);     /* cancels its MASA transfers */
 	proxy_free(gw->px);        /* cancels its upstream transfers */
 	upstream_free(gw->up);
 	for (int i = 0; i < 2; i++)

@@ -7,6 +7,8 @@
  */
 #include "pki.h"
 
+#include "brski_pki.h"
+
 #include "estgw/config.h"
 
 #include <errno.h>
@@ -298,6 +300,8 @@ int estgw_config_verify_pki(const struct estgw_config *cfg, char *err,
 		rc = verify_bundle(&o, &up_trust);
 	if (!rc)
 		rc = verify_identity(&o, &ra_crt, &ra_key, 1);
+	if (!rc)
+		rc = brski_verify_config(cfg, err, errlen); /* SPEC H4 */
 	return rc;
 }
 

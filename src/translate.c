@@ -1008,6 +1008,17 @@ static void link_add(struct link_buf *b, const char *root, size_t rlen,
 		b->len += (size_t)n;
 }
 
+/* cBRSKI resources (constrained-voucher App. "pledge discovery on the
+ * registrar"; SPEC H1): path, rt, ct as written in link format. */
+static const struct {
+	const char *path, *rt, *ct;
+} brski_links[] = {
+	{ "/.well-known/brski", "brski", NULL },
+	{ "/.well-known/brski/rv", "brski.rv", "836" },
+	{ "/.well-known/brski/vs", "brski.vs", "\"50 60\"" },
+	{ "/.well-known/brski/es", "brski.es", "\"50 60\"" },
+};
+
 int est_link_format(const struct est_link_opts *o,
 		    const struct est_slice *queries, size_t nq, char **out,
 		    size_t *outlen)
@@ -1022,7 +1033,7 @@ int est_link_format(const struct est_link_opts *o,
 	rlen = strlen(root);
 	while (rlen > 0 && root[rlen - 1] == '/')
 		rlen--;
-	b.cap = (EST_OP_COUNT + 1) * (rlen + 64) + 1;
+	b.cap = (EST_OP_COUNT + 1) * (rlen + 64) + 1 + 4 * 64;
 	b.p = malloc(b.cap);
 	if (!b.p)
 		return -ENOMEM;
@@ -1038,6 +1049,10 @@ int est_link_format(const struct est_link_opts *o,
 			link_add(&b, root, rlen, d->short_name, d->rt,
 				 d->link_ct);
 	}
+	for (i = 0; (o->ops_enabled & EST_LINKS_BRSKI) && i < sizeof(brski_links) / sizeof(brski_links[0]); i++)
+		if (link_passes(brski_links[i].rt, brski_links[i].ct, queries, nq))
+			link_add(&b, brski_links[i].path, strlen(brski_links[i].path),
+				 NULL, brski_links[i].rt, brski_links[i].ct);
 	*out = b.p;
 	*outlen = b.len;
 	return 0;

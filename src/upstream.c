@@ -296,20 +296,25 @@ void upstream_free(struct upstream *up)
 	free(up);
 }
 
-static int set_tls(CURL *e, const struct estgw_config *cfg)
+static int set_tls(CURL *e, const struct estgw_config *cfg,
+		   const struct upstream_opts *o)
 {
 	int bad = 0;
-	bad |= curl_easy_setopt(e, CURLOPT_CAINFO, cfg->upstream.trust);
+	const char *trust = o && o->trust ? o->trust : cfg->upstream.trust;
+	const char *cert = o && o->certificate ? o->certificate : cfg->upstream.certificate;
+	const char *key = o && o->private_key ? o->private_key : cfg->upstream.private_key;
+	bad |= curl_easy_setopt(e, CURLOPT_CAINFO, trust);
 	bad |= curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
 	bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
 	bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-	bad |= curl_easy_setopt(e, CURLOPT_SSLCERT, cfg->upstream.certificate);
-	bad |= curl_easy_setopt(e, CURLOPT_SSLKEY, cfg->upstream.private_key);
+	bad |= curl_easy_setopt(e, CURLOPT_SSLCERT, cert);
+	bad |= curl_easy_setopt(e, CURLOPT_SSLKEY, key);
 	bad |= curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
 	return bad ? -EINVAL : 0;
 }
 
-static int set_request(struct upstream_xfer *x, const struct est_http_req *req)
+static int set_request(struct upstream_xfer *x, const struct est_http_req *req,
+		       const struct upstream_opts *o)
 {
 	const struct estgw_config *cfg = x->up->cfg;
 	CURL *e = x->easy;
@@ -319,7 +324,8 @@ static int set_request(struct upstream_xfer *x, const struct est_http_req *req)
 	bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https");
 	bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT, (long)cfg->upstream.timeout);
+	bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT, (long)(o && o->timeout ?
+				o->timeout : cfg->upstream.timeout));
 	bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT,
 				(long)cfg->upstream.connect_timeout);
 	bad |= curl_easy_setopt(e, CURLOPT_MAXFILESIZE,
@@ -335,7 +341,7 @@ static int set_request(struct upstream_xfer *x, const struct est_http_req *req)
 		char ct[128];
 		snprintf(ct, sizeof(ct), "Content-Type: %s", req->content_type);
 		x->headers = curl_slist_append(x->headers, ct);
-		if (cfg->upstream.send_cte)
+		if (cfg->upstream.send_cte && !o)
 			x->headers = curl_slist_append(
 				x->headers, "Content-Transfer-Encoding: base64");
 		x->headers = curl_slist_append(x->headers, "Expect:");
@@ -343,13 +349,26 @@ static int set_request(struct upstream_xfer *x, const struct est_http_req *req)
 		bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)req->body_len);
 		bad |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body);
 	}
+	if (o && o->accept) {
+		char acc[128];
+		snprintf(acc, sizeof(acc), "Accept: %s", o->accept);
+		x->headers = curl_slist_append(x->headers, acc);
+	}
 	bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
-	return bad ? -EINVAL : set_tls(e, cfg);
+	return bad ? -EINVAL : set_tls(e, cfg, o);
 }
 
 struct upstream_xfer *upstream_send(struct upstream *up,
 				    const struct est_http_req *req,
 				    upstream_cb cb, void *arg)
+{
+	return upstream_send_opts(up, req, NULL, cb, arg);
+}
+
+struct upstream_xfer *upstream_send_opts(struct upstream *up,
+					 const struct est_http_req *req,
+					 const struct upstream_opts *o,
+					 upstream_cb cb, void *arg)
 {
 	struct upstream_xfer *x = calloc(1, sizeof(*x));
 
@@ -363,7 +382,7 @@ struct upstream_xfer *upstream_send(struct upstream *up,
 		free(x);
 		return NULL;
 	}
-	if (set_request(x, req) != 0 ||
+	if (set_request(x, req, o) != 0 ||
 	    curl_multi_add_handle(up->multi, x->easy) != CURLM_OK) {
 		curl_easy_cleanup(x->easy);
 		x->easy = NULL;

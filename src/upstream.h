@@ -43,6 +43,23 @@ struct upstream_xfer *upstream_send(struct upstream *up,
 				    const struct est_http_req *req,
 				    upstream_cb cb, void *arg);
 
+/** Per-request settings for HTTPS peers other than the EST server (the
+ *  cBRSKI MASA, SPEC H2). NULL / 0 fields keep the [upstream] value, except
+ *  that no Content-Transfer-Encoding header is sent. */
+struct upstream_opts {
+	const char *trust;       /**< CA file for the server certificate */
+	const char *certificate; /**< TLS client certificate (PEM) */
+	const char *private_key;
+	const char *accept;      /**< Accept header value, NULL: none */
+	uint32_t timeout;        /**< seconds for the exchange */
+};
+
+/** upstream_send() with @p o applied. */
+struct upstream_xfer *upstream_send_opts(struct upstream *up,
+					 const struct est_http_req *req,
+					 const struct upstream_opts *o,
+					 upstream_cb cb, void *arg);
+
 /** Abort a transfer; its callback will not run. */
 void upstream_cancel(struct upstream_xfer *x);
 

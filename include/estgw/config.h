@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #define ESTGW_MAX_LISTEN 8
+#define ESTGW_MAX_MFR 8 /**< [brski] manufacturer lines */
 
 /** [policy] pop: POP linking of the CSR to the DTLS session (SPEC G4). */
 enum estgw_pop {
@@ -31,6 +32,18 @@ enum estgw_skg_mode {
 	ESTGW_SKG_UPSTREAM = 0, /**< the EST server's /serverkeygen */
 	ESTGW_SKG_REGISTRAR,    /**< estgw generates it and uses /simpleenroll */
 	ESTGW_SKG_OFF,          /**< not served, not advertised */
+};
+
+/** One [brski] manufacturer line: MASA settings for the IDevIDs one CA
+ *  issued (RFC 8995 2.8, 5.4). NULL fields fall back to the [brski] ones. */
+struct estgw_brski_mfr {
+	char *ca;          /**< PEM: the manufacturer CA(s) this line is for */
+	char *masa_url;    /**< NULL: the IDevID's id-pe-masa-url */
+	char *trust;       /**< CAs of the MASA's TLS certificate */
+	char *certificate; /**< TLS client certificate for this MASA */
+	char *private_key;
+	int legacy;        /**< send application/voucher-cose+cbor (SPEC H1) */
+	unsigned line;
 };
 
 struct estgw_config {
@@ -90,6 +103,21 @@ struct estgw_config {
 	struct {
 		int level; /**< syslog priority: LOG_ERR..LOG_DEBUG */
 	} log;
+	struct { /* constrained BRSKI registrar (SPEC H) */
+		int enabled;
+		char *manufacturer_trust; /**< CAs whose IDevIDs may ask for vouchers */
+		char *masa_trust;         /**< CAs that sign MASA TLS certificates */
+		char *masa_url;           /**< overrides every IDevID's MASA URL */
+		char *masa_certificate;   /**< MASA TLS client cert; NULL: [server] certificate */
+		char *masa_private_key;
+		uint32_t masa_timeout;    /**< seconds for one MASA exchange */
+		uint32_t max_pending;     /**< MASA exchanges in flight at once */
+		int legacy_media_type;    /**< send application/voucher-cose+cbor */
+		struct estgw_brski_mfr mfr[ESTGW_MAX_MFR];
+		size_t nmfr;
+		struct estgw_cfg_src enabled_src, manufacturer_trust_src, masa_trust_src,
+			masa_url_src, masa_certificate_src, masa_private_key_src;
+	} brski;
 };
 
 /** Parse and check @p path into @p cfg (zeroed first). On error returns a

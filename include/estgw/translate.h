@@ -215,6 +215,10 @@ int est_pick_single_cert(const struct est_slice *certs, size_t n,
 			 const struct est_slice *want_spki,
 			 struct est_slice *out);
 
+/** Bit in est_link_opts.ops_enabled: also list the cBRSKI resources
+ *  under /.well-known/brski (SPEC H1). */
+#define EST_LINKS_BRSKI (1u << 31)
+
 /** What discovery lists (SPEC A3). */
 struct est_link_opts {
 	const char *root;          /**< the root to list under, e.g. "/est" */

@@ -1,0 +1,81 @@
+/* brski.h - estgw as the constrained BRSKI Registrar (SPEC H; design/cbrski.md).
+ *
+ * Owns: /.well-known/brski/{rv,vs,es} semantics: the pledge voucher request
+ * checks against the DTLS client certificate, the Registrar voucher request
+ * (built, ES256-signed), the MASA exchange over upstream.c's curl multi (one
+ * per PVR hash: resends join it or get the kept answer), the voucher handed
+ * back with its unprotected header stripped; vs/es validation, log line and
+ * counters. Answers go through the same proxy_done_fn as proxy.c.
+ * Must not: include libcoap, curl or mbedTLS (brski_pki.c does the crypto).
+ */
+#ifndef ESTGW_BRSKI_H
+#define ESTGW_BRSKI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "estgw/codec.h"
+#include "estgw/config.h"
+#include "proxy.h"
+
+struct event_base;
+struct upstream;
+struct brski;
+struct brski_wait;
+
+enum brski_res {
+	BRSKI_NONE = -1,
+	BRSKI_RV,
+	BRSKI_VS,
+	BRSKI_ES,
+};
+
+/** CoAP Content-Format of application/voucher+cose (CV, SPEC H1). */
+#define BRSKI_CF_VOUCHER_COSE 836
+#define BRSKI_CF_CBOR 60
+#define BRSKI_CF_JSON 50
+
+/** One pledge request, with what the DTLS session knows. */
+struct brski_request {
+	enum brski_res res;
+	int method;            /**< CoAP method code (2 = POST) */
+	int cf, accept;        /**< EST_CF_NONE when absent */
+	const uint8_t *body;
+	size_t len;
+	const uint8_t *peer;   /**< DTLS client certificate (DER), NULL: none */
+	size_t peer_len;
+	const char *session;   /**< the DTLS session, for log lines */
+};
+
+/** Counters (there is no metrics endpoint yet: logged at shutdown). */
+struct brski_stats {
+	uint64_t rv, rv_voucher, rv_rejected, rv_masa_error, rv_joined;
+	uint64_t vs_ok, vs_fail, es_ok, es_fail, bad_status;
+};
+
+struct brski *brski_new(struct event_base *base, struct upstream *up,
+			const struct estgw_config *cfg);
+void brski_free(struct brski *b);
+
+/** Which resource the Uri-Path names: exactly /.well-known/brski/{rv,vs,es}. */
+enum brski_res brski_route(const struct est_slice *segs, size_t nseg);
+
+/** Handle @p rq. Returns 1 when answered at once (*now filled, the
+ *  receiver owns now->resp), 0 when the MASA exchange is pending (@p fn
+ *  runs later from the loop; *wait for brski_cancel), or -ENOMEM. */
+int brski_submit(struct brski *b, const struct brski_request *rq,
+		 proxy_done_fn fn, void *arg, struct brski_wait **wait,
+		 struct proxy_outcome *now);
+
+/** Forget a pending request; the MASA exchange goes on for the others. */
+void brski_cancel(struct brski_wait *w);
+
+/** An enrollment answer (CF 281 or 287) went to a device: remember its
+ *  certificates so a later es on a session with that client certificate
+ *  is logged as coming from the enrolled LDevID (RFC 8995 5.9.4). */
+void brski_note_enrolled(struct brski *b, int cf, const uint8_t *payload,
+			 size_t len);
+
+const struct brski_stats *brski_get_stats(const struct brski *b);
+
+#endif
