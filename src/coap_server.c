@@ -22,6 +22,7 @@
 #include "dtls.h"
 #include "estgw/log.h"
 #include "estgw/translate.h"
+#include "metrics.h"
 #include "proxy.h"
 
 #define MAX_SEGS 8             /* Uri-Path segments looked at */
@@ -45,6 +46,7 @@ struct sess_data {
 	char client[CLIENT_MAX];
 	struct reasm *reasm;
 	size_t nreasm;
+	int counted; /* in the open-sessions gauge */
 	struct sess_data *prev, *next;
 };
 
@@ -72,6 +74,7 @@ struct coap_server {
 	size_t reasm_bytes;
 	struct sess_data *sessions;
 	struct pending *pendings;
+	int draining; /* shutting down: no new requests */
 };
 
 /* Request facts gathered once, used for routing, checks and the log line. */
@@ -126,6 +129,7 @@ static void log_request(const char *client, int method, const char *path,
 		snprintf(up, sizeof(up), "%s", cached ? "cache" : "-");
 	if (cached || !note || !*note)
 		note = NULL;
+	metrics_request(path, code);
 	log_info("req", "client=\"%s\" %s %s upstream=%s code=%d.%02d %.1fms%s%s%s",
 		 client, method_name(method), path, up, EST_CODE_CLASS(code),
 		 EST_CODE_DETAIL(code), ms, note ? " (" : "", note ? note : "",
@@ -180,6 +184,7 @@ static void reasm_drop(struct coap_server *srv, struct sess_data *sd,
 		*pp = r->next;
 	srv->reasm_bytes -= r->len;
 	sd->nreasm--;
+	metrics_block1(-1);
 	free(r->buf);
 	free(r);
 }
@@ -190,6 +195,8 @@ static void sess_free(struct sess_data *sd)
 
 	while (sd->reasm)
 		reasm_drop(srv, sd, sd->reasm);
+	if (sd->counted)
+		metrics_dtls_sessions(-1);
 	if (sd->prev)
 		sd->prev->next = sd->next;
 	else
@@ -234,6 +241,11 @@ static int on_event(coap_session_t *s, const coap_event_t ev)
 			sess_free(sd);
 		break;
 	case COAP_EVENT_DTLS_CONNECTED:
+		sd = sess_get(coap_get_app_data(coap_session_get_context(s)), s);
+		if (sd && !sd->counted) {
+			sd->counted = 1;
+			metrics_dtls_sessions(1);
+		}
 		log_debug("dtls", "%s: handshake done, %s", coap_session_str(s),
 			  estgw_dtls_cipher(coap_session_get_tls(s, &lib)));
 		break;
@@ -286,6 +298,7 @@ static struct reasm *reasm_new(struct coap_server *srv, struct sess_data *sd,
 	r->next = sd->reasm;
 	sd->reasm = r;
 	sd->nreasm++;
+	metrics_block1(1);
 	return r;
 }
 
@@ -558,6 +571,13 @@ static void hnd_est(coap_resource_t *r, coap_session_t *s,
 	}
 	struct sess_data *sd = sess_get(srv, s);
 	const char *client = sd ? sd->client : "-";
+	if (srv->draining) {
+		read_request(srv, req, &ri);
+		answer_error(resp, COAP_RESPONSE_CODE(503), "shutting down");
+		log_request(client, ri.opts.method, ri.path, 0, "shutting down",
+			    EST_CODE(5, 3), ms_since(&ri.start));
+		return;
+	}
 	if (read_request(srv, req, &ri) != 0) {
 		answer_error(resp, COAP_RESPONSE_CODE(404), "no such resource");
 		log_request(client, ri.opts.method, ri.path, 0, NULL,
@@ -650,6 +670,8 @@ static int on_tls_setup(void *tls, coap_dtls_pki_t *setup)
 	return estgw_dtls_setup_session(setup->cn_call_back_arg, tls);
 }
 
+/* cn_call_back_arg carries the credentials in force when libcoap's copy
+ * was made; coap_server_reload() makes a new copy with the new ones. */
 static int setup_pki(struct coap_server *srv)
 {
 	coap_dtls_pki_t pki;
@@ -814,4 +836,42 @@ const char *coap_server_lib_version(void)
 	snprintf(buf, sizeof(buf), "%s, %s", coap_package_version(),
 		 coap_string_tls_version(tls, sizeof(tls)));
 	return buf;
+}
+
+int coap_server_reload(struct coap_server *srv, const struct estgw_config *cfg)
+{
+	struct estgw_dtls *d = estgw_dtls_new(cfg->server.certificate,
+					      cfg->server.client_trust);
+	struct estgw_dtls *old = srv->dtls;
+
+	if (!d)
+		return -EINVAL;
+	/* New handshakes use the new credentials; sessions already set up keep
+	 * their own references (SSL objects) to the old ones. libcoap's copy
+	 * of coap_dtls_pki_t points at the config's strings: replace it. */
+	srv->cfg = cfg;
+	srv->dtls = d;
+	srv->nroots = 1;
+	if (cfg->server.root)
+		srv->roots[srv->nroots++] = cfg->server.root;
+	coap_context_set_max_idle_sessions(srv->ctx, cfg->server.max_sessions);
+	coap_context_set_session_timeout(srv->ctx, cfg->server.idle_timeout);
+	if (setup_pki(srv) != 0)
+		log_err("coap", "reload: libcoap refused the new credentials");
+	estgw_dtls_free(old);
+	return 0;
+}
+
+void coap_server_quiesce(struct coap_server *srv)
+{
+	srv->draining = 1;
+}
+
+size_t coap_server_busy(const struct coap_server *srv)
+{
+	size_t n = 0;
+
+	for (const struct pending *p = srv->pendings; p; p = p->next)
+		n++;
+	return n ? n : (size_t)!coap_can_exit(srv->ctx);
 }

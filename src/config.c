@@ -64,10 +64,13 @@ static int set_url(struct load *, const struct cfg_key *, const char *, unsigned
 static int set_u32(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_bool(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_level(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_format(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_hostport(struct load *, const struct cfg_key *, const char *, unsigned);
 
 #define SRV(f) offsetof(struct estgw_config, server.f)
 #define UP(f) offsetof(struct estgw_config, upstream.f)
 #define LG(f) offsetof(struct estgw_config, log.f)
+#define MT(f) offsetof(struct estgw_config, metrics.f)
 #define REQ K_REQUIRED
 #define MULTI K_MULTI
 
@@ -82,6 +85,7 @@ static const struct cfg_key schema[] = {
 	{ "server",   "max_body",        set_u32,    "16384",   1024, 1048576,    SRV(max_body),       NO_SRC,                0 },
 	{ "server",   "idle_timeout",    set_u32,    "300",     1,    86400,      SRV(idle_timeout),   NO_SRC,                0 },
 	{ "server",   "max_sessions",    set_u32,    "1000",    1,    1000000,    SRV(max_sessions),   NO_SRC,                0 },
+	{ "server",   "shutdown_grace",  set_u32,    "10",      0,    3600,       SRV(shutdown_grace), NO_SRC,                0 },
 	{ "upstream", "url",             set_url,    NULL,      0,    0,          UP(url),             UP(url_src),           REQ },
 	{ "upstream", "trust",           set_file,   NULL,      0,    0,          UP(trust),           UP(trust_src),         REQ },
 	{ "upstream", "certificate",     set_file,   NULL,      0,    0,          UP(certificate),     UP(certificate_src),   REQ },
@@ -95,6 +99,9 @@ static const struct cfg_key schema[] = {
 	{ "upstream", "max_age_max",     set_u32,    "86400",   0,    UINT32_MAX, UP(max_age_max),     NO_SRC,                0 },
 	{ "upstream", "send_cte",        set_bool,   "yes",     0,    0,          UP(send_cte),        NO_SRC,                0 },
 	{ "log",      "level",           set_level,  "info",    0,    0,          LG(level),           NO_SRC,                0 },
+	{ "log",      "format",          set_format, "text",    0,    0,          LG(format),          NO_SRC,                0 },
+	{ "metrics",  "listen",          set_hostport, NULL,    0,    0,          MT(listen),          MT(listen_src),        0 },
+	{ "metrics",  "crts_max_age",    set_u32,    "900",     1,    2592000,    MT(crts_max_age),    NO_SRC,                0 },
 };
 
 #define N_KEYS ARRAY_SIZE(schema)
@@ -107,7 +114,7 @@ static const struct {
 	{ "upstream", "max_age_min", "max_age_max" },
 };
 
-static const char *const sections[] = { "server", "upstream", "log" };
+static const char *const sections[] = { "server", "upstream", "log", "metrics" };
 
 /** State of one estgw_config_load() call. */
 struct load {
@@ -478,6 +485,31 @@ static int set_level(struct load *ld, const struct cfg_key *k, const char *val,
 			"'%s' is not a log level (error/warning/info/debug)", val);
 }
 
+static const char *const log_formats[] = { "text", "json" };
+
+static int set_format(struct load *ld, const struct cfg_key *k, const char *val,
+		      unsigned line)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(log_formats); i++) {
+		if (strcasecmp(val, log_formats[i]) == 0) {
+			*(int *)field(ld, k->off) = (int)i;
+			return 0;
+		}
+	}
+	return fail_key(ld, k, line, -EINVAL, "'%s' is not a log format (text/json)", val);
+}
+
+/** One "host:port" (the metrics listener): same forms as [server] listen. */
+static int set_hostport(struct load *ld, const struct cfg_key *k, const char *val,
+			unsigned line)
+{
+	const char *why = listen_problem(val);
+
+	if (why)
+		return fail_key(ld, k, line, -EINVAL, "bad address '%s': %s", val, why);
+	return store_str(ld, k, val, strlen(val), line);
+}
+
 /* ---- reading lines ----------------------------------------------------- */
 
 static int section_known(const char *name, size_t len)
@@ -508,7 +540,7 @@ static int check_line(struct load *ld, const char *s, size_t n, size_t max)
 	close = strchr(s, ']');
 	if (*s == '[' && close && !section_known(s + 1, (size_t)(close - s - 1)))
 		return fail(ld, ld->line, NULL, NULL, -EINVAL,
-			    "[%.*s]: unknown section (expected [server], [upstream] or [log])",
+			    "[%.*s]: unknown section (expected [server], [upstream], [log] or [metrics])",
 			    (int)(close - s - 1), s + 1);
 	return 0;
 }
@@ -713,5 +745,37 @@ void estgw_config_free(struct estgw_config *cfg)
 	free(cfg->upstream.trust);
 	free(cfg->upstream.certificate);
 	free(cfg->upstream.private_key);
+	free(cfg->metrics.listen);
 	memset(cfg, 0, sizeof(*cfg));
+}
+
+/* ---- the schema for docs and drift tests -------------------------------- */
+
+static const struct {
+	cfg_setter set;
+	const char *type;
+} setter_types[] = {
+	{ set_listen, "address" }, { set_file, "file" },     { set_root, "path" },
+	{ set_url, "url" },        { set_u32, "integer" },   { set_bool, "boolean" },
+	{ set_level, "enum" },     { set_format, "enum" },   { set_hostport, "address" },
+};
+
+int estgw_config_key_info(size_t i, struct estgw_cfg_keyinfo *out)
+{
+	if (i >= N_KEYS)
+		return -ENOENT;
+	const struct cfg_key *k = &schema[i];
+	memset(out, 0, sizeof(*out));
+	out->section = k->section;
+	out->name = k->name;
+	out->def = k->def;
+	out->min = k->min;
+	out->max = k->max;
+	out->required = !!(k->flags & K_REQUIRED);
+	out->multi = !!(k->flags & K_MULTI);
+	out->type = "?";
+	for (size_t t = 0; t < ARRAY_SIZE(setter_types); t++)
+		if (setter_types[t].set == k->set)
+			out->type = setter_types[t].type;
+	return 0;
 }

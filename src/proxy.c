@@ -16,6 +16,7 @@
 #include <event2/event.h>
 
 #include "estgw/log.h"
+#include "metrics.h"
 #include "upstream.h"
 
 #define CACHE_SLOTS 16
@@ -114,6 +115,7 @@ static void cache_store(struct proxy *px, const char *label,
 	c->len = r->body_len;
 	c->content_type = ct;
 	c->fetched = time(NULL);
+	metrics_crts_fetched(label, c->fetched);
 	log_debug("cache", "/cacerts%s%s cached (%zu bytes)", *label ? " label " : "",
 		  label, r->body_len);
 }
@@ -148,6 +150,7 @@ static void on_upstream(void *arg, const struct upstream_result *r)
 	struct proxy_outcome out;
 
 	j->xfer = NULL;
+	metrics_upstream(j->op->http_name, r->err, r->status, r->seconds);
 	if (r->err != EST_UP_OK)
 		log_warn("upstream", "%s%s%s: %s", j->op->http_name,
 			 *j->label ? " label " : "", j->label,
@@ -319,6 +322,18 @@ struct proxy *proxy_new(struct event_base *base, struct upstream *up,
 	event_add(px->refresh_timer, &tv);
 	refresh_one(px, ""); /* warm the default /crts cache at start-up */
 	return px;
+}
+
+void proxy_reload(struct proxy *px, const struct estgw_config *cfg)
+{
+	struct timeval tv = { cfg->upstream.crts_refresh, 0 };
+
+	if (cfg->upstream.crts_refresh != px->cfg->upstream.crts_refresh)
+		event_add(px->refresh_timer, &tv);
+	px->cfg = cfg;
+	px->lim.max_age_default = cfg->upstream.retry_default;
+	px->lim.max_age_min = cfg->upstream.max_age_min;
+	px->lim.max_age_max = cfg->upstream.max_age_max;
 }
 
 void proxy_free(struct proxy *px)
