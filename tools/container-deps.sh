@@ -6,7 +6,9 @@
 # See ../shared/NOTES-containers.md for why each setting is there.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "container-deps.sh: needs root" >&2; exit 1; }
-pkgs=(podman runc debootstrap podman-compose)
+# netavark + aardvark-dns: compose services find each other by name (the CNI
+# backend podman falls back to without them has no DNS here).
+pkgs=(podman runc debootstrap podman-compose netavark aardvark-dns)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -17,13 +19,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 mkdir -p /etc/containers
-if ! grep -qs 'runtime = "runc"' /etc/containers/containers.conf; then
+if ! grep -qs 'network_backend = "netavark"' /etc/containers/containers.conf; then
   cat > /etc/containers/containers.conf <<'CONF'
 [containers]
 default_ulimits = []
 [engine]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
+[network]
+network_backend = "netavark"
 CONF
 fi
 if ! podman image exists docker.io/library/debian:bookworm-slim; then
