@@ -193,10 +193,13 @@ static void keep_restart_keys(const struct estgw_config *cur, struct estgw_confi
 			 next->metrics.listen_src.line);
 	for (size_t i = 0; i < next->server.nlisten; i++)
 		free(next->server.listen[i]);
-	next->server.nlisten = cur->server.nlisten;
+	next->server.nlisten = 0;
 	for (size_t i = 0; i < cur->server.nlisten; i++) {
 		next->server.listen[i] = strdup(cur->server.listen[i]);
+		if (!next->server.listen[i])
+			break; /* only names what is in force; nothing reads it again */
 		next->server.listen_src[i] = cur->server.listen_src[i];
+		next->server.nlisten = i + 1;
 	}
 	free(next->metrics.listen);
 	next->metrics.listen = ml ? strdup(ml) : NULL;

@@ -13,7 +13,7 @@ set -uo pipefail
 src=$(cd "${1:-$(dirname "$0")/../..}" && pwd)
 command -v podman >/dev/null && command -v podman-compose >/dev/null ||
   { echo "podman/podman-compose not installed (tools/container-deps.sh)"; exit 77; }
-tag=ci$$
+tag=test   # kept between runs: its layers are the build cache
 project=estgw-ci-$$
 work=$(mktemp -d /tmp/estgw-compose.XXXXXX)
 export ESTGW_TAG=$tag ESTGW_DEMO_PKI=$work/pki
@@ -26,8 +26,7 @@ cleanup() {
   timeout -s KILL 120 "${compose[@]}" down -v -t 2 >/dev/null 2>&1
   for s in pki ca estgw device; do podman rm -f -t 1 "${project}_${s}_1"; done >/dev/null 2>&1
   podman network rm -f "${project}_default" >/dev/null 2>&1
-  podman rmi -f "localhost/estgw:$tag" "localhost/estgw-tools:$tag" >/dev/null 2>&1
-  podman image prune -f >/dev/null 2>&1   # dangling build stages; the tagged cache stays
+  podman image prune -f >/dev/null 2>&1   # older builds; the tagged images keep the cache
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -39,14 +38,16 @@ check() { local what=$1; shift; if "$@" >"$work/out" 2>&1; then ok "$what"; else
 finish() { echo "$pass passed, $fail failed"; [ "$fail" -eq 0 ]; exit; }
 
 # 1. images (layers are cached between runs; only changed sources rebuild).
-# The build stage is tagged so that pruning dangling images keeps its cache.
+# The build stage is tagged too so that pruning dangling images keeps its cache.
+# RUN steps use the host's network: the sandbox's container bridge has no DNS
+# for the outside (the stack itself needs none).
 for target in build runtime tools; do
   case $target in
     build) image=localhost/estgw-build:cache; args=(--target build) ;;
     runtime) image=localhost/estgw:$tag; args=() ;;
     tools) image=localhost/estgw-tools:$tag; args=(--target tools) ;;
   esac
-  if timeout -s KILL 1200 podman build --pull=never "${args[@]}" -t "$image" \
+  if timeout -s KILL 1200 podman build --pull=never --network=host "${args[@]}" -t "$image" \
        -f "$src/deploy/container/Containerfile" "$src" >"$work/build-$target.log" 2>&1; then
     ok "image $image builds"
   else

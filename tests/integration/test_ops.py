@@ -265,7 +265,7 @@ class TestReload(OpsTest):
 
 
 class TestShutdown(StackTest):
-    stack_kwargs = {"ca_args": ("--delay", "3", "--fault-op", "simpleenroll")}
+    stack_kwargs = {"ca_args": ("--delay", "5", "--fault-op", "simpleenroll")}
 
     def test_J_sigterm_lets_inflight_finish(self):
         csr = os.path.join(self.s.dir, "csr.der")
@@ -279,9 +279,10 @@ class TestShutdown(StackTest):
                                 self.s.uri(WK + "/sen")],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
-            # the CA holds simpleenroll for 3 s; the handshake and the
-            # request take well under 1 s on loopback
-            time.sleep(1.2)
+            # the CA holds simpleenroll for 5 s; the request follows the
+            # handshake within milliseconds
+            wait_for(lambda: "handshake done" in self.s.log(), what="device handshake")
+            time.sleep(0.5)
             self.assertIsNone(dev.poll())
             t0 = time.time()
             self.s.gw.send_signal(signal.SIGTERM)
@@ -314,7 +315,8 @@ class TestShutdownGraceOver(StackTest):
              "-j", f"{self.s.pki}/device.key", self.s.uri(WK + "/sen")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            time.sleep(1.2)
+            wait_for(lambda: "handshake done" in self.s.log(), what="device handshake")
+            time.sleep(0.5)
             t0 = time.time()
             self.s.gw.send_signal(signal.SIGTERM)
             self.assertEqual(self.s.gw.wait(timeout=15), 0)
