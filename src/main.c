@@ -66,6 +66,11 @@ static void print_version(void)
 	printf("libevent %s\n", event_get_version());
 	printf("%s\n", mbed);
 	printf("%s (DTLS backend)\n", estgw_dtls_backend_version());
+#ifdef HAVE_SYSTEMD
+	printf("sd_notify: yes\n");
+#else
+	printf("sd_notify: no\n");
+#endif
 }
 
 static void usage(FILE *f)

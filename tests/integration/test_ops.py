@@ -11,9 +11,12 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 import urllib.error
@@ -408,6 +411,43 @@ class TestJsonLog(StackTest):
         self.assertEqual(set(req[0]), {"ts", "level", "pid", "group", "msg"})
         self.assertIn('client="serialNumber=SN001,CN=device-001" GET /.well-known/est/crts', req[0]["msg"])
         self.assertEqual(req[0]["level"], "info")
+
+
+class TestNotify(StackTest):
+    """sd_notify (systemd Type=notify): READY, RELOADING + READY, STOPPING."""
+
+    def setUp(self):
+        exe = os.environ.get("ESTGW", "estgw")
+        if b"sd_notify: yes" not in subprocess.run([exe, "--version"], capture_output=True).stdout:
+            self.skipTest("estgw built without libsystemd")
+        self.sockdir = tempfile.mkdtemp(prefix="estgw-notify-")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(os.path.join(self.sockdir, "notify"))
+        self.sock.settimeout(20)
+        os.environ["NOTIFY_SOCKET"] = os.path.join(self.sockdir, "notify")
+        try:
+            super().setUp()
+        finally:
+            del os.environ["NOTIFY_SOCKET"]
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            self.sock.close()
+            shutil.rmtree(self.sockdir, ignore_errors=True)
+
+    def expect(self, state):
+        msg = self.sock.recv(4096).decode()
+        self.assertIn(state, msg.split("\n"), msg)
+
+    def test_J_sd_notify_ready_reload_stopping(self):
+        self.expect("READY=1")
+        self.s.gw.send_signal(signal.SIGHUP)
+        self.expect("RELOADING=1")
+        self.expect("READY=1")
+        self.s.gw.send_signal(signal.SIGTERM)
+        self.expect("STOPPING=1")
 
 
 class TestCheckDefaults(unittest.TestCase):
