@@ -300,19 +300,27 @@ void upstream_free(struct upstream *up)
 }
 
 /* After a reload, connections opened before it (with the old TLS client
- * certificate and trust) are not reused: new exchanges use new material. */
-static int set_conn_age(CURL *e, const struct upstream *up)
+ * certificate and trust) are not reused, and neither is curl's cached copy
+ * of the trust bundle (since 7.87 kept per file name for a day): new
+ * exchanges use the new material even when the file names stayed. */
+static int set_reload_limits(CURL *e, const struct upstream *up)
 {
 	struct timespec now;
-	time_t age;
+	long age;
+	int bad = 0;
 
 	if (!up->reloaded.tv_sec && !up->reloaded.tv_nsec)
 		return 0;
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	age = now.tv_sec - up->reloaded.tv_sec;
-	if (age < 2)
-		return curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L) != CURLE_OK;
-	return curl_easy_setopt(e, CURLOPT_MAXLIFETIME_CONN, (long)age - 1) != CURLE_OK;
+	age = (long)(now.tv_sec - up->reloaded.tv_sec) - 1; /* whole seconds, rounded down */
+	if (age < 1)
+		bad |= curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L) != CURLE_OK;
+	else
+		bad |= curl_easy_setopt(e, CURLOPT_MAXLIFETIME_CONN, age) != CURLE_OK;
+#if LIBCURL_VERSION_NUM >= 0x075700
+	bad |= curl_easy_setopt(e, CURLOPT_CA_CACHE_TIMEOUT, age < 1 ? 0L : age) != CURLE_OK;
+#endif
+	return bad;
 }
 
 static int set_tls(CURL *e, const struct estgw_config *cfg)
@@ -363,7 +371,7 @@ static int set_request(struct upstream_xfer *x, const struct est_http_req *req)
 		bad |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body);
 	}
 	bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
-	bad |= set_conn_age(e, x->up);
+	bad |= set_reload_limits(e, x->up);
 	return bad ? -EINVAL : set_tls(e, cfg);
 }
 

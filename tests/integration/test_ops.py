@@ -255,6 +255,35 @@ class TestReload(OpsTest):
         enroll = [l for l in ca_log.splitlines() if "POST /.well-known/est/simpleenroll" in l]
         self.assertTrue(enroll and "ra-reloaded" in enroll[-1], ca_log[-2000:])
 
+    def test_J_sighup_new_client_trust(self):
+        self.assertEqual(self.s.coap(WK + "/crts").code, OK)
+        # est-chain.crt: the EST CAs only, not the manufacturer CA of the IDevID
+        rewrite_conf(self.s, f"client_trust = {self.s.pki}/client-trust.crt",
+                     f"client_trust = {self.s.pki}/est-chain.crt")
+        self.hup_and_wait("configuration reloaded")
+        r = self.s.coap(WK + "/crts")
+        self.assertIsNone(r.code, r)  # the handshake fails: no answer at all
+        self.assertGreater(metric(self.metrics(), 'estgw_dtls_handshake_failures_total{reason="unknown_ca"}'), 0)
+
+    def test_J_sighup_new_upstream_trust_no_old_connection_reused(self):
+        csr = read(f"{self.s.pki}/device.csr.der", "rb")
+        trust = os.path.join(self.s.dir, "upstream-trust.crt")
+        with open(trust, "wb") as f:
+            f.write(read(f"{self.s.pki}/tls-ca.crt", "rb"))
+        rewrite_conf(self.s, f"trust = {self.s.pki}/tls-ca.crt", f"trust = {trust}")
+        self.hup_and_wait("configuration reloaded")
+        self.assertEqual(self.s.coap(WK + "/sen", method="post", cf=286, payload=csr).code, OK)
+        # Same file name, new content: a bundle without the CA of the EST
+        # server's TLS certificate. curl would reuse its pooled connection
+        # (same settings); after the reload it must not, and a new
+        # connection fails verification.
+        with open(trust, "wb") as f:
+            f.write(read(f"{self.s.pki}/gw-ca.crt", "rb"))
+        self.hup_and_wait("configuration reloaded")
+        r = self.s.coap(WK + "/sen", method="post", cf=286, payload=csr)
+        self.assertEqual(r.code, "5.02", r)
+        self.assertGreater(metric(self.metrics(), 'estgw_upstream_errors_total{kind="tls"}'), 0)
+
     def test_J_sighup_ra_without_cmcra_refused(self):
         rewrite_conf(self.s, f"certificate = {self.s.pki}/ra.crt",
                      f"certificate = {self.s.pki}/ra-nocmc.crt")
