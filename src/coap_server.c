@@ -24,6 +24,7 @@
 #include "estgw/log.h"
 #include "estgw/translate.h"
 #include "policy.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "ratelimit.h"
 
@@ -51,6 +52,7 @@ struct sess_data {
 	size_t cert_len;
 	enum estgw_client_kind kind;
 	int cert_expired;
+	int counted; /* in the open-sessions gauge */
 	struct sess_data *prev, *next;
 };
 
@@ -83,6 +85,7 @@ struct coap_server {
 	struct estgw_rate *rate; /* NULL: no rate limit */
 	struct sess_data *sessions;
 	struct pending *pendings;
+	int draining; /* shutting down: no new requests */
 };
 
 /* Request facts gathered once, used for routing, checks and the log line. */
@@ -137,6 +140,7 @@ static void log_request(const char *client, int method, const char *path,
 		snprintf(up, sizeof(up), "%s", cached ? "cache" : "-");
 	if (cached || !note || !*note)
 		note = NULL;
+	metrics_request(path, code);
 	log_info("req", "client=\"%s\" %s %s upstream=%s code=%d.%02d %.1fms%s%s%s",
 		 client, method_name(method), path, up, EST_CODE_CLASS(code),
 		 EST_CODE_DETAIL(code), ms, note ? " (" : "", note ? note : "",
@@ -216,6 +220,7 @@ static void reasm_drop(struct coap_server *srv, struct sess_data *sd,
 	srv->reasm_bytes -= r->len;
 	srv->reasm_count--;
 	sd->nreasm--;
+	metrics_block1(-1);
 	free(r->buf);
 	free(r);
 }
@@ -226,6 +231,8 @@ static void sess_free(struct sess_data *sd)
 
 	while (sd->reasm)
 		reasm_drop(srv, sd, sd->reasm);
+	if (sd->counted)
+		metrics_dtls_sessions(-1);
 	if (sd->prev)
 		sd->prev->next = sd->next;
 	else
@@ -286,6 +293,11 @@ static int on_event(coap_session_t *s, const coap_event_t ev)
 			sess_free(sd);
 		break;
 	case COAP_EVENT_DTLS_CONNECTED:
+		sd = sess_get(coap_get_app_data(coap_session_get_context(s)), s);
+		if (sd && !sd->counted) {
+			sd->counted = 1;
+			metrics_dtls_sessions(1);
+		}
 		log_debug("dtls", "%s: handshake done, %s", coap_session_str(s),
 			  estgw_dtls_cipher(coap_session_get_tls(s, &lib)));
 		break;
@@ -341,6 +353,7 @@ static struct reasm *reasm_new(struct coap_server *srv, struct sess_data *sd,
 	sd->reasm = r;
 	sd->nreasm++;
 	srv->reasm_count++;
+	metrics_block1(1);
 	return r;
 }
 
@@ -766,6 +779,13 @@ static void hnd_est(coap_resource_t *r, coap_session_t *s,
 	}
 	struct sess_data *sd = sess_get(srv, s);
 	const char *client = sd ? sd->client : "-";
+	if (srv->draining) {
+		read_request(srv, req, &ri);
+		answer_error(resp, COAP_RESPONSE_CODE(503), "shutting down");
+		log_request(client, ri.opts.method, ri.path, 0, "shutting down",
+			    EST_CODE(5, 3), ms_since(&ri.start));
+		return;
+	}
 	int routed = read_request(srv, req, &ri);
 	enum brski_res br = srv->brski ? brski_route(ri.segs, ri.nseg) : BRSKI_NONE;
 	if (br != BRSKI_NONE) {
@@ -889,6 +909,8 @@ static int creds_parsed_once(void)
 	       strcmp(coap_package_version(), "libcoap 4.3.1") == 0;
 }
 
+/* cn_call_back_arg carries the credentials in force when libcoap's copy
+ * was made; coap_server_reload() makes a new copy with the new ones. */
 static int setup_pki(struct coap_server *srv)
 {
 	coap_dtls_pki_t pki;
@@ -916,6 +938,32 @@ static int setup_pki(struct coap_server *srv)
 		 once ? "parsed once" : "reloaded by libcoap per handshake",
 		 coap_package_version());
 	return 0;
+}
+
+/* The DTLS credentials of @p cfg: server chain and key, client trust, the
+ * IDevID/LDevID bundles of [policy], and with [brski] the pledges' CAs. */
+static struct estgw_dtls *load_dtls(const struct estgw_config *cfg)
+{
+	const struct estgw_dtls_conf dc = {
+		.chain_file = cfg->server.certificate,
+		.key_file = cfg->server.private_key,
+		.trust_file = cfg->server.client_trust,
+		.idevid_file = cfg->policy.idevid_trust,
+		.ldevid_file = cfg->policy.ldevid_trust,
+		.allow_expired_idevid = cfg->policy.allow_expired_idevid,
+	};
+	struct estgw_dtls *d = estgw_dtls_new(&dc);
+
+	if (!d || !cfg->brski.enabled) /* pledges' IDevIDs too (SPEC H2) */
+		return d;
+	int bad = estgw_dtls_add_trust(d, cfg->brski.manufacturer_trust) != 0;
+	for (size_t i = 0; !bad && i < cfg->brski.nmfr; i++)
+		bad = estgw_dtls_add_trust(d, cfg->brski.mfr[i].ca) != 0;
+	if (bad) {
+		estgw_dtls_free(d);
+		return NULL;
+	}
+	return d;
 }
 
 /* "host:port" or "[v6]:port" -> an endpoint. */
@@ -1002,27 +1050,12 @@ struct coap_server *coap_server_new(struct event_base *base,
 	coap_set_log_handler(on_coap_log);
 	coap_set_log_level(estgw_log_level() >= LOG_DEBUG ? LOG_INFO : LOG_WARNING);
 	coap_dtls_set_log_level(LOG_WARNING);
-	const struct estgw_dtls_conf dc = {
-		.chain_file = cfg->server.certificate,
-		.key_file = cfg->server.private_key,
-		.trust_file = cfg->server.client_trust,
-		.idevid_file = cfg->policy.idevid_trust,
-		.ldevid_file = cfg->policy.ldevid_trust,
-		.allow_expired_idevid = cfg->policy.allow_expired_idevid,
-	};
-	srv->dtls = estgw_dtls_new(&dc);
+	srv->dtls = load_dtls(cfg);
 	srv->ctx = coap_new_context(NULL);
 	if (cfg->server.rate_limit)
 		srv->rate = estgw_rate_new(cfg->server.rate_limit, RATE_CLIENTS);
 	if (!srv->dtls || !srv->ctx || (cfg->server.rate_limit && !srv->rate))
 		goto fail;
-	if (cfg->brski.enabled) { /* pledges' IDevIDs too (SPEC H2) */
-		if (estgw_dtls_add_trust(srv->dtls, cfg->brski.manufacturer_trust) != 0)
-			goto fail;
-		for (size_t i = 0; i < cfg->brski.nmfr; i++)
-			if (estgw_dtls_add_trust(srv->dtls, cfg->brski.mfr[i].ca) != 0)
-				goto fail;
-	}
 	coap_set_app_data(srv->ctx, srv);
 	coap_context_set_block_mode(srv->ctx, COAP_BLOCK_USE_LIBCOAP);
 	coap_context_set_max_idle_sessions(srv->ctx, cfg->server.max_sessions);
@@ -1082,4 +1115,41 @@ const char *coap_server_lib_version(void)
 	snprintf(buf, sizeof(buf), "%s, %s", coap_package_version(),
 		 coap_string_tls_version(tls, sizeof(tls)));
 	return buf;
+}
+
+int coap_server_reload(struct coap_server *srv, const struct estgw_config *cfg)
+{
+	struct estgw_dtls *d = load_dtls(cfg);
+	struct estgw_dtls *old = srv->dtls;
+
+	if (!d)
+		return -EINVAL;
+	/* New handshakes use the new credentials; sessions already set up keep
+	 * their own references (SSL objects) to the old ones. libcoap's copy
+	 * of coap_dtls_pki_t points at the config's strings: replace it. */
+	srv->cfg = cfg;
+	srv->dtls = d;
+	srv->nroots = 1;
+	if (cfg->server.root)
+		srv->roots[srv->nroots++] = cfg->server.root;
+	coap_context_set_max_idle_sessions(srv->ctx, cfg->server.max_sessions);
+	coap_context_set_session_timeout(srv->ctx, cfg->server.idle_timeout);
+	if (setup_pki(srv) != 0)
+		log_err("coap", "reload: libcoap refused the new credentials");
+	estgw_dtls_free(old);
+	return 0;
+}
+
+void coap_server_quiesce(struct coap_server *srv)
+{
+	srv->draining = 1;
+}
+
+size_t coap_server_busy(const struct coap_server *srv)
+{
+	size_t n = 0;
+
+	for (const struct pending *p = srv->pendings; p; p = p->next)
+		n++;
+	return n ? n : (size_t)!coap_can_exit(srv->ctx);
 }

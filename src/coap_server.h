@@ -25,6 +25,20 @@ struct brski;
  *  runs). */
 void coap_server_set_brski(struct coap_server *srv, struct brski *b);
 
+/** Switch to @p cfg (SIGHUP): new DTLS handshakes use its certificate, key
+ *  and client trust; open sessions and pending requests are left alone.
+ *  Listen addresses are not changed. On error (-EINVAL: the credentials do
+ *  not load) nothing changed. @p cfg must outlive the server or the next
+ *  reload. */
+int coap_server_reload(struct coap_server *srv, const struct estgw_config *cfg);
+
+/** Shutting down: answer new requests 5.03, let pending ones finish. */
+void coap_server_quiesce(struct coap_server *srv);
+
+/** Requests still waiting for an answer (or 1 while libcoap still has
+ *  responses to deliver); 0 when it is safe to exit. */
+size_t coap_server_busy(const struct coap_server *srv);
+
 /** libcoap's version line, for --version. */
 const char *coap_server_lib_version(void);
 

@@ -72,6 +72,8 @@ static int set_bool_src(struct load *, const struct cfg_key *, const char *, uns
 static int set_skg(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_masa_url(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_manufacturer(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_format(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_hostport(struct load *, const struct cfg_key *, const char *, unsigned);
 
 #define SRV(f) offsetof(struct estgw_config, server.f)
 #define UP(f) offsetof(struct estgw_config, upstream.f)
@@ -79,6 +81,7 @@ static int set_manufacturer(struct load *, const struct cfg_key *, const char *,
 #define POL(f) offsetof(struct estgw_config, policy.f)
 #define ALL_OPS "crts att sen sren skg skc"
 #define BR(f) offsetof(struct estgw_config, brski.f)
+#define MT(f) offsetof(struct estgw_config, metrics.f)
 #define REQ K_REQUIRED
 #define MULTI K_MULTI
 
@@ -99,6 +102,7 @@ static const struct cfg_key schema[] = {
 	{ "server",   "reasm_total_bytes", set_u32,  "67108864", 1024, 1073741824, SRV(reasm_total_bytes), NO_SRC,            0 },
 	{ "server",   "rate_limit",      set_u32,    "600",     0,    1000000,    SRV(rate_limit),     NO_SRC,                0 },
 	{ "server",   "serverkeygen",    set_skg,    "upstream", 0,   0,          SRV(serverkeygen),   NO_SRC,                0 },
+	{ "server",   "shutdown_grace",  set_u32,    "10",      0,    3600,       SRV(shutdown_grace), NO_SRC,                0 },
 	{ "upstream", "url",             set_url,    NULL,      0,    0,          UP(url),             UP(url_src),           REQ },
 	{ "upstream", "trust",           set_file,   NULL,      0,    0,          UP(trust),           UP(trust_src),         REQ },
 	{ "upstream", "certificate",     set_file,   NULL,      0,    0,          UP(certificate),     UP(certificate_src),   REQ },
@@ -134,6 +138,9 @@ static const struct cfg_key schema[] = {
 	{ "brski",    "max_pending",     set_u32,    "64",      1,    4096,       BR(max_pending),     NO_SRC,                0 },
 	{ "brski",    "legacy_media_type", set_bool, "no",      0,    0,          BR(legacy_media_type), NO_SRC,              0 },
 	{ "brski",    "manufacturer",    set_manufacturer, NULL, 0,   0,          BR(mfr),             NO_SRC,                MULTI },
+	{ "log",      "format",          set_format, "text",    0,    0,          LG(format),          NO_SRC,                0 },
+	{ "metrics",  "listen",          set_hostport, NULL,    0,    0,          MT(listen),          MT(listen_src),        0 },
+	{ "metrics",  "crts_max_age",    set_u32,    "900",     1,    2592000,    MT(crts_max_age),    NO_SRC,                0 },
 };
 
 #define N_KEYS ARRAY_SIZE(schema)
@@ -146,7 +153,7 @@ static const struct {
 	{ "upstream", "max_age_min", "max_age_max" },
 };
 
-static const char *const sections[] = { "server", "upstream", "policy", "log", "brski" };
+static const char *const sections[] = { "server", "upstream", "policy", "log", "brski", "metrics" };
 
 /** State of one estgw_config_load() call. */
 struct load {
@@ -694,6 +701,31 @@ static int set_skg(struct load *ld, const struct cfg_key *k, const char *val,
 			"'%s' is not a serverkeygen mode (upstream/registrar/off)", val);
 }
 
+static const char *const log_formats[] = { "text", "json" };
+
+static int set_format(struct load *ld, const struct cfg_key *k, const char *val,
+		      unsigned line)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(log_formats); i++) {
+		if (strcasecmp(val, log_formats[i]) == 0) {
+			*(int *)field(ld, k->off) = (int)i;
+			return 0;
+		}
+	}
+	return fail_key(ld, k, line, -EINVAL, "'%s' is not a log format (text/json)", val);
+}
+
+/** One "host:port" (the metrics listener): same forms as [server] listen. */
+static int set_hostport(struct load *ld, const struct cfg_key *k, const char *val,
+			unsigned line)
+{
+	const char *why = listen_problem(val);
+
+	if (why)
+		return fail_key(ld, k, line, -EINVAL, "bad address '%s': %s", val, why);
+	return store_str(ld, k, val, strlen(val), line);
+}
+
 /* ---- reading lines ----------------------------------------------------- */
 
 static int section_known(const char *name, size_t len)
@@ -724,7 +756,7 @@ static int check_line(struct load *ld, const char *s, size_t n, size_t max)
 	close = strchr(s, ']');
 	if (*s == '[' && close && !section_known(s + 1, (size_t)(close - s - 1)))
 		return fail(ld, ld->line, NULL, NULL, -EINVAL,
-			    "[%.*s]: unknown section (expected [server], [upstream], [policy] or [log])",
+			    "[%.*s]: unknown section (expected [server], [upstream], [policy], [log], [brski] or [metrics])",
 			    (int)(close - s - 1), s + 1);
 	return 0;
 }
@@ -959,5 +991,37 @@ void estgw_config_free(struct estgw_config *cfg)
 		free(m->certificate);
 		free(m->private_key);
 	}
+	free(cfg->metrics.listen);
 	memset(cfg, 0, sizeof(*cfg));
+}
+
+/* ---- the schema for docs and drift tests -------------------------------- */
+
+static const struct {
+	cfg_setter set;
+	const char *type;
+} setter_types[] = {
+	{ set_listen, "address" }, { set_file, "file" },     { set_root, "path" },
+	{ set_url, "url" },        { set_u32, "integer" },   { set_bool, "boolean" },
+	{ set_level, "enum" },     { set_format, "enum" },   { set_hostport, "address" },
+};
+
+int estgw_config_key_info(size_t i, struct estgw_cfg_keyinfo *out)
+{
+	if (i >= N_KEYS)
+		return -ENOENT;
+	const struct cfg_key *k = &schema[i];
+	memset(out, 0, sizeof(*out));
+	out->section = k->section;
+	out->name = k->name;
+	out->def = k->def;
+	out->min = k->min;
+	out->max = k->max;
+	out->required = !!(k->flags & K_REQUIRED);
+	out->multi = !!(k->flags & K_MULTI);
+	out->type = "?";
+	for (size_t t = 0; t < ARRAY_SIZE(setter_types); t++)
+		if (setter_types[t].set == k->set)
+			out->type = setter_types[t].type;
+	return 0;
 }

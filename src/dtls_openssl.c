@@ -3,7 +3,9 @@
  */
 #include "dtls.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +17,7 @@
 #include <openssl/x509.h>
 
 #include "estgw/log.h"
+#include "metrics.h"
 
 /* SPEC G1: TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 first, then AEAD ECDHE-ECDSA
  * suites only (no CBC, no RSA key exchange, no EXPORT/DES/NULL/RC4). */
@@ -171,6 +174,9 @@ void estgw_dtls_free(struct estgw_dtls *d)
 	X509_free(d->leaf);
 	sk_X509_pop_free(d->chain, X509_free);
 	EVP_PKEY_free(d->key);
+	/* a handshake still running on this store must not reach freed memory */
+	if (d->trust)
+		X509_STORE_set_ex_data(d->trust, STORE_APP_DATA, NULL);
 	X509_STORE_free(d->trust);
 	X509_STORE_free(d->idevid);
 	X509_STORE_free(d->ldevid);
@@ -224,6 +230,25 @@ static void set_ca_names(SSL *ssl, const STACK_OF(X509_NAME) *names)
 		SSL_set_client_CA_list(ssl, copy);
 }
 
+/* A fatal alert during the handshake is a failed handshake; its
+ * description is the reason ("peer_" when the client sent it). */
+static void on_msg(int write_p, int version, int content_type, const void *buf,
+		   size_t len, SSL *ssl, void *arg)
+{
+	const unsigned char *p = buf;
+	char reason[64];
+	size_t n;
+
+	if (content_type != SSL3_RT_ALERT || len < 2 || p[0] != SSL3_AL_FATAL ||
+	    SSL_is_init_finished(ssl))
+		return;
+	n = (size_t)snprintf(reason, sizeof(reason), "%s%s", write_p ? "" : "peer_",
+			     SSL_alert_desc_string_long(p[1]));
+	for (size_t i = 0; i < n && i < sizeof(reason); i++)
+		reason[i] = reason[i] == ' ' ? '_' : (char)tolower((unsigned char)reason[i]);
+	metrics_handshake_failure(reason);
+}
+
 int estgw_dtls_setup_session(struct estgw_dtls *d, void *tls)
 {
 	SSL *ssl = tls;
@@ -231,6 +256,7 @@ int estgw_dtls_setup_session(struct estgw_dtls *d, void *tls)
 	if (!ssl || !d)
 		return 0;
 	SSL_set_options(ssl, SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_set_msg_callback(ssl, on_msg);
 	if (!SSL_set_min_proto_version(ssl, DTLS1_2_VERSION) ||
 	    !SSL_set_cipher_list(ssl, cipher_list) ||
 	    !SSL_set1_groups_list(ssl, groups) ||

@@ -1,13 +1,17 @@
 /* main.c - estgw entry point: command line, then named set-up steps.
  *
  * Owns the process: the event_base, signals (as loop events), start-up and
- * shutdown order. The only file that may exit().
+ * shutdown order, the configuration in force (a heap object replaced on
+ * SIGHUP), and the service manager's notifications. The only file that may
+ * exit().
  */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -19,9 +23,17 @@
 #include "estgw/config.h"
 #include "estgw/log.h"
 #include "estgw_build.h"
+#include "metrics.h"
 #include "pki.h"
 #include "proxy.h"
 #include "upstream.h"
+
+#ifdef HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#define DEFAULT_CONFIG "/etc/estgw/estgw.conf"
+#define DRAIN_TICK_MS 50
 
 struct options {
 	const char *config;
@@ -31,13 +43,19 @@ struct options {
 };
 
 struct gateway {
-	struct estgw_config cfg;
+	const struct options *opt;
+	struct estgw_config *cfg; /**< in force; replaced by reload() */
 	struct event_base *base;
 	struct upstream *up;
 	struct proxy *px;
 	struct brski *brski;
+	struct estgw_config *brski_cfg; /**< the config brski was made with */
 	struct coap_server *srv;
-	struct event *sigs[2];
+	struct metrics_server *ms;
+	struct event *sigs[3];    /**< SIGINT, SIGTERM, SIGHUP */
+	struct event *drain;      /**< shutdown: polls for in-flight work */
+	struct timespec deadline; /**< shutdown: end of [server] shutdown_grace */
+	int stopping;
 };
 
 static void print_version(void)
@@ -51,14 +69,19 @@ static void print_version(void)
 	printf("libevent %s\n", event_get_version());
 	printf("%s\n", mbed);
 	printf("%s (DTLS backend)\n", estgw_dtls_backend_version());
+#ifdef HAVE_SYSTEMD
+	printf("sd_notify: yes\n");
+#else
+	printf("sd_notify: no\n");
+#endif
 }
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: estgw -c FILE [--check] [--syslog] [-v]\n"
+		"usage: estgw [-c FILE] [--check] [--syslog] [-v]\n"
 		"       estgw --version\n"
-		"  -c, --config FILE  configuration file (INI)\n"
+		"  -c, --config FILE  configuration file (INI), default " DEFAULT_CONFIG "\n"
 		"      --check        validate the configuration and exit\n"
 		"      --syslog       log to syslog instead of stderr\n"
 		"  -v, --verbose      debug logging\n");
@@ -88,40 +111,212 @@ static int parse_args(int argc, char **argv, struct options *o)
 		default: return -1;
 		}
 	}
-	if (!o->config || optind != argc)
+	if (!o->config)
+		o->config = DEFAULT_CONFIG;
+	if (optind != argc)
 		return -1;
 	return 0;
 }
 
-static int load_config(const struct options *o, struct estgw_config *cfg)
+/** Tell the service manager (systemd Type=notify); nothing without it. */
+static void notify(const char *state)
+{
+#ifdef HAVE_SYSTEMD
+	sd_notify(0, state);
+#else
+	(void)state;
+#endif
+}
+
+static void free_config(struct estgw_config *cfg)
+{
+	estgw_config_free(cfg);
+	free(cfg);
+}
+
+/** Parse and check the file; NULL with one line in @p err on failure. */
+static struct estgw_config *read_config(const char *path, char *err, size_t errlen,
+					char *warn, size_t warnlen)
+{
+	struct estgw_config *cfg = calloc(1, sizeof(*cfg));
+
+	warn[0] = '\0';
+	if (!cfg) {
+		snprintf(err, errlen, "%s: out of memory", path);
+		return NULL;
+	}
+	if (estgw_config_load(path, cfg, err, errlen) != 0) {
+		free(cfg);
+		return NULL;
+	}
+	if (estgw_config_verify_pki(cfg, err, errlen, warn, warnlen) != 0) {
+		free_config(cfg);
+		return NULL;
+	}
+	return cfg;
+}
+
+static struct estgw_config *load_config(const struct options *o)
 {
 	char err[512] = "", warn[512] = "";
+	struct estgw_config *cfg = read_config(o->config, err, sizeof(err), warn,
+					       sizeof(warn));
 
-	if (estgw_config_load(o->config, cfg, err, sizeof(err)) != 0) {
+	if (!cfg)
 		fprintf(stderr, "estgw: %s\n", err);
-		return -1;
-	}
-	if (estgw_config_verify_pki(cfg, err, sizeof(err), warn, sizeof(warn)) != 0) {
-		fprintf(stderr, "estgw: %s\n", err);
-		estgw_config_free(cfg);
-		return -1;
-	}
-	if (warn[0])
+	else if (warn[0])
 		fprintf(stderr, "estgw: warning: %s\n", warn);
-	return 0;
+	return cfg;
+}
+
+static void apply_log_settings(const struct gateway *gw)
+{
+	estgw_log_set_format(gw->cfg->log.format);
+	estgw_log_set_level(gw->opt->verbose ? LOG_DEBUG : gw->cfg->log.level);
+}
+
+static int same_listen(const struct estgw_config *a, const struct estgw_config *b)
+{
+	if (a->server.nlisten != b->server.nlisten)
+		return 0;
+	for (size_t i = 0; i < a->server.nlisten; i++)
+		if (strcmp(a->server.listen[i], b->server.listen[i]) != 0)
+			return 0;
+	return 1;
+}
+
+/** Keys only a restart applies: name them, and keep the running values in
+ *  @p next so that it describes what is in force. */
+static void keep_restart_keys(const struct estgw_config *cur, struct estgw_config *next)
+{
+	const char *ml = cur->metrics.listen, *nl = next->metrics.listen;
+
+	if (!same_listen(cur, next))
+		log_warn("reload", "%s:%u: [server] listen changed: needs a restart, "
+			 "still listening on the old addresses", next->path,
+			 next->server.listen_src[0].line);
+	if ((ml || nl) && (!ml || !nl || strcmp(ml, nl) != 0))
+		log_warn("reload", "%s:%u: [metrics] listen changed: needs a restart, "
+			 "still serving the old address", next->path,
+			 next->metrics.listen_src.line);
+	for (size_t i = 0; i < next->server.nlisten; i++)
+		free(next->server.listen[i]);
+	next->server.nlisten = 0;
+	for (size_t i = 0; i < cur->server.nlisten; i++) {
+		next->server.listen[i] = strdup(cur->server.listen[i]);
+		if (!next->server.listen[i])
+			break; /* only names what is in force; nothing reads it again */
+		next->server.listen_src[i] = cur->server.listen_src[i];
+		next->server.nlisten = i + 1;
+	}
+	free(next->metrics.listen);
+	next->metrics.listen = ml ? strdup(ml) : NULL;
+}
+
+/** SIGHUP: read everything again; on any error keep the running config. */
+static void reload(struct gateway *gw)
+{
+	char err[512] = "", warn[512] = "";
+	struct estgw_config *next;
+
+	notify("RELOADING=1");
+	next = read_config(gw->opt->config, err, sizeof(err), warn, sizeof(warn));
+	if (next)
+		keep_restart_keys(gw->cfg, next);
+	if (next && coap_server_reload(gw->srv, next) != 0) {
+		snprintf(err, sizeof(err), "%s:%u: [server] certificate: the DTLS credentials "
+			 "do not load", next->path, next->server.certificate_src.line);
+		free_config(next);
+		next = NULL;
+	}
+	if (!next) {
+		log_err("reload", "configuration not reloaded, the running one stays: %s", err);
+		metrics_reload(0);
+		notify("READY=1");
+		return;
+	}
+	upstream_reload(gw->up, next);
+	proxy_reload(gw->px, next);
+	metrics_server_set_max_age(gw->ms, next->metrics.crts_max_age);
+	/* brski keeps pointers into the config it was made with ([brski] and
+	 * the registrar key need a restart): that one lives until exit. */
+	if (gw->cfg != gw->brski_cfg)
+		free_config(gw->cfg);
+	else if (gw->brski)
+		log_warn("reload", "[brski] settings and the registrar key of cBRSKI "
+			 "take effect at the next restart");
+	gw->cfg = next;
+	apply_log_settings(gw);
+	if (warn[0])
+		log_warn("reload", "%s", warn);
+	metrics_reload(1);
+	log_info("reload", "configuration reloaded from %s", gw->cfg->path);
+	notify("READY=1");
+}
+
+static double secs_left(const struct timespec *deadline)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(deadline->tv_sec - now.tv_sec) +
+	       (double)(deadline->tv_nsec - now.tv_nsec) / 1e9;
+}
+
+/** Shutdown tick: exit once nothing is in flight or the grace is over. */
+static void on_drain(evutil_socket_t fd, short what, void *arg)
+{
+	struct gateway *gw = arg;
+	size_t busy = coap_server_busy(gw->srv);
+
+	if (busy && secs_left(&gw->deadline) > 0)
+		return;
+	if (busy)
+		log_warn("main", "shutdown grace (%us) over: %zu request(s) still in "
+			 "flight are dropped", gw->cfg->server.shutdown_grace, busy);
+	event_base_loopexit(gw->base, NULL);
+}
+
+/** SIGTERM/SIGINT: stop taking requests, let in-flight ones finish within
+ *  [server] shutdown_grace; a second signal exits at once. */
+static void begin_shutdown(struct gateway *gw, int sig)
+{
+	const struct timeval tick = { 0, DRAIN_TICK_MS * 1000 };
+
+	if (gw->stopping) {
+		log_info("main", "signal %d again: exiting now", sig);
+		event_base_loopexit(gw->base, NULL);
+		return;
+	}
+	gw->stopping = 1;
+	notify("STOPPING=1");
+	log_info("main", "signal %d: shutting down (%zu request(s) in flight, grace %us)",
+		 sig, coap_server_busy(gw->srv), gw->cfg->server.shutdown_grace);
+	coap_server_quiesce(gw->srv);
+	clock_gettime(CLOCK_MONOTONIC, &gw->deadline);
+	gw->deadline.tv_sec += gw->cfg->server.shutdown_grace;
+	gw->drain = event_new(gw->base, -1, EV_PERSIST, on_drain, gw);
+	if (!gw->drain || event_add(gw->drain, &tick) != 0)
+		event_base_loopexit(gw->base, NULL);
+	else
+		on_drain(-1, 0, gw);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct gateway *gw = arg;
 
-	log_info("main", "signal %d: shutting down", (int)sig);
-	event_base_loopexit(gw->base, NULL);
+	if (sig == SIGHUP) {
+		if (!gw->stopping)
+			reload(gw);
+		return;
+	}
+	begin_shutdown(gw, (int)sig);
 }
 
 static int start(struct gateway *gw)
 {
-	static const int signals[2] = { SIGINT, SIGTERM };
+	static const int signals[3] = { SIGINT, SIGTERM, SIGHUP };
 
 	signal(SIGPIPE, SIG_IGN);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
@@ -129,15 +324,15 @@ static int start(struct gateway *gw)
 	gw->base = event_base_new();
 	if (!gw->base)
 		return -1;
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < 3; i++) {
 		gw->sigs[i] = evsignal_new(gw->base, signals[i], on_signal, gw);
 		if (!gw->sigs[i] || evsignal_add(gw->sigs[i], NULL) != 0)
 			return -1;
 	}
-	gw->up = upstream_new(gw->base, &gw->cfg);
+	gw->up = upstream_new(gw->base, gw->cfg);
 	if (!gw->up)
 		return -1;
-	gw->px = proxy_new(gw->base, gw->up, &gw->cfg);
+	gw->px = proxy_new(gw->base, gw->up, gw->cfg);
 	if (!gw->px)
 		return -1;
 	/* Open the CoAP side once /crts can be answered at once: a separate
@@ -147,31 +342,43 @@ static int start(struct gateway *gw)
 		event_base_loop(gw->base, EVLOOP_ONCE);
 	if (event_base_got_exit(gw->base))
 		return -1;
-	gw->srv = coap_server_new(gw->base, &gw->cfg, gw->px);
+	gw->srv = coap_server_new(gw->base, gw->cfg, gw->px);
 	if (!gw->srv)
 		return -1;
-	if (gw->cfg.brski.enabled) {
-		gw->brski = brski_new(gw->base, gw->up, &gw->cfg);
+	if (gw->cfg->brski.enabled) {
+		gw->brski = brski_new(gw->base, gw->up, gw->cfg);
+		gw->brski_cfg = gw->cfg;
 		if (!gw->brski)
 			return -1;
 		coap_server_set_brski(gw->srv, gw->brski);
+	}
+	if (gw->cfg->metrics.listen) {
+		gw->ms = metrics_server_new(gw->base, gw->cfg->metrics.listen,
+					    gw->cfg->metrics.crts_max_age);
+		if (!gw->ms)
+			return -1;
 	}
 	return 0;
 }
 
 static void stop(struct gateway *gw)
 {
+	metrics_server_free(gw->ms);
 	coap_server_free(gw->srv); /* cancels its pending proxy jobs */
 	brski_free(gw->brski);     /* cancels its MASA transfers */
 	proxy_free(gw->px);        /* cancels its upstream transfers */
 	upstream_free(gw->up);
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < 3; i++)
 		if (gw->sigs[i])
 			event_free(gw->sigs[i]);
+	if (gw->drain)
+		event_free(gw->drain);
 	if (gw->base)
 		event_base_free(gw->base);
 	curl_global_cleanup();
-	estgw_config_free(&gw->cfg);
+	if (gw->brski_cfg && gw->brski_cfg != gw->cfg)
+		free_config(gw->brski_cfg);
+	free_config(gw->cfg);
 }
 
 int main(int argc, char **argv)
@@ -181,21 +388,25 @@ int main(int argc, char **argv)
 	int rc = 1;
 
 	memset(&gw, 0, sizeof(gw));
+	gw.opt = &opt;
 	if (parse_args(argc, argv, &opt) != 0) {
 		usage(stderr);
 		return 2;
 	}
-	if (load_config(&opt, &gw.cfg) != 0)
+	gw.cfg = load_config(&opt);
+	if (!gw.cfg)
 		return 1;
 	if (opt.check) {
 		printf("%s: configuration OK\n", opt.config);
-		estgw_config_free(&gw.cfg);
+		free_config(gw.cfg);
 		return 0;
 	}
-	estgw_log_init(opt.use_syslog, opt.verbose ? LOG_DEBUG : gw.cfg.log.level);
+	estgw_log_init(opt.use_syslog, opt.verbose ? LOG_DEBUG : gw.cfg->log.level);
+	apply_log_settings(&gw);
 	if (start(&gw) == 0) {
 		log_info("main", "estgw %s ready, upstream %s", ESTGW_VERSION,
-			 gw.cfg.upstream.url);
+			 gw.cfg->upstream.url);
+		notify("READY=1");
 		event_base_dispatch(gw.base);
 		rc = 0;
 	} else if (gw.base && event_base_got_exit(gw.base)) {

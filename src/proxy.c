@@ -23,6 +23,7 @@
 #include "estgw/skg.h"
 #include "keygen.h"
 #include "pki.h"
+#include "metrics.h"
 #include "upstream.h"
 
 #define CACHE_SLOTS 16
@@ -212,6 +213,7 @@ static void cache_store(struct proxy *px, const char *label,
 	c->len = r->body_len;
 	c->content_type = ct;
 	c->fetched = time(NULL);
+	metrics_crts_fetched(label, c->fetched);
 	log_debug("cache", "/cacerts%s%s cached (%zu bytes)", *label ? " label " : "",
 		  label, r->body_len);
 }
@@ -375,6 +377,7 @@ static void on_upstream(void *arg, const struct upstream_result *r)
 	struct proxy_wait *w, *next;
 
 	j->xfer = NULL;
+	metrics_upstream(j->op->http_name, r->err, r->status, r->seconds);
 	log_exchange(j, r);
 	if (j->op->op == EST_OP_CRTS) {
 		struct crts_cache *c = cache_find(px, j->label, 0);
@@ -730,6 +733,18 @@ struct proxy *proxy_new(struct event_base *base, struct upstream *up,
 int proxy_warming(const struct proxy *px)
 {
 	return px->warming;
+}
+
+void proxy_reload(struct proxy *px, const struct estgw_config *cfg)
+{
+	struct timeval tv = { cfg->upstream.crts_refresh, 0 };
+
+	if (cfg->upstream.crts_refresh != px->cfg->upstream.crts_refresh)
+		event_add(px->refresh_timer, &tv);
+	px->cfg = cfg;
+	px->lim.max_age_default = cfg->upstream.retry_default;
+	px->lim.max_age_min = cfg->upstream.max_age_min;
+	px->lim.max_age_max = cfg->upstream.max_age_max;
 }
 
 void proxy_free(struct proxy *px)

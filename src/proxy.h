@@ -45,6 +45,10 @@ struct proxy *proxy_new(struct event_base *base, struct upstream *up,
 			const struct estgw_config *cfg);
 void proxy_free(struct proxy *px);
 
+/** Use @p cfg from now on (SIGHUP): URL, limits, refresh period. Jobs in
+ *  flight keep what they started with. */
+void proxy_reload(struct proxy *px, const struct estgw_config *cfg);
+
 /** Start or join the upstream work for @p rq. Returns 1 when answered at
  *  once (*now filled, @p fn never called), 0 when pending (@p fn runs later;
  *  *wait set for proxy_cancel), or a negative errno. */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -26,6 +27,7 @@ struct upstream {
 	const struct estgw_config *cfg;
 	size_t in_flight;
 	int running;
+	struct timespec reloaded; /* CLOCK_MONOTONIC of the last reload, 0: none */
 };
 
 struct upstream_xfer {
@@ -36,6 +38,7 @@ struct upstream_xfer {
 	void *arg;
 	uint8_t *body;
 	size_t len, cap;
+	size_t max_response; /* from the config in force when it started */
 	int too_large;
 	char content_type[HDR_MAX];
 	char retry_after[HDR_MAX];
@@ -66,7 +69,7 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 	struct upstream_xfer *x = userdata;
 	size_t n = size * nmemb;
 
-	if (x->len + n > x->up->cfg->upstream.max_response) {
+	if (x->len + n > x->max_response) {
 		x->too_large = 1;
 		return 0; /* makes curl fail with CURLE_WRITE_ERROR */
 	}
@@ -296,6 +299,30 @@ void upstream_free(struct upstream *up)
 	free(up);
 }
 
+/* After a reload, connections opened before it (with the old TLS client
+ * certificate and trust) are not reused, and neither is curl's cached copy
+ * of the trust bundle (since 7.87 kept per file name for a day): new
+ * exchanges use the new material even when the file names stayed. */
+static int set_reload_limits(CURL *e, const struct upstream *up)
+{
+	struct timespec now;
+	long age;
+	int bad = 0;
+
+	if (!up->reloaded.tv_sec && !up->reloaded.tv_nsec)
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	age = (long)(now.tv_sec - up->reloaded.tv_sec) - 1; /* whole seconds, rounded down */
+	if (age < 1)
+		bad |= curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L) != CURLE_OK;
+	else
+		bad |= curl_easy_setopt(e, CURLOPT_MAXLIFETIME_CONN, age) != CURLE_OK;
+#if LIBCURL_VERSION_NUM >= 0x075700
+	bad |= curl_easy_setopt(e, CURLOPT_CA_CACHE_TIMEOUT, age < 1 ? 0L : age) != CURLE_OK;
+#endif
+	return bad;
+}
+
 static int set_tls(CURL *e, const struct estgw_config *cfg,
 		   const struct upstream_opts *o)
 {
@@ -355,6 +382,7 @@ static int set_request(struct upstream_xfer *x, const struct est_http_req *req,
 		x->headers = curl_slist_append(x->headers, acc);
 	}
 	bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+	bad |= set_reload_limits(e, x->up);
 	return bad ? -EINVAL : set_tls(e, cfg, o);
 }
 
@@ -377,6 +405,7 @@ struct upstream_xfer *upstream_send_opts(struct upstream *up,
 	x->up = up;
 	x->cb = cb;
 	x->arg = arg;
+	x->max_response = up->cfg->upstream.max_response;
 	x->easy = curl_easy_init();
 	if (!x->easy) {
 		free(x);
@@ -401,4 +430,10 @@ void upstream_cancel(struct upstream_xfer *x)
 size_t upstream_in_flight(const struct upstream *up)
 {
 	return up->in_flight;
+}
+
+void upstream_reload(struct upstream *up, const struct estgw_config *cfg)
+{
+	up->cfg = cfg;
+	clock_gettime(CLOCK_MONOTONIC, &up->reloaded);
 }

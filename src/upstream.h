@@ -37,6 +37,11 @@ struct upstream *upstream_new(struct event_base *base,
 			      const struct estgw_config *cfg);
 void upstream_free(struct upstream *up);
 
+/** Use @p cfg for new exchanges (SIGHUP): its trust, RA certificate, key
+ *  and limits; connections opened before are not reused. Transfers in
+ *  flight finish with what they started with. */
+void upstream_reload(struct upstream *up, const struct estgw_config *cfg);
+
 /** Start @p req; @p cb runs later from the loop, never from inside this
  *  call. Returns NULL when the transfer could not even be set up. */
 struct upstream_xfer *upstream_send(struct upstream *up,

@@ -4,6 +4,9 @@
 #   2. plain build: unit tests under valgrind, the 'valgrind' suite
 #      (estgw itself under valgrind for a few end-to-end cases), the 'bench' smoke
 #   3. clang libFuzzer build: each fuzz target for FUZZ_SECONDS (default 10)
+#   4. as root (unless ESTGW_CONTAINER_TESTS=0): the 'container' suite, the image
+#      and the interop compose stack with podman (tools/container-deps.sh first)
+# The 'deploy' suite (install tree, unit security score, man lint) runs in 1.
 # Installs missing Debian packages first when run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +20,8 @@ setup() { # build-dir, meson setup args...
 }
 
 setup build-asan -Db_sanitize=address,undefined -Db_lundef=false
-meson test -C build-asan --print-errorlogs --num-processes 2 --suite unit --suite integration || true
+meson test -C build-asan --print-errorlogs --num-processes 2 --suite unit --suite integration \
+  --suite deploy || true
 logs+=("build-asan/meson-logs/testlog.json")
 
 setup build
@@ -45,4 +49,14 @@ for t in build-fuzz/tests/fuzz/fuzz_*; do
   rm -rf "$corpus"
 done
 logs+=("$fuzz_log")
+
+if [ "$(id -u)" = 0 ] && [ "${ESTGW_CONTAINER_TESTS:-1}" = 1 ]; then
+  if timeout 900 tools/container-deps.sh; then
+    meson test -C build --print-errorlogs --suite container --logbase container || true
+    logs+=("build/meson-logs/container.json")
+  else
+    echo '{"name": "container:setup", "result": "FAIL"}' > build/meson-logs/container-setup.json
+    logs+=("build/meson-logs/container-setup.json")
+  fi
+fi
 python3 tools/summarize.py "${logs[@]}"

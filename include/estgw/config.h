@@ -65,6 +65,7 @@ struct estgw_config {
 		uint32_t reasm_total_bytes; /**< bytes of all bodies in progress */
 		uint32_t rate_limit;        /**< requests per minute per client cert, 0: off */
 		int serverkeygen;      /**< enum estgw_skg_mode: /skg and /skc (SPEC F) */
+		uint32_t shutdown_grace; /**< seconds in-flight work may take at exit */
 		struct estgw_cfg_src certificate_src, private_key_src,
 			client_trust_src, root_src;
 	} server;
@@ -102,6 +103,7 @@ struct estgw_config {
 	} policy;
 	struct {
 		int level; /**< syslog priority: LOG_ERR..LOG_DEBUG */
+		int format; /**< 0: text lines, 1: JSON lines */
 	} log;
 	struct { /* constrained BRSKI registrar (SPEC H) */
 		int enabled;
@@ -118,6 +120,11 @@ struct estgw_config {
 		struct estgw_cfg_src enabled_src, manufacturer_trust_src, masa_trust_src,
 			masa_url_src, masa_certificate_src, masa_private_key_src;
 	} brski;
+	struct {
+		char *listen; /**< "host:port" of /metrics and /healthz, or NULL */
+		uint32_t crts_max_age; /**< /healthz: 503 when the CA cache is older */
+		struct estgw_cfg_src listen_src;
+	} metrics;
 };
 
 /** Parse and check @p path into @p cfg (zeroed first). On error returns a
@@ -128,5 +135,17 @@ int estgw_config_load(const char *path, struct estgw_config *cfg, char *err,
 
 /** Release everything estgw_config_load allocated. */
 void estgw_config_free(struct estgw_config *cfg);
+
+/** One row of the key schema, for documentation and drift tests. */
+struct estgw_cfg_keyinfo {
+	const char *section, *name;
+	const char *type; /**< address, file, path, url, integer, boolean, enum */
+	const char *def;  /**< default as spelled in the file, NULL: none */
+	uint32_t min, max; /**< bounds of integers */
+	int required, multi;
+};
+
+/** Row @p i of the schema into @p out; -ENOENT past the last row. */
+int estgw_config_key_info(size_t i, struct estgw_cfg_keyinfo *out);
 
 #endif

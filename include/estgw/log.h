@@ -11,6 +11,11 @@
 /** Choose the sink and the most verbose level that is printed. */
 void estgw_log_init(int use_syslog, int level);
 int estgw_log_level(void);
+/** Change the level at run time (config reload). */
+void estgw_log_set_level(int level);
+/** stderr lines as text (0, default) or as one JSON object per line (1):
+ *  {"ts":"...","level":"info","pid":N,"group":"req","msg":"..."}. */
+void estgw_log_set_format(int json);
 void estgw_log(int prio, const char *group, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 

@@ -19,6 +19,8 @@
 # Bundles: client-trust.crt = mfg-ca + est-root + est-sub (devices estgw accepts),
 #          gw.crt = gw leaf + gw-ca, est-chain.crt = est-sub + est-root.
 # CSR: device.csr.der / device.csr.pem, signed by a new key device-new.key, subject as device.
+# MKPKI_EXTRA_SAN (optional, e.g. "DNS:ca, DNS:estgw") is added to the SANs of gw and
+# ca-server, for containers that reach each other by service name.
 set -euo pipefail
 
 die() { echo "mkpki.sh: $*" >&2; exit 1; }
@@ -33,6 +35,7 @@ trap 'rm -rf "$WORK"' EXIT
 umask 077
 
 OID_CMC_RA=1.3.6.1.5.5.7.3.28
+SAN="DNS:localhost, IP:127.0.0.1${MKPKI_EXTRA_SAN:+, $MKPKI_EXTRA_SAN}"
 
 # Extension sections for every certificate profile, used with -extfile/-extensions.
 cat >"$WORK/ext.cnf" <<EOF
@@ -58,7 +61,7 @@ authorityKeyIdentifier = keyid:always
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
 extendedKeyUsage = serverAuth, $OID_CMC_RA
-subjectAltName = DNS:localhost, IP:127.0.0.1
+subjectAltName = $SAN
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid:always
 
@@ -66,7 +69,7 @@ authorityKeyIdentifier = keyid:always
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
 extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost, IP:127.0.0.1
+subjectAltName = $SAN
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid:always
 

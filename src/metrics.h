@@ -1,0 +1,69 @@
+/* metrics.h - operational counters and their Prometheus text form.
+ *
+ * Owns: one process-wide registry of counters, gauges and a histogram
+ * (plain C structs: the loop is single-threaded), the Prometheus text
+ * exposition (format 0.0.4, names prefixed estgw_), the /healthz verdict,
+ * and (metrics_http.c) the evhttp listener that serves both.
+ * The hooks are one-line calls from where things happen: coap_server.c
+ * (request answered, DTLS session, Block1), dtls_openssl.c (handshake
+ * alerts), proxy.c (upstream exchange, /cacerts cache), main.c (reloads).
+ * Label values come from small fixed sets (paths are reduced to the EST
+ * short name), and every family holds a bounded number of series.
+ * Must not: log, or include libcoap, curl or OpenSSL.
+ */
+#ifndef ESTGW_METRICS_H
+#define ESTGW_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+struct event_base;
+struct metrics_server;
+
+/** A request answered: @p path as the device sent it (reduced to crts,
+ *  sen, sren, att, skg, skc, core or other), @p code the CoAP code byte. */
+void metrics_request(const char *path, uint8_t code);
+
+/** An upstream exchange ended: @p op is the EST operation ("cacerts"),
+ *  @p err an enum est_upstream_err (0: an HTTP @p status came back),
+ *  @p seconds its duration. */
+void metrics_upstream(const char *op, int err, long status, double seconds);
+
+/** A DTLS session finished its handshake (+1) or went away (-1). */
+void metrics_dtls_sessions(int delta);
+
+/** A DTLS handshake failed; @p reason is a short token ("unknown_ca"). */
+void metrics_handshake_failure(const char *reason);
+
+/** A Block1 reassembly started (+1) or ended (-1). */
+void metrics_block1(int delta);
+
+/** A configuration reload: @p ok 1 applied, 0 refused. */
+void metrics_reload(int ok);
+
+/** The /cacerts cache of @p label ("" default) was filled at @p when. */
+void metrics_crts_fetched(const char *label, time_t when);
+
+/** 1 when the default label's /cacerts cache is at most @p max_age
+ *  seconds old at @p now, else 0 (also when it was never filled). */
+int metrics_crts_fresh(time_t now, uint32_t max_age);
+
+/** The whole registry as Prometheus text (malloc'd, NUL-terminated).
+ *  Returns 0 or -ENOMEM. */
+int metrics_render(time_t now, char **text, size_t *len);
+
+/** Forget everything (unit tests). */
+void metrics_reset(void);
+
+/** Serve GET /metrics and /healthz on @p hostport ("host:port" or
+ *  "[v6]:port") with libevent's HTTP server on @p base. /healthz is 200
+ *  while the CA certificate cache is at most @p crts_max_age seconds old. */
+struct metrics_server *metrics_server_new(struct event_base *base,
+					  const char *hostport,
+					  uint32_t crts_max_age);
+/** A reload changed [metrics] crts_max_age. */
+void metrics_server_set_max_age(struct metrics_server *ms, uint32_t crts_max_age);
+void metrics_server_free(struct metrics_server *ms);
+
+#endif
