@@ -1004,6 +1004,9 @@ static const struct {
 	{ set_listen, "address" }, { set_file, "file" },     { set_root, "path" },
 	{ set_url, "url" },        { set_u32, "integer" },   { set_bool, "boolean" },
 	{ set_level, "enum" },     { set_format, "enum" },   { set_hostport, "address" },
+	{ set_pop, "enum" },       { set_skg, "enum" },      { set_bool_src, "boolean" },
+	{ set_ops, "operations" }, { set_masa_url, "MASA URL" },
+	{ set_manufacturer, "line" },
 };
 
 int estgw_config_key_info(size_t i, struct estgw_cfg_keyinfo *out)
