@@ -43,6 +43,22 @@ int est_b64_decode(const char *in, size_t inlen, uint8_t *out, size_t outsize,
 int est_der_tlv(const uint8_t *p, size_t len, uint8_t *tag,
 		struct est_slice *content, size_t *total);
 
+/** A read cursor over a run of DER elements (e.g. one element's content). */
+struct est_der_cur {
+	const uint8_t *p;
+	size_t len;
+};
+
+/** Take the next element, whatever its tag; @p whole (optional) covers the
+ *  whole TLV. The cursor moves past it. */
+int est_der_next(struct est_der_cur *c, uint8_t *tag, struct est_slice *content,
+		 struct est_slice *whole);
+
+/** Take the next element, which must carry tag @p want (-EINVAL and the
+ *  cursor unmoved otherwise). */
+int est_der_expect(struct est_der_cur *c, uint8_t want,
+		   struct est_slice *content, struct est_slice *whole);
+
 /** True (1) when @p buf is exactly one complete DER element starting with
  *  SEQUENCE (0x30), i.e. plausibly binary DER rather than Base64 (SPEC B5);
  *  0 otherwise. Only the outer header is checked. */

@@ -34,40 +34,6 @@ static const uint8_t oid_asym_kid[] = { 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01
 /* 2.5.4.5 serialNumber */
 static const uint8_t oid_serial[] = { 0x55, 0x04, 0x05 };
 
-/** A read cursor over one element's content. */
-struct cur {
-	const uint8_t *p;
-	size_t len;
-};
-
-static int next(struct cur *c, uint8_t *tag, struct est_slice *content,
-		struct est_slice *whole)
-{
-	size_t total;
-	int ret = est_der_tlv(c->p, c->len, tag, content, &total);
-
-	if (ret)
-		return ret;
-	if (whole) {
-		whole->ptr = c->p;
-		whole->len = total;
-	}
-	c->p += total;
-	c->len -= total;
-	return 0;
-}
-
-static int take(struct cur *c, uint8_t want, struct est_slice *content,
-		struct est_slice *whole)
-{
-	uint8_t tag;
-	int ret = next(c, &tag, content, whole);
-
-	if (ret)
-		return ret;
-	return tag == want ? 0 : -EINVAL;
-}
-
 static int oid_is(struct est_slice oid, const uint8_t *want, size_t len)
 {
 	return oid.len == len && memcmp(oid.ptr, want, len) == 0;
@@ -79,10 +45,10 @@ static int oid_is(struct est_slice oid, const uint8_t *want, size_t len)
  *  PrintableString or UTF8String (DirectoryString choices for ASCII text). */
 static int single_string(struct est_slice set, struct est_slice *value)
 {
-	struct cur c = { set.ptr, set.len };
+	struct est_der_cur c = { set.ptr, set.len };
 	uint8_t tag;
 
-	if (next(&c, &tag, value, NULL) || c.len != 0)
+	if (est_der_next(&c, &tag, value, NULL) || c.len != 0)
 		return -EINVAL;
 	return tag == TAG_PRINTABLE || tag == TAG_UTF8 ? 0 : -EINVAL;
 }
@@ -90,10 +56,10 @@ static int single_string(struct est_slice set, struct est_slice *value)
 /** One Attribute ::= SEQUENCE { type OID, values SET } into @p out. */
 static int csr_attr(struct est_slice attr, struct est_csr_info *out)
 {
-	struct cur c = { attr.ptr, attr.len };
+	struct est_der_cur c = { attr.ptr, attr.len };
 	struct est_slice oid, set;
 
-	if (take(&c, TAG_OID, &oid, NULL) || take(&c, TAG_SET, &set, NULL) ||
+	if (est_der_expect(&c, TAG_OID, &oid, NULL) || est_der_expect(&c, TAG_SET, &set, NULL) ||
 	    c.len != 0 || oid.len == 0 || set.len == 0)
 		return -EINVAL;
 	if (OID_IS(oid, oid_challenge)) {
@@ -113,28 +79,28 @@ static int csr_attr(struct est_slice attr, struct est_csr_info *out)
 
 int est_name_serial(struct est_slice name, struct est_slice *serial)
 {
-	struct cur names = { name.ptr, name.len }, rdn, atv;
+	struct est_der_cur names = { name.ptr, name.len }, rdn, atv;
 	struct est_slice seq, set, oid, val;
 	uint8_t tag;
 	int found = 0;
 
-	if (!name.ptr || take(&names, TAG_SEQUENCE, &seq, NULL) || names.len)
+	if (!name.ptr || est_der_expect(&names, TAG_SEQUENCE, &seq, NULL) || names.len)
 		return -EINVAL;
 	names.p = seq.ptr;
 	names.len = seq.len;
 	while (names.len) {
-		if (take(&names, TAG_SET, &set, NULL) || set.len == 0)
+		if (est_der_expect(&names, TAG_SET, &set, NULL) || set.len == 0)
 			return -EINVAL;
 		rdn.p = set.ptr;
 		rdn.len = set.len;
 		while (rdn.len) {
 			struct est_slice a;
 
-			if (take(&rdn, TAG_SEQUENCE, &a, NULL))
+			if (est_der_expect(&rdn, TAG_SEQUENCE, &a, NULL))
 				return -EINVAL;
 			atv.p = a.ptr;
 			atv.len = a.len;
-			if (take(&atv, TAG_OID, &oid, NULL) || next(&atv, &tag, &val, NULL) ||
+			if (est_der_expect(&atv, TAG_OID, &oid, NULL) || est_der_next(&atv, &tag, &val, NULL) ||
 			    atv.len)
 				return -EINVAL;
 			if (!OID_IS(oid, oid_serial))
@@ -149,7 +115,7 @@ int est_name_serial(struct est_slice name, struct est_slice *serial)
 
 int est_csr_info(const uint8_t *csr, size_t len, struct est_csr_info *out)
 {
-	struct cur c = { csr, len };
+	struct est_der_cur c = { csr, len };
 	struct est_slice v, attrs, attr;
 	uint8_t tag;
 	int ret = est_csr_check(csr, len);
@@ -159,17 +125,17 @@ int est_csr_info(const uint8_t *csr, size_t len, struct est_csr_info *out)
 	memset(out, 0, sizeof(*out));
 	/* The shape is known good now: SEQUENCE { CRI SEQUENCE { version,
 	 * subject, spki, [0] attributes }, ... }. */
-	if (take(&c, TAG_SEQUENCE, &v, NULL))
+	if (est_der_expect(&c, TAG_SEQUENCE, &v, NULL))
 		return -EINVAL;
 	c.p = v.ptr;
 	c.len = v.len;
-	if (take(&c, TAG_SEQUENCE, &v, NULL))
+	if (est_der_expect(&c, TAG_SEQUENCE, &v, NULL))
 		return -EINVAL;
 	c.p = v.ptr;
 	c.len = v.len;
-	if (next(&c, &tag, &v, NULL) ||
-	    take(&c, TAG_SEQUENCE, &v, &out->subject) ||
-	    take(&c, TAG_SEQUENCE, &v, NULL) || take(&c, TAG_CTX0, &attrs, NULL))
+	if (est_der_next(&c, &tag, &v, NULL) ||
+	    est_der_expect(&c, TAG_SEQUENCE, &v, &out->subject) ||
+	    est_der_expect(&c, TAG_SEQUENCE, &v, NULL) || est_der_expect(&c, TAG_CTX0, &attrs, NULL))
 		return -EINVAL;
 	ret = est_name_serial(out->subject, &out->serial);
 	if (ret == -ENOENT)
@@ -179,7 +145,7 @@ int est_csr_info(const uint8_t *csr, size_t len, struct est_csr_info *out)
 	c.p = attrs.ptr;
 	c.len = attrs.len;
 	while (c.len) {
-		if (take(&c, TAG_SEQUENCE, &attr, NULL))
+		if (est_der_expect(&c, TAG_SEQUENCE, &attr, NULL))
 			return -EINVAL;
 		ret = csr_attr(attr, out);
 		if (ret)

@@ -27,10 +27,6 @@ static const uint8_t oid_signed_data[] = {
 };
 
 /** A read cursor over the content of one constructed element. */
-struct der_cur {
-	const uint8_t *p;
-	size_t len;
-};
 
 /** The fields of a TBSCertificate that callers ask for. */
 struct cert_parts {
@@ -82,19 +78,19 @@ int est_der_tlv(const uint8_t *p, size_t len, uint8_t *tag,
 	return 0;
 }
 
-static void cur_init(struct der_cur *c, struct est_slice s)
+static void cur_init(struct est_der_cur *c, struct est_slice s)
 {
 	c->p = s.ptr;
 	c->len = s.len;
 }
 
-static int cur_empty(const struct der_cur *c)
+static int cur_empty(const struct est_der_cur *c)
 {
 	return c->len == 0;
 }
 
 /** Take the next element, whatever its tag; @p whole covers the TLV. */
-static int cur_any(struct der_cur *c, uint8_t *tag, struct est_slice *content,
+int est_der_next(struct est_der_cur *c, uint8_t *tag, struct est_slice *content,
 		   struct est_slice *whole)
 {
 	size_t total;
@@ -112,12 +108,12 @@ static int cur_any(struct der_cur *c, uint8_t *tag, struct est_slice *content,
 }
 
 /** Take the next element, which must carry @p want. */
-static int cur_take(struct der_cur *c, uint8_t want, struct est_slice *content,
+int est_der_expect(struct est_der_cur *c, uint8_t want, struct est_slice *content,
 		    struct est_slice *whole)
 {
-	struct der_cur save = *c;
+	struct est_der_cur save = *c;
 	uint8_t tag;
-	int ret = cur_any(c, &tag, content, whole);
+	int ret = est_der_next(c, &tag, content, whole);
 
 	if (ret)
 		return ret;
@@ -129,21 +125,21 @@ static int cur_take(struct der_cur *c, uint8_t want, struct est_slice *content,
 }
 
 /** Take the next element only if it carries @p want: 1 taken, 0 absent. */
-static int cur_optional(struct der_cur *c, uint8_t want, struct est_slice *content)
+static int cur_optional(struct est_der_cur *c, uint8_t want, struct est_slice *content)
 {
 	if (cur_empty(c) || c->p[0] != want)
 		return 0;
-	return cur_take(c, want, content, NULL) ? -EINVAL : 1;
+	return est_der_expect(c, want, content, NULL) ? -EINVAL : 1;
 }
 
 /** The whole of @p s is exactly one element with tag @p want. */
 static int der_exact(struct est_slice s, uint8_t want, struct est_slice *content)
 {
-	struct der_cur c;
+	struct est_der_cur c;
 	int ret;
 
 	cur_init(&c, s);
-	ret = cur_take(&c, want, content, NULL);
+	ret = est_der_expect(&c, want, content, NULL);
 	if (ret)
 		return ret;
 	return cur_empty(&c) ? 0 : -EINVAL;
@@ -152,13 +148,13 @@ static int der_exact(struct est_slice s, uint8_t want, struct est_slice *content
 /** Every element of @p s carries @p want (a SEQUENCE OF / SET OF). */
 static int der_all_of(struct est_slice s, uint8_t want)
 {
-	struct der_cur c;
+	struct est_der_cur c;
 	struct est_slice e;
 	int ret;
 
 	cur_init(&c, s);
 	while (!cur_empty(&c)) {
-		ret = cur_take(&c, want, &e, NULL);
+		ret = est_der_expect(&c, want, &e, NULL);
 		if (ret)
 			return ret;
 	}
@@ -166,9 +162,9 @@ static int der_all_of(struct est_slice s, uint8_t want)
 }
 
 /** A non-empty INTEGER; the content goes to @p v. */
-static int der_integer(struct der_cur *c, struct est_slice *v)
+static int der_integer(struct est_der_cur *c, struct est_slice *v)
 {
-	int ret = cur_take(c, TAG_INTEGER, v, NULL);
+	int ret = est_der_expect(c, TAG_INTEGER, v, NULL);
 
 	if (ret)
 		return ret;
@@ -176,10 +172,10 @@ static int der_integer(struct der_cur *c, struct est_slice *v)
 }
 
 /** A BIT STRING: unused-bits octet 0..7, and 0 when there are no bits. */
-static int der_bitstring(struct der_cur *c)
+static int der_bitstring(struct est_der_cur *c)
 {
 	struct est_slice v;
-	int ret = cur_take(c, TAG_BITSTRING, &v, NULL);
+	int ret = est_der_expect(c, TAG_BITSTRING, &v, NULL);
 
 	if (ret)
 		return ret;
@@ -189,29 +185,29 @@ static int der_bitstring(struct der_cur *c)
 }
 
 /** AlgorithmIdentifier ::= SEQUENCE { algorithm OID, parameters ANY OPTIONAL } */
-static int der_algid(struct der_cur *c)
+static int der_algid(struct est_der_cur *c)
 {
 	struct est_slice seq, oid, par;
-	struct der_cur in;
+	struct est_der_cur in;
 	uint8_t tag;
-	int ret = cur_take(c, TAG_SEQUENCE, &seq, NULL);
+	int ret = est_der_expect(c, TAG_SEQUENCE, &seq, NULL);
 
 	if (ret)
 		return ret;
 	cur_init(&in, seq);
-	ret = cur_take(&in, TAG_OID, &oid, NULL);
+	ret = est_der_expect(&in, TAG_OID, &oid, NULL);
 	if (ret || oid.len == 0)
 		return -EINVAL;
-	if (!cur_empty(&in) && cur_any(&in, &tag, &par, NULL))
+	if (!cur_empty(&in) && est_der_next(&in, &tag, &par, NULL))
 		return -EINVAL;
 	return cur_empty(&in) ? 0 : -EINVAL;
 }
 
 /** Name ::= SEQUENCE OF RelativeDistinguishedName (each a SET). */
-static int der_name(struct der_cur *c, struct est_slice *whole)
+static int der_name(struct est_der_cur *c, struct est_slice *whole)
 {
 	struct est_slice v;
-	int ret = cur_take(c, TAG_SEQUENCE, &v, whole);
+	int ret = est_der_expect(c, TAG_SEQUENCE, &v, whole);
 
 	if (ret)
 		return ret;
@@ -219,11 +215,11 @@ static int der_name(struct der_cur *c, struct est_slice *whole)
 }
 
 /** SubjectPublicKeyInfo ::= SEQUENCE { AlgorithmIdentifier, BIT STRING } */
-static int der_spki(struct der_cur *c, struct est_slice *whole)
+static int der_spki(struct est_der_cur *c, struct est_slice *whole)
 {
 	struct est_slice v;
-	struct der_cur in;
-	int ret = cur_take(c, TAG_SEQUENCE, &v, whole);
+	struct est_der_cur in;
+	int ret = est_der_expect(c, TAG_SEQUENCE, &v, whole);
 
 	if (ret)
 		return ret;
@@ -238,7 +234,7 @@ static int der_spki(struct der_cur *c, struct est_slice *whole)
 static int der_signed(const uint8_t *buf, size_t len, struct est_slice *tbs)
 {
 	struct est_slice all = { buf, len }, v;
-	struct der_cur c;
+	struct est_der_cur c;
 	int ret;
 
 	if (!buf)
@@ -247,7 +243,7 @@ static int der_signed(const uint8_t *buf, size_t len, struct est_slice *tbs)
 	if (ret)
 		return ret;
 	cur_init(&c, v);
-	if (cur_take(&c, TAG_SEQUENCE, tbs, NULL) || der_algid(&c) ||
+	if (est_der_expect(&c, TAG_SEQUENCE, tbs, NULL) || der_algid(&c) ||
 	    der_bitstring(&c))
 		return -EINVAL;
 	return cur_empty(&c) ? 0 : -EINVAL;
@@ -317,7 +313,7 @@ int est_body_to_der(const uint8_t *body, size_t len, uint8_t **out,
 static int p7_content_info(const uint8_t *der, size_t len, struct est_slice *sd)
 {
 	struct est_slice all = { der, len }, v, oid, ctx;
-	struct der_cur c;
+	struct est_der_cur c;
 	int ret;
 
 	if (!der)
@@ -326,7 +322,7 @@ static int p7_content_info(const uint8_t *der, size_t len, struct est_slice *sd)
 	if (ret)
 		return ret;
 	cur_init(&c, v);
-	if (cur_take(&c, TAG_OID, &oid, NULL) || cur_take(&c, TAG_CTX0, &ctx, NULL))
+	if (est_der_expect(&c, TAG_OID, &oid, NULL) || est_der_expect(&c, TAG_CTX0, &ctx, NULL))
 		return -EINVAL;
 	if (!cur_empty(&c) || oid.len != sizeof(oid_signed_data) ||
 	    memcmp(oid.ptr, oid_signed_data, sizeof(oid_signed_data)) != 0)
@@ -340,19 +336,19 @@ static int p7_content_info(const uint8_t *der, size_t len, struct est_slice *sd)
 static int p7_signed_data(struct est_slice sd, struct est_slice *certs)
 {
 	struct est_slice v;
-	struct der_cur c;
+	struct est_der_cur c;
 	int ret;
 
 	cur_init(&c, sd);
-	if (der_integer(&c, &v) || cur_take(&c, TAG_SET, &v, NULL) ||
-	    cur_take(&c, TAG_SEQUENCE, &v, NULL))
+	if (der_integer(&c, &v) || est_der_expect(&c, TAG_SET, &v, NULL) ||
+	    est_der_expect(&c, TAG_SEQUENCE, &v, NULL))
 		return -EINVAL;
 	certs->ptr = NULL;
 	certs->len = 0;
 	ret = cur_optional(&c, TAG_CTX0, certs);
 	if (ret >= 0)
 		ret = cur_optional(&c, TAG_CTX1, &v);
-	if (ret < 0 || cur_take(&c, TAG_SET, &v, NULL))
+	if (ret < 0 || est_der_expect(&c, TAG_SET, &v, NULL))
 		return -EINVAL;
 	return cur_empty(&c) ? 0 : -EINVAL;
 }
@@ -361,7 +357,7 @@ int est_pkcs7_certs(const uint8_t *der, size_t len, struct est_slice *certs,
 		    size_t maxcerts, size_t *n)
 {
 	struct est_slice sd, set, v;
-	struct der_cur c;
+	struct est_der_cur c;
 	size_t count = 0;
 	int ret;
 
@@ -374,7 +370,7 @@ int est_pkcs7_certs(const uint8_t *der, size_t len, struct est_slice *certs,
 	while (!cur_empty(&c)) {
 		if (count == maxcerts)
 			return -E2BIG;
-		ret = cur_take(&c, TAG_SEQUENCE, &v, &certs[count]);
+		ret = est_der_expect(&c, TAG_SEQUENCE, &v, &certs[count]);
 		if (ret)
 			return ret;
 		count++;
@@ -385,7 +381,7 @@ int est_pkcs7_certs(const uint8_t *der, size_t len, struct est_slice *certs,
 
 /** What may follow the SPKI in a TBSCertificate: [1] issuerUniqueID,
  *  [2] subjectUniqueID (primitive in DER), [3] extensions, in order. */
-static int cert_tail(struct der_cur *c)
+static int cert_tail(struct est_der_cur *c)
 {
 	static const uint8_t order[] = { 0x81, 0x82, 0xa3 };
 	struct est_slice v;
@@ -393,7 +389,7 @@ static int cert_tail(struct der_cur *c)
 	uint8_t tag;
 
 	while (!cur_empty(c)) {
-		if (cur_any(c, &tag, &v, NULL))
+		if (est_der_next(c, &tag, &v, NULL))
 			return -EINVAL;
 		while (k < sizeof(order) && order[k] != tag)
 			k++;
@@ -408,7 +404,7 @@ static int cert_tail(struct der_cur *c)
 static int cert_walk(const uint8_t *cert, size_t len, struct cert_parts *parts)
 {
 	struct est_slice tbs, v;
-	struct der_cur c;
+	struct est_der_cur c;
 	int ret = der_signed(cert, len, &tbs);
 
 	if (ret)
@@ -419,7 +415,7 @@ static int cert_walk(const uint8_t *cert, size_t len, struct cert_parts *parts)
 		return -EINVAL;
 	if (der_integer(&c, &v) || der_algid(&c) ||
 	    der_name(&c, &parts->issuer) ||
-	    cur_take(&c, TAG_SEQUENCE, &v, NULL) ||
+	    est_der_expect(&c, TAG_SEQUENCE, &v, NULL) ||
 	    der_name(&c, &parts->subject) || der_spki(&c, &parts->spki))
 		return -EINVAL;
 	return cert_tail(&c);
@@ -461,7 +457,7 @@ struct csr_parts {
 static int csr_walk(const uint8_t *csr, size_t len, struct csr_parts *parts)
 {
 	struct est_slice cri, v;
-	struct der_cur c;
+	struct est_der_cur c;
 	int ret = der_signed(csr, len, &cri);
 
 	if (ret)
@@ -470,7 +466,7 @@ static int csr_walk(const uint8_t *csr, size_t len, struct csr_parts *parts)
 	if (der_integer(&c, &v) || v.len != 1 || v.ptr[0] != 0)
 		return -EINVAL;
 	if (der_name(&c, &parts->subject) || der_spki(&c, &parts->spki) ||
-	    cur_take(&c, TAG_CTX0, &parts->attrs, NULL) ||
+	    est_der_expect(&c, TAG_CTX0, &parts->attrs, NULL) ||
 	    der_all_of(parts->attrs, TAG_SEQUENCE))
 		return -EINVAL;
 	return cur_empty(&c) ? 0 : -EINVAL;

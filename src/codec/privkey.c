@@ -52,56 +52,17 @@ static const uint8_t oid_auth_enveloped_data[] = {
 
 /* ---- a flat cursor over DER ------------------------------------------- */
 
-struct cur {
-	const uint8_t *p;
-	size_t len;
-};
-
-/** Take the next element; @p whole (optional) covers the TLV. */
-static int take(struct cur *c, uint8_t *tag, struct est_slice *content,
-		struct est_slice *whole)
-{
-	size_t total;
-	int rc = est_der_tlv(c->p, c->len, tag, content, &total);
-
-	if (rc)
-		return rc;
-	if (whole) {
-		whole->ptr = c->p;
-		whole->len = total;
-	}
-	c->p += total;
-	c->len -= total;
-	return 0;
-}
-
-/** Take the next element, which must carry @p want. */
-static int take_tag(struct cur *c, uint8_t want, struct est_slice *content,
-		    struct est_slice *whole)
-{
-	struct cur save = *c;
-	uint8_t tag;
-
-	if (take(c, &tag, content, whole))
-		return -EINVAL;
-	if (tag != want) {
-		*c = save;
-		return -EINVAL;
-	}
-	return 0;
-}
-
 /** The whole of @p s is one element with tag @p want. */
 static int exactly(struct est_slice s, uint8_t want, struct est_slice *content)
 {
-	struct cur c = { s.ptr, s.len };
+	struct est_der_cur c = { s.ptr, s.len };
 
-	if (!s.ptr || take_tag(&c, want, content, NULL))
+	if (!s.ptr || est_der_expect(&c, want, content, NULL))
 		return -EINVAL;
 	return c.len == 0 ? 0 : -EINVAL;
 }
 
-static int peek(const struct cur *c, uint8_t tag)
+static int peek(const struct est_der_cur *c, uint8_t tag)
 {
 	return c->len > 0 && c->p[0] == tag;
 }
@@ -190,48 +151,48 @@ static int write_pkcs8(const uint8_t *oid, size_t oidlen,
 
 /** PrivateKeyInfo / OneAsymmetricKey (RFC 5958 2): after the version,
  *  AlgorithmIdentifier, OCTET STRING, [0] attributes, [1] publicKey. */
-static int check_pkcs8(struct cur *c)
+static int check_pkcs8(struct est_der_cur *c)
 {
 	struct est_slice v, oid;
-	struct cur alg;
+	struct est_der_cur alg;
 
-	if (take_tag(c, TAG_SEQUENCE, &v, NULL))
+	if (est_der_expect(c, TAG_SEQUENCE, &v, NULL))
 		return -EINVAL;
 	alg.p = v.ptr;
 	alg.len = v.len;
-	if (take_tag(&alg, TAG_OID, &oid, NULL) || oid.len == 0)
+	if (est_der_expect(&alg, TAG_OID, &oid, NULL) || oid.len == 0)
 		return -EINVAL;
-	if (alg.len && (take(&alg, &(uint8_t){ 0 }, &v, NULL) || alg.len))
+	if (alg.len && (est_der_next(&alg, &(uint8_t){ 0 }, &v, NULL) || alg.len))
 		return -EINVAL; /* at most one parameters element */
-	if (take_tag(c, TAG_OCTETS, &v, NULL) || v.len == 0)
+	if (est_der_expect(c, TAG_OCTETS, &v, NULL) || v.len == 0)
 		return -EINVAL;
-	if (peek(c, TAG_CTX0) && take_tag(c, TAG_CTX0, &v, NULL))
+	if (peek(c, TAG_CTX0) && est_der_expect(c, TAG_CTX0, &v, NULL))
 		return -EINVAL;
-	if (peek(c, TAG_CTX1_PRIM) && take_tag(c, TAG_CTX1_PRIM, &v, NULL))
+	if (peek(c, TAG_CTX1_PRIM) && est_der_expect(c, TAG_CTX1_PRIM, &v, NULL))
 		return -EINVAL;
 	return c->len == 0 ? 0 : -EINVAL;
 }
 
 /** ECPrivateKey (RFC 5915 3) after version 1: the private key, the curve
  *  (a namedCurve OID in [0]) and the optional [1] public key, wrapped. */
-static int wrap_sec1(struct cur *c, uint8_t **out, size_t *outlen)
+static int wrap_sec1(struct est_der_cur *c, uint8_t **out, size_t *outlen)
 {
 	static const uint8_t version1[] = { TAG_INTEGER, 1, 1 };
 	struct est_slice inner[3] = { { version1, sizeof(version1) } };
 	struct est_slice v, params, curve = { NULL, 0 }, pub = { NULL, 0 };
 	size_t n = 2;
 
-	if (take_tag(c, TAG_OCTETS, &v, &inner[1]) || v.len == 0)
+	if (est_der_expect(c, TAG_OCTETS, &v, &inner[1]) || v.len == 0)
 		return -EINVAL;
 	if (peek(c, TAG_CTX0)) {
-		if (take_tag(c, TAG_CTX0, &params, NULL))
+		if (est_der_expect(c, TAG_CTX0, &params, NULL))
 			return -EINVAL;
-		struct cur pc = { params.ptr, params.len };
-		if (take_tag(&pc, TAG_OID, &v, &curve) || v.len == 0 || pc.len)
+		struct est_der_cur pc = { params.ptr, params.len };
+		if (est_der_expect(&pc, TAG_OID, &v, &curve) || v.len == 0 || pc.len)
 			return -EINVAL; /* only namedCurve can be wrapped */
 	}
 	if (peek(c, TAG_CTX1)) {
-		if (take_tag(c, TAG_CTX1, &v, &pub) || exactly(v, TAG_BITSTRING, &v))
+		if (est_der_expect(c, TAG_CTX1, &v, &pub) || exactly(v, TAG_BITSTRING, &v))
 			return -EINVAL;
 		inner[n++] = pub;
 	}
@@ -243,16 +204,16 @@ static int wrap_sec1(struct cur *c, uint8_t **out, size_t *outlen)
 
 /** RSAPrivateKey (RFC 8017 A.1.2) after the version: eight more INTEGERs
  *  and, for version 1, otherPrimeInfos; wrapped whole. */
-static int wrap_pkcs1(struct cur *c, struct est_slice whole, int multi,
+static int wrap_pkcs1(struct est_der_cur *c, struct est_slice whole, int multi,
 		      uint8_t **out, size_t *outlen)
 {
 	static const uint8_t null_param[] = { TAG_NULL, 0 };
 	struct est_slice v;
 
 	for (int i = 0; i < 8; i++)
-		if (take_tag(c, TAG_INTEGER, &v, NULL) || v.len == 0)
+		if (est_der_expect(c, TAG_INTEGER, &v, NULL) || v.len == 0)
 			return -EINVAL;
-	if (multi && take_tag(c, TAG_SEQUENCE, &v, NULL))
+	if (multi && est_der_expect(c, TAG_SEQUENCE, &v, NULL))
 		return -EINVAL;
 	if (c->len)
 		return -EINVAL;
@@ -277,13 +238,13 @@ int est_privkey_to_pkcs8(const uint8_t *der, size_t len, uint8_t **out,
 			 size_t *outlen, enum est_key_form *form)
 {
 	struct est_slice all = { der, len }, body, ver;
-	struct cur c;
+	struct est_der_cur c;
 
 	if (!out || !outlen || !form || exactly(all, TAG_SEQUENCE, &body))
 		return -EINVAL;
 	c.p = body.ptr;
 	c.len = body.len;
-	if (take_tag(&c, TAG_INTEGER, &ver, NULL) || c.len == 0)
+	if (est_der_expect(&c, TAG_INTEGER, &ver, NULL) || c.len == 0)
 		return -EINVAL;
 	switch (c.p[0]) {
 	case TAG_SEQUENCE:
@@ -309,14 +270,14 @@ int est_privkey_to_pkcs8(const uint8_t *der, size_t len, uint8_t **out,
 int est_cms_key_check(const uint8_t *der, size_t len)
 {
 	struct est_slice all = { der, len }, body, oid, ctx, v;
-	struct cur c;
+	struct est_der_cur c;
 
 	if (exactly(all, TAG_SEQUENCE, &body))
 		return -EINVAL;
 	c.p = body.ptr;
 	c.len = body.len;
-	if (take_tag(&c, TAG_OID, &oid, NULL) ||
-	    take_tag(&c, TAG_CTX0, &ctx, NULL) || c.len)
+	if (est_der_expect(&c, TAG_OID, &oid, NULL) ||
+	    est_der_expect(&c, TAG_CTX0, &ctx, NULL) || c.len)
 		return -EINVAL;
 	if (!oid_is(oid, oid_signed_data, sizeof(oid_signed_data)) &&
 	    !oid_is(oid, oid_enveloped_data, sizeof(oid_enveloped_data)) &&
@@ -331,7 +292,7 @@ int est_csr_attr(const uint8_t *csr, size_t len, const uint8_t *oid,
 		 size_t oidlen, struct est_slice *attr)
 {
 	struct est_slice subject, attrs, a, whole, type, vals;
-	struct cur c, in;
+	struct est_der_cur c, in;
 	int found = 0;
 
 	if (!oid || !attr || est_csr_parts(csr, len, &subject, &attrs))
@@ -339,12 +300,12 @@ int est_csr_attr(const uint8_t *csr, size_t len, const uint8_t *oid,
 	c.p = attrs.ptr;
 	c.len = attrs.len;
 	while (c.len) {
-		if (take_tag(&c, TAG_SEQUENCE, &a, &whole))
+		if (est_der_expect(&c, TAG_SEQUENCE, &a, &whole))
 			return -EINVAL;
 		in.p = a.ptr;
 		in.len = a.len;
-		if (take_tag(&in, TAG_OID, &type, NULL) ||
-		    take_tag(&in, TAG_SET, &vals, NULL) || in.len || vals.len == 0)
+		if (est_der_expect(&in, TAG_OID, &type, NULL) ||
+		    est_der_expect(&in, TAG_SET, &vals, NULL) || in.len || vals.len == 0)
 			return -EINVAL; /* Attribute ::= SEQUENCE { OID, SET } */
 		if (!oid_is(type, oid, oidlen))
 			continue;
