@@ -251,10 +251,11 @@ connect_timeout = {connect_timeout}
 class StackTest(unittest.TestCase):
     """Base class: one stack per test, torn down with a leak/crash check."""
 
+    stack_class = Stack
     stack_kwargs = {}
 
     def setUp(self):
-        self.s = Stack(**self.stack_kwargs)
+        self.s = self.stack_class(**self.stack_kwargs)
         self.s.start()
 
     def tearDown(self):
@@ -270,3 +271,16 @@ class StackTest(unittest.TestCase):
                 print("kept", self.s.dir)
             else:
                 self.s.cleanup()
+
+
+def main(module_name):
+    """Entry point of a test file: `--list` prints Class.test_name per line
+    (meson registers one test each), anything else runs unittest."""
+    import sys
+    if sys.argv[1:] == ["--list"]:
+        suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[module_name])
+        for group in suite:
+            for t in group:
+                print(t.id().split(".", 1)[1])
+    else:
+        unittest.main(module=module_name, argv=sys.argv[:1] + sys.argv[1:], verbosity=2)

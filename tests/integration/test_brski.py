@@ -18,7 +18,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import COAP_CLIENT, SRC, CoapResult, Stack, read_text, wait_for  # noqa: E402
+from harness import COAP_CLIENT, SRC, CoapResult, Stack, StackTest, read_text, wait_for  # noqa: E402
 
 sys.path.insert(0, os.path.join(SRC, "tests", "masa"))
 import cbor_cose as cc  # noqa: E402
@@ -196,28 +196,13 @@ masa_timeout = {masa_timeout}
         return crt
 
 
-class BrskiTest(unittest.TestCase):
-    stack_kwargs = {}
+class BrskiTest(StackTest):
+    stack_class = BrskiStack  # the clean-exit checks are StackTest's
 
     def setUp(self):
-        self.s = BrskiStack(**self.stack_kwargs)
-        self.s.start()
+        super().setUp()
         self.b = self.s.bp
         self.reg = os.path.join(self.b, "registrar.crt")
-
-    def tearDown(self):
-        rc = self.s.stop()
-        log = self.s.log()
-        try:
-            self.assertEqual(rc, 0, f"estgw did not exit cleanly (rc={rc}):\n{log[-4000:]}")
-            self.assertNotIn("ERROR: AddressSanitizer", log)
-            self.assertNotIn("runtime error:", log)
-            self.assertNotIn("LeakSanitizer", log)
-        finally:
-            if os.environ.get("ESTGW_KEEP"):
-                print("kept", self.s.dir)
-            else:
-                self.s.cleanup()
 
     def pvr(self, pledge="pledge", serial="TEST0001", nonce=None, **kw):
         nonce = nonce if nonce is not None else os.urandom(16)
@@ -633,15 +618,5 @@ class TestBrskiStartup(unittest.TestCase):
         self.assertIn("ca=FILE is required", out)
 
 
-def list_tests():
-    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__])
-    for group in suite:
-        for t in group:
-            print(t.id().split(".", 1)[1])
-
-
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--list"]:
-        list_tests()
-    else:
-        unittest.main(argv=sys.argv[:1] + sys.argv[1:], verbosity=2)
+    harness.main(__name__)

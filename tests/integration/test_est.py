@@ -12,6 +12,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
 from harness import (Stack, StackTest, certs_of_pkcs7_der, openssl, pubkey_of_cert_der,  # noqa: E402
                      pubkey_of_csr_der)
 
@@ -270,16 +271,5 @@ class TestConfigCheck(unittest.TestCase):
             self.assertIn(lib, out)
 
 
-def list_tests():
-    """Print Class.test_name per line (meson registers one test each)."""
-    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__])
-    for group in suite:
-        for t in group:
-            print(t.id().split(".", 1)[1])
-
-
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--list"]:
-        list_tests()
-    else:
-        unittest.main(argv=sys.argv[:1] + sys.argv[1:], verbosity=2)
+    harness.main(__name__)

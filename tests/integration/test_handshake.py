@@ -15,6 +15,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
 from harness import StackTest, certs_of_pkcs7_der  # noqa: E402
 
 WK = "/.well-known/est"
@@ -71,16 +72,5 @@ class TestHandshakeCost(StackTest):
         self.assertNotIn("PEM routines", log)
 
 
-def list_tests():
-    """Print Class.test_name per line (meson registers one test each)."""
-    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__])
-    for group in suite:
-        for t in group:
-            print(t.id().split(".", 1)[1])
-
-
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--list"]:
-        list_tests()
-    else:
-        unittest.main(argv=sys.argv[:1] + sys.argv[1:], verbosity=2)
+    harness.main(__name__)

@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
 from harness import Stack, StackTest, free_tcp_port, openssl, wait_for  # noqa: E402
 
 WK = "/.well-known/est"
@@ -497,16 +498,5 @@ class TestCheckDefaults(unittest.TestCase):
             self.assertIn(b"/etc/estgw/estgw.conf", r.stderr)
 
 
-def list_tests():
-    """Print Class.test_name per line (meson registers one test each)."""
-    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__])
-    for group in suite:
-        for t in group:
-            print(t.id().split(".", 1)[1])
-
-
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--list"]:
-        list_tests()
-    else:
-        unittest.main(argv=sys.argv[:1] + sys.argv[1:], verbosity=2)
+    harness.main(__name__)

@@ -16,6 +16,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
 from harness import (StackTest, certs_of_pkcs7_der, openssl, pubkey_of_cert_der,  # noqa: E402
                      pubkey_of_csr_der)
 
@@ -332,16 +333,5 @@ class TestKeygenOff(KeygenTest):
         self.assertNotIn("serverkeygen", self.s.ca_stats()["ops"])
 
 
-def list_tests():
-    """Print Class.test_name per line (meson registers one test each)."""
-    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__])
-    for group in suite:
-        for t in group:
-            print(t.id().split(".", 1)[1])
-
-
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--list"]:
-        list_tests()
-    else:
-        unittest.main(argv=sys.argv[:1] + sys.argv[1:], verbosity=2)
+    harness.main(__name__)

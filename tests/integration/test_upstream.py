@@ -15,6 +15,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
 from harness import Stack, StackTest, certs_of_pkcs7_der, pubkey_of_cert_der, pubkey_of_csr_der, wait_for  # noqa: E402
 
 WK = "/.well-known/est"
@@ -329,15 +330,5 @@ class TestLimits(StackTest):
         self.assertEqual(self.s.ca_stats()["ops"].get("simpleenroll"), 2)
 
 
-def list_tests():
-    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__])
-    for group in suite:
-        for t in group:
-            print(t.id().split(".", 1)[1])
-
-
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--list"]:
-        list_tests()
-    else:
-        unittest.main(argv=sys.argv[:1] + sys.argv[1:], verbosity=2)
+    harness.main(__name__)
