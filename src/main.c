@@ -35,6 +35,12 @@
 #define DEFAULT_CONFIG "/etc/estgw/estgw.conf"
 #define DRAIN_TICK_MS 50
 
+static const int stop_signals[3] = { SIGINT, SIGTERM, SIGHUP };
+
+/** Set by a stop signal that comes before the loop's own signal events are
+ *  in place (start-up) or after they are gone (teardown). */
+static volatile sig_atomic_t stop_before_loop;
+
 struct options {
 	const char *config;
 	int check;
@@ -267,7 +273,7 @@ static double secs_left(const struct timespec *deadline)
 static void on_drain(evutil_socket_t fd, short what, void *arg)
 {
 	struct gateway *gw = arg;
-	size_t busy = coap_server_busy(gw->srv);
+	size_t busy = gw->srv ? coap_server_busy(gw->srv) : 0; /* none before it opens */
 
 	if (busy && secs_left(&gw->deadline) > 0)
 		return;
@@ -291,8 +297,9 @@ static void begin_shutdown(struct gateway *gw, int sig)
 	gw->stopping = 1;
 	notify("STOPPING=1");
 	log_info("main", "signal %d: shutting down (%zu request(s) in flight, grace %us)",
-		 sig, coap_server_busy(gw->srv), gw->cfg->server.shutdown_grace);
-	coap_server_quiesce(gw->srv);
+		 sig, gw->srv ? coap_server_busy(gw->srv) : 0, gw->cfg->server.shutdown_grace);
+	if (gw->srv)
+		coap_server_quiesce(gw->srv);
 	clock_gettime(CLOCK_MONOTONIC, &gw->deadline);
 	gw->deadline.tv_sec += gw->cfg->server.shutdown_grace;
 	gw->drain = event_new(gw->base, -1, EV_PERSIST, on_drain, gw);
@@ -314,10 +321,32 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	begin_shutdown(gw, (int)sig);
 }
 
+/** The handler outside the loop: before start() adds the loop's signal
+ *  events, and again once stop() has freed them (libevent puts back the
+ *  handler it found). It only notes a stop request: a signal during start-up
+ *  or teardown, even the second SIGTERM of an orchestrator, ends in a clean
+ *  exit with status 0 instead of the default action. SIGHUP is ignored
+ *  there: there is nothing to reload yet, or any more. */
+static void on_signal_outside_loop(int sig)
+{
+	if (sig != SIGHUP)
+		stop_before_loop = sig;
+}
+
+static void catch_signals_outside_loop(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal_outside_loop;
+	sigemptyset(&sa.sa_mask);
+	for (int i = 0; i < 3; i++)
+		sigaction(stop_signals[i], &sa, NULL);
+}
+
+/** 0: running; 1: a stop signal came during start-up; -1: failed. */
 static int start(struct gateway *gw)
 {
-	static const int signals[3] = { SIGINT, SIGTERM, SIGHUP };
-
 	signal(SIGPIPE, SIG_IGN);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
 		return -1;
@@ -325,9 +354,15 @@ static int start(struct gateway *gw)
 	if (!gw->base)
 		return -1;
 	for (int i = 0; i < 3; i++) {
-		gw->sigs[i] = evsignal_new(gw->base, signals[i], on_signal, gw);
+		gw->sigs[i] = evsignal_new(gw->base, stop_signals[i], on_signal, gw);
 		if (!gw->sigs[i] || evsignal_add(gw->sigs[i], NULL) != 0)
 			return -1;
+	}
+	/* From here on signals are loop events; one that came before is not lost. */
+	if (stop_before_loop) {
+		log_info("main", "signal %d during start-up: exiting", (int)stop_before_loop);
+		stop_before_loop = 0;
+		return 1;
 	}
 	gw->up = upstream_new(gw->base, gw->cfg);
 	if (!gw->up)
@@ -341,7 +376,7 @@ static int start(struct gateway *gw)
 	while (proxy_warming(gw->px) && !event_base_got_exit(gw->base))
 		event_base_loop(gw->base, EVLOOP_ONCE);
 	if (event_base_got_exit(gw->base))
-		return -1;
+		return gw->stopping ? 1 : -1;
 	gw->srv = coap_server_new(gw->base, gw->cfg, gw->px);
 	if (!gw->srv)
 		return -1;
@@ -389,6 +424,7 @@ int main(int argc, char **argv)
 
 	memset(&gw, 0, sizeof(gw));
 	gw.opt = &opt;
+	catch_signals_outside_loop();
 	if (parse_args(argc, argv, &opt) != 0) {
 		usage(stderr);
 		return 2;
@@ -403,15 +439,18 @@ int main(int argc, char **argv)
 	}
 	estgw_log_init(opt.use_syslog, opt.verbose ? LOG_DEBUG : gw.cfg->log.level);
 	apply_log_settings(&gw);
-	if (start(&gw) == 0) {
+	switch (start(&gw)) {
+	case 0:
 		log_info("main", "estgw %s ready, upstream %s", ESTGW_VERSION,
 			 gw.cfg->upstream.url);
 		notify("READY=1");
 		event_base_dispatch(gw.base);
 		rc = 0;
-	} else if (gw.base && event_base_got_exit(gw.base)) {
-		rc = 0; /* a signal during start-up */
-	} else {
+		break;
+	case 1:
+		rc = 0; /* a stop signal during start-up */
+		break;
+	default:
 		log_err("main", "start-up failed");
 	}
 	stop(&gw);

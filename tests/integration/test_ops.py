@@ -481,6 +481,98 @@ class TestNotify(StackTest):
         self.expect("STOPPING=1")
 
 
+class TestSignals(unittest.TestCase):
+    """SIGTERM/SIGINT during start-up, the grace period and teardown all end
+    in exit status 0: orchestrators send a second SIGTERM (podman stop,
+    systemd KillMode=mixed, an impatient operator)."""
+
+    def run_stack(self, body, **kwargs):
+        s = Stack(**kwargs)
+        try:
+            rc = body(s)
+            log = s.log()
+            self.assertEqual(rc, 0, f"estgw exit status {rc}:\n{log[-4000:]}")
+            for bad in ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer"):
+                self.assertNotIn(bad, log)
+            return log
+        finally:
+            s.stop()
+            s.cleanup()
+
+    def test_J_sigterm_during_startup_warmup(self):
+        """The CA holds /cacerts, so estgw is still warming its /crts cache
+        (the CoAP side not open yet) when the signal comes."""
+        def body(s):
+            s.start(wait_ready=False)
+            wait_for(lambda: s.ca_stats()["paths"].get(WK + "/cacerts", 0) >= 1,
+                     what="warm-up /cacerts at the CA")
+            self.assertIsNone(s.gw.poll())
+            t0 = time.time()
+            s.gw.send_signal(signal.SIGTERM)
+            rc = s.gw.wait(timeout=15)
+            self.assertLess(time.time() - t0, 5)
+            return rc
+        log = self.run_stack(body, ca_args=("--delay", "30", "--fault-op", "cacerts"))
+        self.assertIn("signal 15: shutting down", log)
+        self.assertNotIn(" ready", log)
+
+    def test_J_sigint_then_sigterm_during_startup(self):
+        def body(s):
+            s.start(wait_ready=False)
+            wait_for(lambda: s.ca_stats()["paths"].get(WK + "/cacerts", 0) >= 1,
+                     what="warm-up /cacerts at the CA")
+            s.gw.send_signal(signal.SIGINT)
+            s.gw.send_signal(signal.SIGTERM)
+            return s.gw.wait(timeout=15)
+        self.run_stack(body, ca_args=("--delay", "30", "--fault-op", "cacerts"))
+
+    def test_J_second_sigterm_during_grace(self):
+        """A request in flight holds the grace period open; the second
+        SIGTERM ends it at once, still with status 0."""
+        def body(s):
+            s.start()
+            dev = subprocess.Popen(
+                ["coap-client-openssl", "-m", "post", "-t", "286", "-f",
+                 f"{s.pki}/device.csr.der", "-B", "30", "-C", f"{s.pki}/gw-ca.crt",
+                 "-c", f"{s.pki}/device.crt", "-j", f"{s.pki}/device.key",
+                 s.uri(WK + "/sen")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_for(lambda: s.ca_stats()["paths"].get(WK + "/simpleenroll", 0) >= 1,
+                         what="simpleenroll held at the CA")
+                s.gw.send_signal(signal.SIGTERM)
+                wait_for(lambda: "1 request(s) in flight" in s.log(), what="shutdown log")
+                t0 = time.time()
+                s.gw.send_signal(signal.SIGTERM)
+                rc = s.gw.wait(timeout=15)
+                self.assertLess(time.time() - t0, 5)
+                return rc
+            finally:
+                dev.kill()
+                dev.wait()
+        log = self.run_stack(body, ca_args=("--delay", "30", "--fault-op", "simpleenroll"))
+        self.assertIn("again: exiting now", log)
+
+    def test_J_sigterm_storm_through_teardown(self):
+        """SIGTERM every half millisecond from the first one until the
+        process is gone: whichever phase a signal lands in (drain, loop exit,
+        freeing the loop, after it), the exit status is 0. Bounded: at most
+        20,000 signals or 20 s per run, five runs."""
+        for _ in range(5):
+            def body(s):
+                s.start()
+                sent = 0
+                deadline = time.time() + 20
+                while s.gw.poll() is None and sent < 20000 and time.time() < deadline:
+                    try:
+                        s.gw.send_signal(signal.SIGTERM)
+                    except ProcessLookupError:
+                        break
+                    sent += 1
+                    time.sleep(0.0005)
+                return s.gw.wait(timeout=15)
+            self.run_stack(body)
+
+
 class TestCheckDefaults(unittest.TestCase):
 
     def test_J_check_and_missing_default_config(self):
