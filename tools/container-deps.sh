@@ -7,8 +7,11 @@
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "container-deps.sh: needs root" >&2; exit 1; }
 # netavark + aardvark-dns: compose services find each other by name (the CNI
-# backend podman falls back to without them has no DNS here).
-pkgs=(podman runc debootstrap podman-compose netavark aardvark-dns)
+# backend podman falls back to without them has no DNS here). netavark runs
+# iptables to set up every container network, and only recommends it, so
+# --no-install-recommends would leave it out: without it `podman run` fails
+# with "netavark: No such file or directory".
+pkgs=(podman runc debootstrap podman-compose netavark aardvark-dns iptables)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
