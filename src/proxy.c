@@ -385,6 +385,9 @@ static void note_avail(struct proxy *px, const struct proxy_job *j,
 {
 	long status = r->err == EST_UP_OK ? r->status : 0;
 	enum est_op op = j->op->op;
+	const char *how = op == EST_OP_ATT ?
+		"asked again every crts_refresh seconds" :
+		"asked again by the next device request";
 
 	if (*j->label)
 		return;
@@ -392,9 +395,7 @@ static void note_avail(struct proxy *px, const struct proxy_job *j,
 	case ESTGW_AVAIL_LOST:
 		log_warn("discovery", "/%s answered HTTP %ld: %s taken out of "
 			 "/.well-known/core until it answers again (%s)",
-			 j->op->http_name, status, estgw_avail_names(op),
-			 op == EST_OP_ATT ? "asked again every crts_refresh seconds"
-					  : "asked again by the next device request");
+			 j->op->http_name, status, estgw_avail_names(op), how);
 		break;
 	case ESTGW_AVAIL_BACK:
 		log_info("discovery", "/%s answered HTTP %ld: %s listed in "
@@ -820,8 +821,8 @@ void proxy_reload(struct proxy *px, const struct estgw_config *cfg)
 	px->lim.max_age_max = cfg->upstream.max_age_max;
 	/* The upstream may be another one now: learn again (SPEC A3). */
 	if (px->avail.missing)
-		log_info("discovery", "configuration reloaded: att, skg and skc "
-			 "listed again until the EST server answers 404/501");
+		log_info("discovery", "configuration reloaded: att, skg and "
+			 "skc listed again until the EST server answers 404/501");
 	px->avail.missing = 0;
 	probe_csrattrs(px);
 }
