@@ -853,6 +853,7 @@ static void hnd_core(coap_resource_t *r, coap_session_t *s,
 	struct sess_data *sd = sess_get(srv, s);
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
+	lo.ops_enabled &= ~proxy_ops_missing(srv->px); /* 404/501 upstream */
 	if (srv->brski)
 		lo.ops_enabled |= EST_LINKS_BRSKI;
 	coap_option_iterator_init(req, &it, COAP_OPT_ALL);

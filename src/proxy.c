@@ -9,6 +9,8 @@
  * so a device that gave up and resends the identical CSR gets the same
  * certificate without a second enrollment. /crts is served from a per-label
  * cache of the last good /cacerts answer, refreshed in the background.
+ * The EST server's 404/501 for /csrattrs or /serverkeygen takes att or
+ * skg/skc out of discovery (SPEC A3, avail.c); /csrattrs is probed.
  */
 #include "proxy.h"
 
@@ -19,6 +21,7 @@
 
 #include <event2/event.h>
 
+#include "avail.h"
 #include "estgw/log.h"
 #include "estgw/skg.h"
 #include "keygen.h"
@@ -90,6 +93,9 @@ struct proxy {
 	struct kept *kept;
 	size_t nkept;
 	int warming; /* the first /cacerts fetch is in flight */
+	struct estgw_avail avail;  /* what discovery leaves out (SPEC A3) */
+	struct proxy_job *probe;   /* GET /csrattrs without a device */
+	int probing;               /* the start-up probe is in flight */
 };
 
 static void start_queued(struct proxy *px);
@@ -370,6 +376,37 @@ static void log_exchange(const struct proxy_job *j, const struct upstream_result
 			  r->seconds * 1000, r->reused ? ", reused connection" : "");
 }
 
+/* SPEC A3: what the EST server answers for /csrattrs or /serverkeygen
+ * decides whether discovery lists att or skg/skc. Discovery lists the
+ * unlabeled paths only, so a label's answers (maybe another CA profile)
+ * change nothing. Registrar keygen jobs are /simpleenroll: not counted. */
+static void note_avail(struct proxy *px, const struct proxy_job *j,
+		       const struct upstream_result *r)
+{
+	long status = r->err == EST_UP_OK ? r->status : 0;
+	enum est_op op = j->op->op;
+	const char *how = op == EST_OP_ATT ?
+		"asked again every crts_refresh seconds" :
+		"asked again by the next device request";
+
+	if (*j->label)
+		return;
+	switch (estgw_avail_note(&px->avail, op, status)) {
+	case ESTGW_AVAIL_LOST:
+		log_warn("discovery", "/%s answered HTTP %ld: %s taken out of "
+			 "/.well-known/core until it answers again (%s)",
+			 j->op->http_name, status, estgw_avail_names(op), how);
+		break;
+	case ESTGW_AVAIL_BACK:
+		log_info("discovery", "/%s answered HTTP %ld: %s listed in "
+			 "/.well-known/core again", j->op->http_name, status,
+			 estgw_avail_names(op));
+		break;
+	case ESTGW_AVAIL_SAME:
+		break;
+	}
+}
+
 static void on_upstream(void *arg, const struct upstream_result *r)
 {
 	struct proxy_job *j = arg;
@@ -379,6 +416,11 @@ static void on_upstream(void *arg, const struct upstream_result *r)
 	j->xfer = NULL;
 	metrics_upstream(j->op->http_name, r->err, r->status, r->seconds);
 	log_exchange(j, r);
+	note_avail(px, j, r);
+	if (px->probe == j) {
+		px->probe = NULL;
+		px->probing = 0;
+	}
 	if (j->op->op == EST_OP_CRTS) {
 		struct crts_cache *c = cache_find(px, j->label, 0);
 		if (c && c->refresh == j)
@@ -696,6 +738,29 @@ static void refresh_one(struct proxy *px, const char *label)
 	c->refresh = j;
 }
 
+/* GET /csrattrs with no device waiting (SPEC A3): at start-up, after
+ * SIGHUP, and on each refresh tick while att is left out of discovery.
+ * /serverkeygen has no such probe: it needs a CSR and makes a key. */
+static void probe_csrattrs(struct proxy *px)
+{
+	const struct est_op_desc *op = est_op_desc(EST_OP_ATT);
+	unsigned char key[KEY_LEN];
+	struct proxy_job *j;
+	int err;
+
+	if (px->probe)
+		return;
+	request_key(op, "", "(probe)", NULL, 0, key);
+	j = job_new(px, op, "", key, NULL, 0, &err);
+	if (!j)
+		return;
+	if (job_place(px, j) != 0) {
+		job_free(j);
+		return;
+	}
+	px->probe = j;
+}
+
 static void on_refresh(evutil_socket_t fd, short what, void *arg)
 {
 	struct proxy *px = arg;
@@ -703,6 +768,8 @@ static void on_refresh(evutil_socket_t fd, short what, void *arg)
 	for (size_t i = 0; i < CACHE_SLOTS; i++)
 		if (px->cache[i].used)
 			refresh_one(px, px->cache[i].label);
+	if (px->avail.missing & estgw_avail_ops(EST_OP_ATT))
+		probe_csrattrs(px);
 }
 
 struct proxy *proxy_new(struct event_base *base, struct upstream *up,
@@ -727,12 +794,19 @@ struct proxy *proxy_new(struct event_base *base, struct upstream *up,
 	event_add(px->refresh_timer, &tv);
 	refresh_one(px, ""); /* warm the default /crts cache at start-up */
 	px->warming = cache_find(px, "", 0) && cache_find(px, "", 0)->refresh;
+	probe_csrattrs(px);
+	px->probing = px->probe != NULL;
 	return px;
 }
 
 int proxy_warming(const struct proxy *px)
 {
-	return px->warming;
+	return px->warming || px->probing;
+}
+
+unsigned proxy_ops_missing(const struct proxy *px)
+{
+	return px->avail.missing;
 }
 
 void proxy_reload(struct proxy *px, const struct estgw_config *cfg)
@@ -745,6 +819,12 @@ void proxy_reload(struct proxy *px, const struct estgw_config *cfg)
 	px->lim.max_age_default = cfg->upstream.retry_default;
 	px->lim.max_age_min = cfg->upstream.max_age_min;
 	px->lim.max_age_max = cfg->upstream.max_age_max;
+	/* The upstream may be another one now: learn again (SPEC A3). */
+	if (px->avail.missing)
+		log_info("discovery", "configuration reloaded: att, skg and "
+			 "skc listed again until the EST server answers 404/501");
+	px->avail.missing = 0;
+	probe_csrattrs(px);
 }
 
 void proxy_free(struct proxy *px)

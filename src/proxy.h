@@ -56,8 +56,14 @@ int proxy_submit(struct proxy *px, const struct proxy_request *rq,
 		 proxy_done_fn fn, void *arg, struct proxy_wait **wait,
 		 struct proxy_outcome *now);
 
-/** True while the first /cacerts fetch (the /crts cache) is in flight. */
+/** True while the first /cacerts fetch (the /crts cache) or the start-up
+ *  /csrattrs probe is in flight. */
 int proxy_warming(const struct proxy *px);
+
+/** The resources discovery leaves out, as (1u << EST_OP_x) bits: att or
+ *  skg/skc after the EST server answered 404/501 for the unlabeled
+ *  /csrattrs or /serverkeygen, until it answers otherwise (SPEC A3). */
+unsigned proxy_ops_missing(const struct proxy *px);
 
 /** Forget a pending request: its callback will not run. The upstream
  *  exchange goes on; a certificate it brings is kept (keep_issued). */

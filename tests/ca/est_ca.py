@@ -12,7 +12,7 @@ Usage:
             [--base /.well-known/est] [--client-trust PEM ...] [--no-ra-check]
             [--tls-max {1.2,1.3}] [--control] [--control-port N] [--control-port-file F]
             [--mode MODE] [--retry-after V] [--delay S] [--fault-op OP] [--fault-count N]
-            [--no-serverkeygen] [--kek HEX]
+            [--no-serverkeygen] [--no-csrattrs] [--kek HEX]
 
   DIR comes from tests/pki/mkpki.sh: ca-server.crt/.key is the TLS server certificate,
   est-sub.crt/.key signs enrollments, /cacerts answers est-root + est-sub. Client certificates
@@ -28,6 +28,7 @@ breaks allowed (400 on bad Base64 or a CSR openssl cannot parse or verify).
   POST simplereenroll      clientAuth, random serial, subject and key from the CSR)
   GET  csrattrs        200 application/csrattrs: challengePassword, ecPublicKey/secp256r1,
                            ecdsa-with-SHA256
+                           --no-csrattrs: 404, as a CA without it.
   POST serverkeygen    200 multipart/mixed: application/pkcs8 (new P-256 key, PKCS#8 DER) and
                            certs-only PKCS#7 (the CSR's subject; its key and signature ignored).
                            A CSR with SMIMECapabilities and DecryptKeyIdentifier gets the key
@@ -47,10 +48,13 @@ Control (choose one or both; tests usually use the plain port):
   GET  /stats    JSON {"total", "paths": {path: n}, "ops": {op: n}, "status": {code: n},
                  "issued", "connections", "last": {"method", "path", "headers"}}.
                  Control requests are not counted. "connections" counts TLS handshakes done.
-  GET  /control  the current fault as JSON.
+  GET  /control  the current fault as JSON, plus "csrattrs" and "serverkeygen": whether
+                 those operations are implemented.
   POST /control  JSON {"mode": MODE, "retry_after": V, "delay": S, "op": OP, "count": N,
-                 "reset_stats": true}; every key optional. A "mode" key replaces the whole
-                 fault setting (absent keys take defaults); without it the fault is kept.
+                 "reset_stats": true, "csrattrs": B, "serverkeygen": B}; every key
+                 optional. A "mode" key replaces the whole fault setting (absent keys take
+                 defaults); without it the fault is kept. "csrattrs"/"serverkeygen" false
+                 makes the operation unknown (404, like --no-csrattrs), true brings it back.
 Faults (MODE), also from the command line with --mode and the matching flags:
   normal          no fault
   binary          answer DER instead of Base64, no Content-Transfer-Encoding header
@@ -370,6 +374,7 @@ class Ca:
 
 # ---------------------------------------------------------------- faults and counters
 
+OPTIONAL_OPS = ("csrattrs", "serverkeygen")  # operations a CA may lack (404)
 MP_MODES = {"mp-unclosed", "mp-no-key", "mp-no-cert", "mp-variant"}
 MODES = {"normal", "binary", "delay", "status", "accepted", "garbage", "truncated", "html",
          "csrattrs", "bare-ct", "no-cte", "sec1-key", "parts-reversed", "drop"} | MP_MODES
@@ -389,7 +394,8 @@ class Fault:
 
 def parse_fault(spec):
     """A Fault from a dict like the POST /control JSON. Raises ValueError."""
-    unknown = set(spec) - {"mode", "retry_after", "delay", "op", "count", "reset_stats"}
+    unknown = set(spec) - {"mode", "retry_after", "delay", "op", "count", "reset_stats",
+                           *OPTIONAL_OPS}
     if unknown:
         raise ValueError(f"unknown keys {sorted(unknown)}")
     name, _, arg = str(spec.get("mode") or "normal").partition("=")
@@ -424,10 +430,15 @@ def parse_fault(spec):
 class State:
     """Fault setting and counters shared by all request threads."""
 
-    def __init__(self, fault):
+    def __init__(self, fault, implemented):
         self.lock = threading.Lock()
         self.fault = fault
+        self.implemented = dict(implemented)  # OPTIONAL_OPS -> bool
         self.reset_stats()
+
+    def has_op(self, op):
+        with self.lock:
+            return self.implemented.get(op, True)
 
     def reset_stats(self):
         self.stats = {"total": 0, "paths": {}, "ops": {}, "status": {}, "issued": 0,
@@ -600,15 +611,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if not isinstance(spec, dict):
                     raise ValueError("JSON object expected")
                 fault = parse_fault(spec) if "mode" in spec else None
+                ops = {op: spec[op] for op in OPTIONAL_OPS if op in spec}
+                if any(not isinstance(v, bool) for v in ops.values()):
+                    raise ValueError("csrattrs and serverkeygen take true or false")
             except ValueError as e:
                 raise HttpError(400, f"bad control request: {e}")
             with state.lock:
                 if fault is not None:
                     state.fault = fault
+                state.implemented.update(ops)
                 if spec.get("reset_stats"):
                     state.reset_stats()
         with state.lock:
-            current = asdict(state.fault)
+            current = {**asdict(state.fault), **state.implemented}
         self.reply_json(current)
 
     # --- EST
@@ -621,7 +636,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if len(segs) > 2 or (label is not None and label not in self.server.labels):
             raise HttpError(404, "unknown label" if len(segs) == 2 else "not found")
         op = segs[-1]
-        if op not in OPS or (op == "serverkeygen" and not self.server.serverkeygen):
+        if op not in OPS or not self.server.state.has_op(op):
             raise HttpError(404, "unknown operation")
         if self.command != OPS[op]:
             raise HttpError(405, f"{op} needs {OPS[op]}")
@@ -853,6 +868,8 @@ def parse_args(argv):
     p.add_argument("--fault-count", type=int)
     p.add_argument("--no-serverkeygen", action="store_true",
                    help="answer serverkeygen 404, as a CA without it")
+    p.add_argument("--no-csrattrs", action="store_true",
+                   help="answer csrattrs 404, as a CA without it")
     p.add_argument("--kek", default="000102030405060708090a0b0c0d0e0f",
                    help="hex AES-128 KEK for encrypted server-generated keys")
     return p.parse_args(argv)
@@ -866,15 +883,15 @@ def main(argv):
                              "count": args.fault_count})
     except ValueError as e:
         raise SystemExit(f"est_ca: --mode: {e}")
-    state = State(fault)
+    state = State(fault, {"csrattrs": not args.no_csrattrs,
+                          "serverkeygen": not args.no_serverkeygen})
     ca = Ca(args.pki)
     server = bind(TlsServer, args.host, args.port)
     server.ssl_ctx = make_ssl_ctx(args)
     server.est, server.control = True, args.control
     shared = {"state": state, "ca": ca, "base": args.base.rstrip("/"),
               "labels": set(args.label), "ra_check": not args.no_ra_check,
-              "csrattrs": build_csrattrs(), "serverkeygen": not args.no_serverkeygen,
-              "kek": args.kek}
+              "csrattrs": build_csrattrs(), "kek": args.kek}
     for k, v in shared.items():
         setattr(server, k, v)
     if args.control_port_file:

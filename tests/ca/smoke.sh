@@ -275,6 +275,22 @@ post_csr simpleenroll "$TMP/csr.b64"
 check "op+count: then normal" is "$CODE" 200
 check "control: back to normal" grep -q '"mode": "normal"' <(curl -sS "$CTL/control")
 
+# ---- operations a CA may lack, switched while it runs
+check "control: csrattrs off" is "$(ctl '{"csrattrs":false}')" 200
+get csrattrs
+check "csrattrs off: 404" is "$CODE" 404
+get cacerts
+check "csrattrs off leaves cacerts alone" is "$CODE" 200
+check "control: serverkeygen off" is "$(ctl '{"serverkeygen":false}')" 200
+post_csr serverkeygen "$TMP/csr.b64"
+check "serverkeygen off: 404" is "$CODE" 404
+check "control: shows both off" grep -q '"csrattrs": false' <(curl -sS "$CTL/control")
+check "control: non-boolean 400" is "$(ctl '{"csrattrs":"no"}')" 400
+check "control: both on" is "$(ctl '{"csrattrs":true,"serverkeygen":true}')" 200
+get csrattrs
+check "csrattrs on again: 200" is "$CODE" 200
+check "serverkeygen on again" skg_ok application/pkcs8
+
 # ---- stats
 setmode '{"mode":"normal","reset_stats":true}'
 get cacerts; get cacerts; get lab1/cacerts; post_csr simpleenroll "$TMP/csr.b64"
@@ -286,12 +302,15 @@ check "stats: total" is "$(stat total)" 4
 check "stats: last request headers" is "$(stat "last['headers']['content-type']")" application/pkcs10
 
 # ---- command-line fault flags and --no-ra-check on a second instance
-start_ca cli --no-ra-check --mode status=503 --retry-after 7 --fault-op cacerts --fault-count 1
+start_ca cli --no-ra-check --mode status=503 --retry-after 7 --fault-op cacerts --fault-count 1 \
+  --no-csrattrs
 CLI=https://127.0.0.1:$(cat "$TMP/cli.port")/.well-known/est
 req ra-nocmc GET "$CLI/cacerts"
 check "cli: --mode status=503" is "$CODE/$(hdr Retry-After)" "503/7"
 req ra-nocmc GET "$CLI/cacerts"
 check "cli: --no-ra-check, count used up" is "$CODE" 200
+req ra-nocmc GET "$CLI/csrattrs"
+check "cli: --no-csrattrs 404" is "$CODE" 404
 req ra GET "$CLI/control"
 check "cli: no control on HTTPS without --control" is "$CODE" 404
 
