@@ -156,16 +156,33 @@ static struct estgw_config *read_config(const char *path, char *err, size_t errl
 	return cfg;
 }
 
-static struct estgw_config *load_config(const struct options *o)
+/** Each line of @p warn as a log line of @p group, or with NULL on stderr
+ *  (--check: logging has not started). */
+static void print_warnings(const char *warn, const char *group)
 {
-	char err[512] = "", warn[512] = "";
-	struct estgw_config *cfg = read_config(o->config, err, sizeof(err), warn,
-					       sizeof(warn));
+	for (const char *p = warn; *p;) {
+		int n = (int)strcspn(p, "\n");
 
-	if (!cfg)
+		if (group)
+			log_warn(group, "%.*s", n, p);
+		else
+			fprintf(stderr, "estgw: warning: %.*s\n", n, p);
+		p += n + (p[n] == '\n');
+	}
+}
+
+/** The file for main(); its warnings in @p warn (printed now for --check). */
+static struct estgw_config *load_config(const struct options *o, char *warn, size_t warnlen)
+{
+	char err[512] = "";
+	struct estgw_config *cfg = read_config(o->config, err, sizeof(err), warn, warnlen);
+
+	if (!cfg) {
 		fprintf(stderr, "estgw: %s\n", err);
-	else if (warn[0])
-		fprintf(stderr, "estgw: warning: %s\n", warn);
+		return NULL;
+	}
+	if (o->check)
+		print_warnings(warn, NULL);
 	return cfg;
 }
 
@@ -216,7 +233,7 @@ static void keep_restart_keys(const struct estgw_config *cur, struct estgw_confi
 /** SIGHUP: read everything again; on any error keep the running config. */
 static void reload(struct gateway *gw)
 {
-	char err[512] = "", warn[512] = "";
+	char err[512] = "", warn[2048] = "";
 	struct estgw_config *next;
 
 	notify("RELOADING=1");
@@ -247,8 +264,7 @@ static void reload(struct gateway *gw)
 			 "take effect at the next restart");
 	gw->cfg = next;
 	apply_log_settings(gw);
-	if (warn[0])
-		log_warn("reload", "%s", warn);
+	print_warnings(warn, "reload");
 	metrics_reload(1);
 	log_info("reload", "configuration reloaded from %s", gw->cfg->path);
 	notify("READY=1");
@@ -385,6 +401,7 @@ int main(int argc, char **argv)
 {
 	struct options opt = { 0 };
 	struct gateway gw;
+	char warn[2048] = "";
 	int rc = 1;
 
 	memset(&gw, 0, sizeof(gw));
@@ -393,7 +410,7 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	gw.cfg = load_config(&opt);
+	gw.cfg = load_config(&opt, warn, sizeof(warn));
 	if (!gw.cfg)
 		return 1;
 	if (opt.check) {
@@ -403,6 +420,7 @@ int main(int argc, char **argv)
 	}
 	estgw_log_init(opt.use_syslog, opt.verbose ? LOG_DEBUG : gw.cfg->log.level);
 	apply_log_settings(&gw);
+	print_warnings(warn, "config");
 	if (start(&gw) == 0) {
 		log_info("main", "estgw %s ready, upstream %s", ESTGW_VERSION,
 			 gw.cfg->upstream.url);

@@ -830,7 +830,7 @@ PKI_ROW(ra_without_cmcra, S({ 11, "certificate = noeku.crt" }, { 12, "private_ke
 	"11: [upstream] certificate", "id-kp-cmcRA (1.3.6.1.5.5.7.3.28)")
 PKI_ROW(ra_any_eku_only, S({ 11, "certificate = anyeku.crt" }, { 12, "private_key = anyeku.key" }),
 	"11: [upstream] certificate", "id-kp-cmcRA (1.3.6.1.5.5.7.3.28)")
-PKI_ROW(ra_no_eku_at_all, S({ 11, "certificate = gw.crt" }, { 12, "private_key = gw.key" }),
+PKI_ROW(ra_no_eku_at_all, S({ 11, "certificate = bare.crt" }, { 12, "private_key = bare.key" }),
 	"11: [upstream] certificate", "lacks extended key usage id-kp-cmcRA")
 PKI_ROW(ra_key_mismatch, S({ 12, "private_key = gw.key" }), "12: [upstream] private_key",
 	"does not match the first certificate (the leaf) in")
@@ -900,6 +900,36 @@ static void test_pki_warnings(void **state)
 	assert_non_null(strstr(warn, "ra-old.crt: the first certificate has expired"));
 }
 
+/** SPEC G8 (RFC 7030 3.6.1, RFC 9148 9.2): a DTLS server certificate
+ *  without id-kp-cmcRA is a warning, one line naming the key; the gateway
+ *  still starts. With it (gw.crt) there is none (test_pki_valid). */
+static void test_G8_server_cert_without_cmcra_warns(void **state)
+{
+	static const struct {
+		const char *name, *why;
+	} rows[] = {
+		{ "srv-nocmc", "srv-nocmc.crt: the first certificate has extended key usage "
+			       "without id-kp-cmcRA (1.3.6.1.5.5.7.3.28)" },
+		{ "anyeku", "anyeku.crt: the first certificate has extended key usage "
+			    "without id-kp-cmcRA" },
+		{ "bare", "bare.crt: the first certificate has no extended key usage "
+			  "extension, so no id-kp-cmcRA (1.3.6.1.5.5.7.3.28)" },
+	};
+	char err[512], warn[512], crt[64], key[64];
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		snprintf(crt, sizeof(crt), "certificate = %s.crt", rows[i].name);
+		snprintf(key, sizeof(key), "private_key = %s.key", rows[i].name);
+		const struct sub subs[] = { { 4, crt }, { 5, key }, { 0, NULL } };
+
+		if (verify(subs, err, warn) != 0)
+			fail_msg("%s", err);
+		expect_msg(warn, conf, "4: [server] certificate", rows[i].why);
+		assert_non_null(strstr(warn, "Implicit TA database"));
+		assert_null(strchr(warn, '\n'));
+	}
+}
+
 static void test_pki_null_buffers(void **state)
 {
 	const struct sub subs[] = { { 12, "private_key = gw.key" }, { 0, NULL } };
@@ -929,7 +959,8 @@ static void test_has_cmcra(void **state)
 		const char *file;
 		int want;
 	} rows[] = {
-		{ "ra.der", 1 }, { "noeku.der", 0 }, { "anyeku.der", 0 }, { "gw.der", 0 },
+		{ "ra.der", 1 }, { "noeku.der", 0 }, { "anyeku.der", 0 }, { "gw.der", 1 },
+		{ "bare.der", 0 }, { "srv-nocmc.der", 0 },
 	};
 	unsigned char der[4096];
 	size_t len;
@@ -957,7 +988,9 @@ static int make_pki(void **state)
 	if (!dir)
 		return -1;
 	path_in_tmp(conf, sizeof(conf), "t.conf");
-	make_cert("gw", NULL);
+	make_cert("gw", "extendedKeyUsage=serverAuth,1.3.6.1.5.5.7.3.28");
+	make_cert("bare", NULL); /* no extended key usage extension */
+	make_cert("srv-nocmc", "extendedKeyUsage=serverAuth");
 	make_cert("client-trust", NULL);
 	make_cert("tls-ca", NULL);
 	make_cert("ra", "extendedKeyUsage=1.3.6.1.5.5.7.3.28,clientAuth");
@@ -1054,6 +1087,7 @@ int main(void)
 		cmocka_unit_test(test_pki_world_readable_key),
 		cmocka_unit_test(test_G4_pki_world_readable_ra_key_refused),
 		cmocka_unit_test(test_pki_warnings),
+		cmocka_unit_test(test_G8_server_cert_without_cmcra_warns),
 		cmocka_unit_test(test_pki_null_buffers),
 		cmocka_unit_test(test_has_cmcra),
 	};
