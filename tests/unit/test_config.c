@@ -276,6 +276,13 @@ ROW(file_is_directory, S({ 6, "client_trust = ." }), "6: [server] client_trust",
 ROW(file_not_regular, S({ 10, "trust = /dev/null" }), "10: [upstream] trust",
     "/dev/null is not a regular file", -EINVAL)
 ROW(file_empty_value, S({ 5, "private_key =" }), "5: [server] private_key", "empty value", -EINVAL)
+/* [log] keylog_file: written, not read */
+ROW(keylog_dir_missing, S({ 14, "keylog_file = /nonexistent/keys.log" }), "14: [log] keylog_file",
+    "cannot create /nonexistent/keys.log: No such file or directory", -ENOENT)
+ROW(keylog_not_regular, S({ 14, "keylog_file = /dev/null" }), "14: [log] keylog_file",
+    "/dev/null is not a regular file", -EINVAL)
+ROW(keylog_empty_value, S({ 14, "keylog_file =" }), "14: [log] keylog_file", "empty value",
+    -EINVAL)
 /* syntax */
 ROW(syntax_no_equals, S({ 15, "this is not ini" }), "15: syntax error", "expected [section]", -EINVAL)
 ROW(syntax_unclosed_section, S({ 15, "[log" }), "15: syntax error", "", -EINVAL)
@@ -599,6 +606,42 @@ static void test_relative_config_path(void **state)
 	assert_int_equal(chdir(cwd), 0);
 	assert_int_equal(rc, -ENOTDIR);
 	expect_msg(err, "./t.conf", "11: [upstream] certificate", "cannot stat /dev/null/x");
+}
+
+/** [log] keylog_file: off by default; relative to the config; loading
+ *  creates nothing; an existing file must be its owner's alone and no
+ *  symbolic link (it will hold session keys). */
+static void test_keylog_file(void **state)
+{
+	const struct sub on[] = { { 14, "keylog_file = keys.log" }, { 0, NULL } };
+	struct estgw_config cfg;
+	char want[PATH_MAX + 16], err[512];
+	struct stat st;
+
+	load_ok(NULL, &cfg);
+	assert_null(cfg.log.keylog_file);
+	estgw_config_free(&cfg);
+
+	sh("rm -f keys.log");
+	load_ok(on, &cfg);
+	path_in_tmp(want, sizeof(want), "keys.log");
+	assert_string_equal(cfg.log.keylog_file, want);
+	assert_int_equal(cfg.log.keylog_file_src.line, 14);
+	estgw_config_free(&cfg);
+	assert_int_equal(stat(want, &st), -1); /* not created */
+
+	sh(": > keys.log && chmod 644 keys.log");
+	assert_int_equal(load(on, &cfg, err, sizeof(err)), -EACCES);
+	expect_msg(err, conf, "14: [log] keylog_file",
+		   "keys.log is accessible to others (mode 0644)");
+	sh("chmod 600 keys.log");
+	load_ok(on, &cfg);
+	estgw_config_free(&cfg);
+
+	sh("rm keys.log && : > real.log && chmod 600 real.log && ln -s real.log keys.log");
+	assert_int_equal(load(on, &cfg, err, sizeof(err)), -ELOOP);
+	expect_msg(err, conf, "14: [log] keylog_file", "keys.log is a symbolic link");
+	sh("rm keys.log real.log");
 }
 
 /** Inline comments, CRLF line ends, a byte order mark, comment lines. */
@@ -1055,6 +1098,8 @@ int main(void)
 		ERR_TEST(max_age_min_over_max), ERR_TEST(file_missing),
 		ERR_TEST(file_missing_abs), ERR_TEST(file_is_directory),
 		ERR_TEST(file_not_regular), ERR_TEST(file_empty_value),
+		ERR_TEST(keylog_dir_missing), ERR_TEST(keylog_not_regular),
+		ERR_TEST(keylog_empty_value),
 		ERR_TEST(syntax_no_equals), ERR_TEST(syntax_unclosed_section),
 		ERR_TEST(syntax_before_other_error), ERR_TEST(other_error_before_syntax),
 		ERR_TEST(indented_line), ERR_TEST(line_too_long),
@@ -1068,6 +1113,7 @@ int main(void)
 		cmocka_unit_test(test_listen_forms),
 		cmocka_unit_test(test_relative_paths),
 		cmocka_unit_test(test_relative_config_path),
+		cmocka_unit_test(test_keylog_file),
 		cmocka_unit_test(test_file_forms),
 		cmocka_unit_test(test_nul_byte),
 		cmocka_unit_test(test_config_file_missing),
