@@ -80,8 +80,9 @@ int estgw_dtls_tls_unique(void *tls, uint8_t *out, size_t outsize,
  *  ("CLIENT_RANDOM <client random> <master secret>" and the TLS 1.3 labels,
  *  as OpenSSL gives them; the SSLKEYLOGFILE format Wireshark reads), so a
  *  capture can be decrypted. Open @p path append-only (created with mode
- *  0600; an existing file must be a regular file of mode 0600, no symbolic
- *  link); until then, and after estgw_keylog_close(), nothing is written.
+ *  0600; an existing file must be a regular file of mode 0600 owned by our
+ *  user, no symbolic link); until then, and after estgw_keylog_close(),
+ *  nothing is written.
  *  Returns 0 or a negative errno with the reason in @p err. */
 int estgw_keylog_open(const char *path, char *err, size_t errlen);
 void estgw_keylog_close(void);
