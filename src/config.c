@@ -3,7 +3,8 @@
  * Owns: the key schema (one table row per key: section, name, setter,
  * default, bounds, offsets), parsing with libinih, value checks, resolving
  * relative paths against the file's directory, and the file checks that need
- * no crypto (the file exists, is a regular file, can be opened for reading).
+ * no crypto (the file exists, is a regular file, can be opened for reading;
+ * for the key log: can be appended to or created, and only by its owner).
  * Must not: parse certificates (pki.c does), open sockets, or log: the caller
  * logs the one error line this file writes.
  *
@@ -61,6 +62,7 @@ struct cfg_key {
 
 static int set_listen(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_file(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_outfile(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_root(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_url(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_u32(struct load *, const struct cfg_key *, const char *, unsigned);
@@ -139,6 +141,7 @@ static const struct cfg_key schema[] = {
 	{ "brski",    "legacy_media_type", set_bool, "no",      0,    0,          BR(legacy_media_type), NO_SRC,              0 },
 	{ "brski",    "manufacturer",    set_manufacturer, NULL, 0,   0,          BR(mfr),             NO_SRC,                MULTI },
 	{ "log",      "format",          set_format, "text",    0,    0,          LG(format),          NO_SRC,                0 },
+	{ "log",      "keylog_file",     set_outfile, NULL,     0,    0,          LG(keylog_file),     LG(keylog_file_src),   0 },
 	{ "metrics",  "listen",          set_hostport, NULL,    0,    0,          MT(listen),          MT(listen_src),        0 },
 	{ "metrics",  "crts_max_age",    set_u32,    "900",     1,    2592000,    MT(crts_max_age),    NO_SRC,                0 },
 };
@@ -363,9 +366,10 @@ static int check_file(struct load *ld, const struct cfg_key *k, const char *path
 	return 0;
 }
 
-/** Relative paths are taken from the config file's directory. */
-static int set_file(struct load *ld, const struct cfg_key *k, const char *val,
-		    unsigned line)
+/** Relative paths are taken from the config file's directory; the
+ *  resolved name is stored (and returned) in @p k's slot. */
+static int store_path(struct load *ld, const struct cfg_key *k, const char *val,
+		      unsigned line, char **out)
 {
 	char **slot = field(ld, k->off);
 	char *path;
@@ -381,7 +385,64 @@ static int set_file(struct load *ld, const struct cfg_key *k, const char *val,
 	free(*slot);
 	*slot = path;
 	set_src(ld, k, line);
-	return check_file(ld, k, path, line);
+	*out = path;
+	return 0;
+}
+
+static int set_file(struct load *ld, const struct cfg_key *k, const char *val,
+		    unsigned line)
+{
+	char *path;
+	int rc = store_path(ld, k, val, line, &path);
+
+	return rc ? rc : check_file(ld, k, path, line);
+}
+
+/** A file estgw writes secrets to: if it exists, a regular file (not a
+ *  symbolic link) only its owner may read and write, that we can append
+ *  to; if not, a directory we can create it in. Nothing is created here. */
+static int check_outfile(struct load *ld, const struct cfg_key *k, const char *path,
+			 unsigned line)
+{
+	struct stat st;
+	char *copy;
+	int fd, rc = 0;
+
+	if (lstat(path, &st) == 0) {
+		if (S_ISLNK(st.st_mode))
+			return fail_key(ld, k, line, -ELOOP, "%s is a symbolic link; name the "
+					"file itself", path);
+		if (!S_ISREG(st.st_mode))
+			return fail_key(ld, k, line, -EINVAL, "%s is not a regular file", path);
+		if (st.st_mode & 077)
+			return fail_key(ld, k, line, -EACCES, "%s is accessible to others "
+					"(mode %04o); it will hold session keys: chmod 0600 it "
+					"or remove it", path, (unsigned)(st.st_mode & 07777));
+		fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+		if (fd < 0)
+			return fail_key(ld, k, line, -errno, "cannot append to %s: %s", path,
+					strerror(errno));
+		close(fd);
+		return 0;
+	}
+	if (errno != ENOENT)
+		return fail_key(ld, k, line, -errno, "cannot stat %s: %s", path, strerror(errno));
+	copy = strdup(path);
+	if (!copy)
+		return fail_key(ld, k, line, -ENOMEM, "out of memory");
+	if (access(dirname(copy), W_OK | X_OK) != 0)
+		rc = fail_key(ld, k, line, -errno, "cannot create %s: %s", path, strerror(errno));
+	free(copy);
+	return rc;
+}
+
+static int set_outfile(struct load *ld, const struct cfg_key *k, const char *val,
+		       unsigned line)
+{
+	char *path;
+	int rc = store_path(ld, k, val, line, &path);
+
+	return rc ? rc : check_outfile(ld, k, path, line);
 }
 
 /* ---- root and url ------------------------------------------------------ */
@@ -992,6 +1053,7 @@ void estgw_config_free(struct estgw_config *cfg)
 		free(m->private_key);
 	}
 	free(cfg->metrics.listen);
+	free(cfg->log.keylog_file);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -1002,6 +1064,7 @@ static const struct {
 	const char *type;
 } setter_types[] = {
 	{ set_listen, "address" }, { set_file, "file" },     { set_root, "path" },
+	{ set_outfile, "output file" },
 	{ set_url, "url" },        { set_u32, "integer" },   { set_bool, "boolean" },
 	{ set_level, "enum" },     { set_format, "enum" },   { set_hostport, "address" },
 	{ set_pop, "enum" },       { set_skg, "enum" },      { set_bool_src, "boolean" },

@@ -140,6 +140,22 @@ static void free_config(struct estgw_config *cfg)
 	free(cfg);
 }
 
+/** The loud line for [log] keylog_file, appended to @p warn. */
+static void warn_keylog(const struct estgw_config *cfg, char *warn, size_t warnlen)
+{
+	size_t used = strlen(warn);
+
+	if (!cfg->log.keylog_file)
+		return;
+	if (used && used + 2 < warnlen)
+		warn[used++] = '\n';
+	snprintf(warn + used, warnlen - used, "%s:%u: [log] keylog_file: the session keys "
+		 "of every DTLS and upstream TLS connection are written to %s: anyone who "
+		 "reads it can decrypt captured traffic, server-generated private keys "
+		 "included; for debugging only, remove the key and the file afterwards",
+		 cfg->path, cfg->log.keylog_file_src.line, cfg->log.keylog_file);
+}
+
 /** Parse and check the file; NULL with one line in @p err on failure. */
 static struct estgw_config *read_config(const char *path, char *err, size_t errlen,
 					char *warn, size_t warnlen)
@@ -162,16 +178,35 @@ static struct estgw_config *read_config(const char *path, char *err, size_t errl
 	return cfg;
 }
 
-static struct estgw_config *load_config(const struct options *o)
+/** Each line of @p warn as a log line of @p group, or with NULL on stderr
+ *  (--check: logging has not started). */
+static void print_warnings(const char *warn, const char *group)
 {
-	char err[512] = "", warn[512] = "";
-	struct estgw_config *cfg = read_config(o->config, err, sizeof(err), warn,
-					       sizeof(warn));
+	for (const char *p = warn; *p;) {
+		int n = (int)strcspn(p, "\n");
 
-	if (!cfg)
+		if (group)
+			log_warn(group, "%.*s", n, p);
+		else
+			fprintf(stderr, "estgw: warning: %.*s\n", n, p);
+		p += n + (p[n] == '\n');
+	}
+}
+
+/** The file for main(); its warnings in @p warn (printed now for --check). */
+static struct estgw_config *load_config(const struct options *o, char *warn, size_t warnlen)
+{
+	char err[512] = "";
+	struct estgw_config *cfg = read_config(o->config, err, sizeof(err), warn, warnlen);
+
+	if (!cfg) {
 		fprintf(stderr, "estgw: %s\n", err);
-	else if (warn[0])
-		fprintf(stderr, "estgw: warning: %s\n", warn);
+		return NULL;
+	}
+	if (o->check) { /* a start says so when it opens the file */
+		warn_keylog(cfg, warn, warnlen);
+		print_warnings(warn, NULL);
+	}
 	return cfg;
 }
 
@@ -189,6 +224,23 @@ static int same_listen(const struct estgw_config *a, const struct estgw_config *
 		if (strcmp(a->server.listen[i], b->server.listen[i]) != 0)
 			return 0;
 	return 1;
+}
+
+/** [log] keylog_file is opened once: a reload that changes it says so and
+ *  keeps the running file (or none). */
+static void keep_keylog(const struct estgw_config *cur, struct estgw_config *next)
+{
+	const char *ck = cur->log.keylog_file, *nk = next->log.keylog_file;
+
+	if (!ck && !nk)
+		return;
+	if (!ck || !nk || strcmp(ck, nk) != 0)
+		log_warn("reload", "%s:%u: [log] keylog_file changed: needs a restart, the "
+			 "key log stays %s%s", next->path, next->log.keylog_file_src.line,
+			 ck ? "on: " : "off", ck ? ck : "");
+	free(next->log.keylog_file);
+	next->log.keylog_file = ck ? strdup(ck) : NULL;
+	next->log.keylog_file_src = cur->log.keylog_file_src;
 }
 
 /** Keys only a restart applies: name them, and keep the running values in
@@ -217,18 +269,21 @@ static void keep_restart_keys(const struct estgw_config *cur, struct estgw_confi
 	}
 	free(next->metrics.listen);
 	next->metrics.listen = ml ? strdup(ml) : NULL;
+	keep_keylog(cur, next);
 }
 
 /** SIGHUP: read everything again; on any error keep the running config. */
 static void reload(struct gateway *gw)
 {
-	char err[512] = "", warn[512] = "";
+	char err[512] = "", warn[2048] = "";
 	struct estgw_config *next;
 
 	notify("RELOADING=1");
 	next = read_config(gw->opt->config, err, sizeof(err), warn, sizeof(warn));
-	if (next)
+	if (next) {
 		keep_restart_keys(gw->cfg, next);
+		warn_keylog(next, warn, sizeof(warn)); /* the one in force */
+	}
 	if (next && coap_server_reload(gw->srv, next) != 0) {
 		snprintf(err, sizeof(err), "%s:%u: [server] certificate: the DTLS credentials "
 			 "do not load", next->path, next->server.certificate_src.line);
@@ -253,8 +308,7 @@ static void reload(struct gateway *gw)
 			 "take effect at the next restart");
 	gw->cfg = next;
 	apply_log_settings(gw);
-	if (warn[0])
-		log_warn("reload", "%s", warn);
+	print_warnings(warn, "reload");
 	metrics_reload(1);
 	log_info("reload", "configuration reloaded from %s", gw->cfg->path);
 	notify("READY=1");
@@ -344,10 +398,30 @@ static void catch_signals_outside_loop(void)
 		sigaction(stop_signals[i], &sa, NULL);
 }
 
+/** [log] keylog_file: open before any handshake can happen. */
+static int open_keylog(const struct estgw_config *cfg)
+{
+	char err[512];
+
+	if (!cfg->log.keylog_file)
+		return 0;
+	if (estgw_keylog_open(cfg->log.keylog_file, err, sizeof(err)) != 0) {
+		log_err("keylog", "%s:%u: [log] keylog_file: %s", cfg->path,
+			cfg->log.keylog_file_src.line, err);
+		return -1;
+	}
+	log_warn("keylog", "KEY LOG ON: the secrets of every DTLS and upstream TLS "
+		 "session are appended to %s (for decrypting captures; turn it off when "
+		 "done)", cfg->log.keylog_file);
+	return 0;
+}
+
 /** 0: running; 1: a stop signal came during start-up; -1: failed. */
 static int start(struct gateway *gw)
 {
 	signal(SIGPIPE, SIG_IGN);
+	if (open_keylog(gw->cfg) != 0)
+		return -1;
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
 		return -1;
 	gw->base = event_base_new();
@@ -411,6 +485,7 @@ static void stop(struct gateway *gw)
 	if (gw->base)
 		event_base_free(gw->base);
 	curl_global_cleanup();
+	estgw_keylog_close();
 	if (gw->brski_cfg && gw->brski_cfg != gw->cfg)
 		free_config(gw->brski_cfg);
 	free_config(gw->cfg);
@@ -420,6 +495,7 @@ int main(int argc, char **argv)
 {
 	struct options opt = { 0 };
 	struct gateway gw;
+	char warn[2048] = "";
 	int rc = 1;
 
 	memset(&gw, 0, sizeof(gw));
@@ -429,7 +505,7 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	gw.cfg = load_config(&opt);
+	gw.cfg = load_config(&opt, warn, sizeof(warn));
 	if (!gw.cfg)
 		return 1;
 	if (opt.check) {
@@ -439,6 +515,7 @@ int main(int argc, char **argv)
 	}
 	estgw_log_init(opt.use_syslog, opt.verbose ? LOG_DEBUG : gw.cfg->log.level);
 	apply_log_settings(&gw);
+	print_warnings(warn, "config");
 	switch (start(&gw)) {
 	case 0:
 		log_info("main", "estgw %s ready, upstream %s", ESTGW_VERSION,

@@ -2,7 +2,8 @@
  *
  * Owns: loading each PEM file once with mbedTLS and checking it can serve its
  * role; the id-kp-cmcRA test (RFC 7030 s3.7, RFC 9148 s5: the Registrar
- * authenticates to the EST server as an RA). Only mbedTLS is used here.
+ * authenticates to the EST server as an RA; a warning when the DTLS server
+ * certificate lacks it, RFC 9148 s9.2). Only mbedTLS is used here.
  * Must not: log or keep keys: everything is freed before returning.
  */
 #include "pki.h"
@@ -206,6 +207,23 @@ static int check_cmcra(const struct pki_out *o, const struct pki_item *it,
 			it->path);
 }
 
+/* RFC 7030 s3.6.1, RFC 9148 s9.2 (SPEC G8): a device whose trust in the
+ * Registrar comes from its Implicit TA database checks that the DTLS server
+ * certificate carries id-kp-cmcRA. Devices with Explicit TAs (the /crts
+ * answer) do not, so its absence is a warning, not a refusal. */
+static void warn_server_cmcra(const struct pki_out *o, const struct pki_item *it,
+			      const mbedtls_x509_crt *crt)
+{
+	if (crt_has_cmcra(crt))
+		return;
+	pki_warn(o, it, "%s: the first certificate %s id-kp-cmcRA "
+		 "(1.3.6.1.5.5.7.3.28); a device that checks the Registrar against its "
+		 "Implicit TA database requires it (RFC 7030 3.6.1, RFC 9148 9.2)",
+		 it->path,
+		 (crt->ext_types & MBEDTLS_X509_EXT_EXTENDED_KEY_USAGE) ?
+			 "has extended key usage without" : "has no extended key usage extension, so no");
+}
+
 static void warn_validity(const struct pki_out *o, const struct pki_item *it,
 			  const mbedtls_x509_crt *crt)
 {
@@ -233,7 +251,8 @@ static int check_key_mode(const struct pki_out *o, const struct pki_item *it,
 	return 0;
 }
 
-/** A certificate chain and its key; @p ra: the leaf must carry id-kp-cmcRA. */
+/** A certificate chain and its key; @p ra: the leaf must carry id-kp-cmcRA,
+ *  else (the DTLS server certificate) a leaf without it is a warning. */
 static int verify_identity(const struct pki_out *o, const struct pki_item *cert,
 			   const struct pki_item *key, int ra)
 {
@@ -252,6 +271,8 @@ static int verify_identity(const struct pki_out *o, const struct pki_item *cert,
 		rc = check_pair(o, cert, key, &crt, &pk);
 	if (!rc && ra)
 		rc = check_cmcra(o, cert, &crt);
+	else if (!rc)
+		warn_server_cmcra(o, cert, &crt);
 	if (!rc)
 		warn_validity(o, cert, &crt);
 	mbedtls_pk_free(&pk);

@@ -16,6 +16,7 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 
+#include "dtls.h"
 #include "estgw/log.h"
 
 #define HDR_MAX 256
@@ -323,6 +324,30 @@ static int set_reload_limits(CURL *e, const struct upstream *up)
 	return bad;
 }
 
+/* CURLOPT_SSL_CTX_FUNCTION: curl (OpenSSL backend) hands over the SSL_CTX
+ * of each new connection before its handshake; the OpenSSL glue attaches
+ * the key log to it. curl's own SSLKEYLOGFILE is read only at start. */
+static CURLcode on_ssl_ctx(CURL *e, void *ssl_ctx, void *arg)
+{
+	estgw_keylog_attach(ssl_ctx);
+	return CURLE_OK;
+}
+
+/* [log] keylog_file (restart-only, so every pooled connection was made
+ * the same way). A curl without the OpenSSL backend refuses the option. */
+static void set_keylog(CURL *e, const struct estgw_config *cfg)
+{
+	static int said;
+
+	if (!cfg->log.keylog_file)
+		return;
+	if (curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx) != CURLE_OK && !said) {
+		said = 1;
+		log_warn("keylog", "this libcurl cannot hand over its TLS context: no upstream "
+			 "keys are logged");
+	}
+}
+
 static int set_tls(CURL *e, const struct estgw_config *cfg,
 		   const struct upstream_opts *o)
 {
@@ -337,6 +362,7 @@ static int set_tls(CURL *e, const struct estgw_config *cfg,
 	bad |= curl_easy_setopt(e, CURLOPT_SSLCERT, cert);
 	bad |= curl_easy_setopt(e, CURLOPT_SSLKEY, key);
 	bad |= curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+	set_keylog(e, cfg);
 	return bad ? -EINVAL : 0;
 }
 

@@ -104,6 +104,8 @@ struct estgw_config {
 	struct {
 		int level; /**< syslog priority: LOG_ERR..LOG_DEBUG */
 		int format; /**< 0: text lines, 1: JSON lines */
+		char *keylog_file; /**< NSS key log of every (D)TLS session, or NULL */
+		struct estgw_cfg_src keylog_file_src;
 	} log;
 	struct { /* constrained BRSKI registrar (SPEC H) */
 		int enabled;

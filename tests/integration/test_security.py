@@ -272,12 +272,70 @@ class TestStartup(unittest.TestCase):
         self.assertIn("[policy] allow_expired_idevid: needs [policy] idevid_trust", out)
 
 
+def use_server_cert(s, name):
+    """Point [server] certificate/private_key of @p s at NAME.crt/NAME.key;
+    the line of the certificate key."""
+    with open(s.conf) as f:
+        text = f.read()
+    text = text.replace(f"certificate = {s.pki}/gw.crt\n", f"certificate = {s.pki}/{name}.crt\n")
+    text = text.replace(f"private_key = {s.pki}/gw.key\n", f"private_key = {s.pki}/{name}.key\n")
+    with open(s.conf, "w") as f:
+        f.write(text)
+    return text.split("\n").index(f"certificate = {s.pki}/{name}.crt") + 1
+
+
+class TestServerCmcra(unittest.TestCase):
+    """SPEC G8 (RFC 7030 3.6.1, RFC 9148 9.2): a DTLS server certificate without
+    id-kp-cmcRA is a warning in --check and at start-up, not a refusal."""
+
+    def check(self, name):
+        s = Stack(ca=False, upstream_url="https://127.0.0.1:9/.well-known/est")
+        self.addCleanup(s.cleanup)
+        line = use_server_cert(s, name)
+        r = subprocess.run([ESTGW, "-c", s.conf, "--check"], capture_output=True, timeout=60,
+                           check=False)
+        return s, line, r.returncode, r.stdout.decode(), r.stderr.decode()
+
+    def test_G8_check_warns_server_cert_without_cmcra(self):
+        for name, why in (("gw-nocmc", "has extended key usage without id-kp-cmcRA"),
+                          ("gw-noeku", "has no extended key usage extension, so no id-kp-cmcRA")):
+            s, line, rc, out, err = self.check(name)
+            self.assertEqual(rc, 0, err)
+            self.assertIn("configuration OK", out)
+            self.assertEqual(len(err.strip().splitlines()), 1, err)
+            self.assertIn(f"estgw: warning: {s.conf}:{line}: [server] certificate: "
+                          f"{s.pki}/{name}.crt: the first certificate {why} "
+                          "(1.3.6.1.5.5.7.3.28)", err)
+            self.assertIn("Implicit TA database", err)
+
+    def test_G8_check_quiet_with_cmcra(self):
+        _, _, rc, out, err = self.check("gw")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("configuration OK", out)
+        self.assertEqual(err, "")
+
+    def test_G8_startup_logs_warning_and_serves(self):
+        s = Stack()
+        line = use_server_cert(s, "gw-nocmc")
+        try:
+            s.start()
+            self.assertRegex(s.log(), r"warning config: " + re.escape(
+                f"{s.conf}:{line}: [server] certificate: {s.pki}/gw-nocmc.crt: the first "
+                "certificate has extended key usage without id-kp-cmcRA"))
+            # a device with Explicit TAs (coap-client -C gw-ca.crt) still enrolls
+            r = s.coap(WK + "/sen", method="post", cf=286, payload=csr_der(s.pki))
+            self.assertEqual(r.code, "2.xx", r)
+        finally:
+            self.assertEqual(s.stop(), 0, s.log()[-4000:])
+            s.cleanup()
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--list":
         loader = unittest.TestLoader()
         for cls in (TestPopRequired, TestPopIfPresent, TestAuthorization, TestExpiredIdevidAllowed,
                     TestExpiredIdevidRefused, TestDtls, TestRateLimit, TestUpstreamUntrusted,
-                    TestStartup):
+                    TestStartup, TestServerCmcra):
             for name in loader.getTestCaseNames(cls):
                 if getattr(cls, name) is not None:
                     print(f"{cls.__name__}.{name}")

@@ -14,10 +14,11 @@
 #                            ldevid (an LDevID, same subject as device), ldevid-expired
 #                            (CN=device-004 serialNumber=SN004, 2020-01-01..2021-01-01),
 #                            and every LDevID the test CA issues
-#   gw-ca     <- gw (estgw's DTLS server certificate; serverAuth + id-kp-cmcRA, see SPEC H4)
+#   gw-ca     <- gw (estgw's DTLS server certificate; serverAuth + id-kp-cmcRA, see SPEC H4, G8),
+#                gw-nocmc (serverAuth only), gw-noeku (no EKU extension): both warned about
 #   tls-ca    <- ca-server (the test CA's HTTPS certificate), ca-server-expired (expired 2021)
 # Bundles: client-trust.crt = mfg-ca + est-root + est-sub (devices estgw accepts),
-#          gw.crt = gw leaf + gw-ca, est-chain.crt = est-sub + est-root.
+#          gw.crt = gw leaf + gw-ca (so gw-nocmc.crt, gw-noeku.crt), est-chain.crt = est-sub + est-root.
 # CSR: device.csr.der / device.csr.pem, signed by a new key device-new.key, subject as device.
 # MKPKI_EXTRA_SAN (optional, e.g. "DNS:ca, DNS:estgw") is added to the SANs of gw and
 # ca-server, for containers that reach each other by service name.
@@ -61,6 +62,21 @@ authorityKeyIdentifier = keyid:always
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
 extendedKeyUsage = serverAuth, $OID_CMC_RA
+subjectAltName = $SAN
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+
+[gw_nocmc]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = $SAN
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+
+[gw_noeku]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
 subjectAltName = $SAN
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid:always
@@ -175,6 +191,11 @@ issue_expired ldevid-expired "/CN=device-004/serialNumber=SN004" est-sub device
 root_ca gw-ca "/O=estgw test/CN=Test Gateway CA"
 issue gw "/O=estgw test/CN=localhost" gw-ca gw
 cat "$OUT/gw-ca.crt" >>"$OUT/gw.crt"
+# Without id-kp-cmcRA (SPEC G8: warned about at start-up and by --check).
+issue gw-nocmc "/O=estgw test/CN=localhost" gw-ca gw_nocmc
+cat "$OUT/gw-ca.crt" >>"$OUT/gw-nocmc.crt"
+issue gw-noeku "/O=estgw test/CN=localhost" gw-ca gw_noeku
+cat "$OUT/gw-ca.crt" >>"$OUT/gw-noeku.crt"
 
 # Upstream TLS: the test CA's HTTPS server certificate.
 root_ca tls-ca "/O=estgw test/CN=Test TLS CA"
@@ -202,11 +223,19 @@ verify est-root.crt ra.crt est-sub.crt
 verify est-root.crt ra-nocmc.crt est-sub.crt
 verify est-root.crt ldevid.crt est-sub.crt
 verify gw-ca.crt gw.crt
+verify gw-ca.crt gw-nocmc.crt
+verify gw-ca.crt gw-noeku.crt
 verify tls-ca.crt ca-server.crt
 if openssl verify -CAfile "$OUT/client-trust.crt" "$OUT/rogue-device.crt" >/dev/null 2>&1; then
   die "rogue-device.crt verifies against client-trust.crt"
 fi
 openssl x509 -in "$OUT/ra.crt" -noout -ext extendedKeyUsage | grep -q "CMC Registration Authority\|$OID_CMC_RA" ||
   die "ra.crt lacks id-kp-cmcRA"
+
+if openssl x509 -in "$OUT/gw-nocmc.crt" -noout -ext extendedKeyUsage | grep -q "CMC Registration Authority\|$OID_CMC_RA"; then
+  die "gw-nocmc.crt carries id-kp-cmcRA"
+fi
+openssl x509 -in "$OUT/gw-noeku.crt" -noout -ext extendedKeyUsage 2>/dev/null | grep -q . &&
+  die "gw-noeku.crt has an extended key usage extension"
 
 echo "mkpki.sh: PKI written to $OUT"

@@ -276,6 +276,13 @@ ROW(file_is_directory, S({ 6, "client_trust = ." }), "6: [server] client_trust",
 ROW(file_not_regular, S({ 10, "trust = /dev/null" }), "10: [upstream] trust",
     "/dev/null is not a regular file", -EINVAL)
 ROW(file_empty_value, S({ 5, "private_key =" }), "5: [server] private_key", "empty value", -EINVAL)
+/* [log] keylog_file: written, not read */
+ROW(keylog_dir_missing, S({ 14, "keylog_file = /nonexistent/keys.log" }), "14: [log] keylog_file",
+    "cannot create /nonexistent/keys.log: No such file or directory", -ENOENT)
+ROW(keylog_not_regular, S({ 14, "keylog_file = /dev/null" }), "14: [log] keylog_file",
+    "/dev/null is not a regular file", -EINVAL)
+ROW(keylog_empty_value, S({ 14, "keylog_file =" }), "14: [log] keylog_file", "empty value",
+    -EINVAL)
 /* syntax */
 ROW(syntax_no_equals, S({ 15, "this is not ini" }), "15: syntax error", "expected [section]", -EINVAL)
 ROW(syntax_unclosed_section, S({ 15, "[log" }), "15: syntax error", "", -EINVAL)
@@ -601,6 +608,42 @@ static void test_relative_config_path(void **state)
 	expect_msg(err, "./t.conf", "11: [upstream] certificate", "cannot stat /dev/null/x");
 }
 
+/** [log] keylog_file: off by default; relative to the config; loading
+ *  creates nothing; an existing file must be its owner's alone and no
+ *  symbolic link (it will hold session keys). */
+static void test_keylog_file(void **state)
+{
+	const struct sub on[] = { { 14, "keylog_file = keys.log" }, { 0, NULL } };
+	struct estgw_config cfg;
+	char want[PATH_MAX + 16], err[512];
+	struct stat st;
+
+	load_ok(NULL, &cfg);
+	assert_null(cfg.log.keylog_file);
+	estgw_config_free(&cfg);
+
+	sh("rm -f keys.log");
+	load_ok(on, &cfg);
+	path_in_tmp(want, sizeof(want), "keys.log");
+	assert_string_equal(cfg.log.keylog_file, want);
+	assert_int_equal(cfg.log.keylog_file_src.line, 14);
+	estgw_config_free(&cfg);
+	assert_int_equal(stat(want, &st), -1); /* not created */
+
+	sh(": > keys.log && chmod 644 keys.log");
+	assert_int_equal(load(on, &cfg, err, sizeof(err)), -EACCES);
+	expect_msg(err, conf, "14: [log] keylog_file",
+		   "keys.log is accessible to others (mode 0644)");
+	sh("chmod 600 keys.log");
+	load_ok(on, &cfg);
+	estgw_config_free(&cfg);
+
+	sh("rm keys.log && : > real.log && chmod 600 real.log && ln -s real.log keys.log");
+	assert_int_equal(load(on, &cfg, err, sizeof(err)), -ELOOP);
+	expect_msg(err, conf, "14: [log] keylog_file", "keys.log is a symbolic link");
+	sh("rm keys.log real.log");
+}
+
 /** Inline comments, CRLF line ends, a byte order mark, comment lines. */
 static void test_file_forms(void **state)
 {
@@ -830,7 +873,7 @@ PKI_ROW(ra_without_cmcra, S({ 11, "certificate = noeku.crt" }, { 12, "private_ke
 	"11: [upstream] certificate", "id-kp-cmcRA (1.3.6.1.5.5.7.3.28)")
 PKI_ROW(ra_any_eku_only, S({ 11, "certificate = anyeku.crt" }, { 12, "private_key = anyeku.key" }),
 	"11: [upstream] certificate", "id-kp-cmcRA (1.3.6.1.5.5.7.3.28)")
-PKI_ROW(ra_no_eku_at_all, S({ 11, "certificate = gw.crt" }, { 12, "private_key = gw.key" }),
+PKI_ROW(ra_no_eku_at_all, S({ 11, "certificate = bare.crt" }, { 12, "private_key = bare.key" }),
 	"11: [upstream] certificate", "lacks extended key usage id-kp-cmcRA")
 PKI_ROW(ra_key_mismatch, S({ 12, "private_key = gw.key" }), "12: [upstream] private_key",
 	"does not match the first certificate (the leaf) in")
@@ -900,6 +943,36 @@ static void test_pki_warnings(void **state)
 	assert_non_null(strstr(warn, "ra-old.crt: the first certificate has expired"));
 }
 
+/** SPEC G8 (RFC 7030 3.6.1, RFC 9148 9.2): a DTLS server certificate
+ *  without id-kp-cmcRA is a warning, one line naming the key; the gateway
+ *  still starts. With it (gw.crt) there is none (test_pki_valid). */
+static void test_G8_server_cert_without_cmcra_warns(void **state)
+{
+	static const struct {
+		const char *name, *why;
+	} rows[] = {
+		{ "srv-nocmc", "srv-nocmc.crt: the first certificate has extended key usage "
+			       "without id-kp-cmcRA (1.3.6.1.5.5.7.3.28)" },
+		{ "anyeku", "anyeku.crt: the first certificate has extended key usage "
+			    "without id-kp-cmcRA" },
+		{ "bare", "bare.crt: the first certificate has no extended key usage "
+			  "extension, so no id-kp-cmcRA (1.3.6.1.5.5.7.3.28)" },
+	};
+	char err[512], warn[512], crt[64], key[64];
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		snprintf(crt, sizeof(crt), "certificate = %s.crt", rows[i].name);
+		snprintf(key, sizeof(key), "private_key = %s.key", rows[i].name);
+		const struct sub subs[] = { { 4, crt }, { 5, key }, { 0, NULL } };
+
+		if (verify(subs, err, warn) != 0)
+			fail_msg("%s", err);
+		expect_msg(warn, conf, "4: [server] certificate", rows[i].why);
+		assert_non_null(strstr(warn, "Implicit TA database"));
+		assert_null(strchr(warn, '\n'));
+	}
+}
+
 static void test_pki_null_buffers(void **state)
 {
 	const struct sub subs[] = { { 12, "private_key = gw.key" }, { 0, NULL } };
@@ -929,7 +1002,8 @@ static void test_has_cmcra(void **state)
 		const char *file;
 		int want;
 	} rows[] = {
-		{ "ra.der", 1 }, { "noeku.der", 0 }, { "anyeku.der", 0 }, { "gw.der", 0 },
+		{ "ra.der", 1 }, { "noeku.der", 0 }, { "anyeku.der", 0 }, { "gw.der", 1 },
+		{ "bare.der", 0 }, { "srv-nocmc.der", 0 },
 	};
 	unsigned char der[4096];
 	size_t len;
@@ -957,7 +1031,9 @@ static int make_pki(void **state)
 	if (!dir)
 		return -1;
 	path_in_tmp(conf, sizeof(conf), "t.conf");
-	make_cert("gw", NULL);
+	make_cert("gw", "extendedKeyUsage=serverAuth,1.3.6.1.5.5.7.3.28");
+	make_cert("bare", NULL); /* no extended key usage extension */
+	make_cert("srv-nocmc", "extendedKeyUsage=serverAuth");
 	make_cert("client-trust", NULL);
 	make_cert("tls-ca", NULL);
 	make_cert("ra", "extendedKeyUsage=1.3.6.1.5.5.7.3.28,clientAuth");
@@ -1022,6 +1098,8 @@ int main(void)
 		ERR_TEST(max_age_min_over_max), ERR_TEST(file_missing),
 		ERR_TEST(file_missing_abs), ERR_TEST(file_is_directory),
 		ERR_TEST(file_not_regular), ERR_TEST(file_empty_value),
+		ERR_TEST(keylog_dir_missing), ERR_TEST(keylog_not_regular),
+		ERR_TEST(keylog_empty_value),
 		ERR_TEST(syntax_no_equals), ERR_TEST(syntax_unclosed_section),
 		ERR_TEST(syntax_before_other_error), ERR_TEST(other_error_before_syntax),
 		ERR_TEST(indented_line), ERR_TEST(line_too_long),
@@ -1035,6 +1113,7 @@ int main(void)
 		cmocka_unit_test(test_listen_forms),
 		cmocka_unit_test(test_relative_paths),
 		cmocka_unit_test(test_relative_config_path),
+		cmocka_unit_test(test_keylog_file),
 		cmocka_unit_test(test_file_forms),
 		cmocka_unit_test(test_nul_byte),
 		cmocka_unit_test(test_config_file_missing),
@@ -1054,6 +1133,7 @@ int main(void)
 		cmocka_unit_test(test_pki_world_readable_key),
 		cmocka_unit_test(test_G4_pki_world_readable_ra_key_refused),
 		cmocka_unit_test(test_pki_warnings),
+		cmocka_unit_test(test_G8_server_cert_without_cmcra_warns),
 		cmocka_unit_test(test_pki_null_buffers),
 		cmocka_unit_test(test_has_cmcra),
 	};
