@@ -108,7 +108,8 @@ struct est_http_req {
 	char *url;                /**< malloc'd: base[/label]/http_name */
 	enum est_method method;   /**< EST_GET or EST_POST */
 	const char *content_type; /**< static, NULL for GET */
-	char *body;               /**< malloc'd Base64 text, NULL for GET */
+	char *body;               /**< malloc'd MIME Base64 (64-character lines,
+				       each ending in CRLF; SPEC B5), NULL for GET */
 	size_t body_len;
 };
 
