@@ -335,6 +335,11 @@ static void on_masa(void *arg, const struct upstream_result *r)
 		j->until = time(NULL) + secs;
 	} else {
 		masa_error_answer(r, &o);
+		if (est_status_has_max_age(r->status) && o.resp.code == EST_CODE(4, 29)) {
+			/* RFC 8516: 4.29 with the MASA's Retry-After */
+			o.resp.has_max_age = 1;
+			o.resp.max_age = retry_seconds(b, r->retry_after);
+		}
 	}
 	if (EST_CODE_CLASS(o.resp.code) == 2) {
 		b->stats.rv_voucher++;

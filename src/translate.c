@@ -260,7 +260,11 @@ static char *build_url(const char *base, const char *label,
 	return url;
 }
 
-/** The CSR as Base64 text without line breaks (SPEC B1, B5). */
+/** The CSR as MIME Base64 (SPEC B1, B5): 64-character lines, each ending
+ *  in CRLF. Not one long line: libest's estserver (OpenSSL's base64 BIO)
+ *  refuses that with 400 "Problem reading DER encoded certificate request";
+ *  why 64 and the last CRLF: base64.c. Every body estgw POSTs to the CA
+ *  (sen, sren, skg, skc, and the registrar-made CSR) is made here. */
 static int encode_csr(const uint8_t *der, size_t len, struct est_http_req *out)
 {
 	size_t cap;
@@ -268,14 +272,14 @@ static int encode_csr(const uint8_t *der, size_t len, struct est_http_req *out)
 
 	if (!der || len == 0 || est_csr_check(der, len) != 0)
 		return -EINVAL;
-	cap = est_b64_encoded_len(len);
+	cap = est_b64_mime_len(len);
 	if (cap == SIZE_MAX)
 		return -EINVAL;
 	cap++;
 	out->body = malloc(cap);
 	if (!out->body)
 		return -ENOMEM;
-	rc = est_b64_encode(der, len, out->body, cap, &out->body_len);
+	rc = est_b64_encode_mime(der, len, out->body, cap, &out->body_len);
 	if (rc)
 		return rc;
 	out->content_type = "application/pkcs10";
@@ -318,48 +322,79 @@ void est_http_req_free(struct est_http_req *r)
 }
 
 /* ------------------------------------------------------------------------
- * HTTP status -> CoAP code (SPEC D; RFC 9148 §4.5; RFC 8075 §7). First
- * matching row wins. 202 and 503 also get a Max-Age in
- * est_translate_response.
+ * HTTP status -> CoAP code (SPEC D; RFC 9148 §4.5, §5; RFC 8075 §7). First
+ * matching row wins; 200 is answered by answer_ok. A row with "retry" also
+ * gets a Max-Age from Retry-After (est_translate_response):
+ * - 202: 5.03, RFC 9148 §4.7;
+ * - 429: 4.29 Too Many Requests, RFC 8516 §3: its Max-Age is the time after
+ *   which the client may retry, as Retry-After is for HTTP;
+ * - 503: 5.03.
+ * 204 on a POST is a failure, 5.02 (RFC 9148 §4.1 and Table 4: success is
+ * 2.04 with the certificate, or the key and certificate; an answer without
+ * them is no enrollment). 204 on a GET can only be /att: RFC 7030 §4.5.2
+ * gives 204 and 404 the same meaning, no CSR attributes available, so both
+ * are 4.04.
  */
 struct status_row {
 	long lo, hi;
 	uint8_t on_get, on_post;
+	uint8_t retry;          /**< Max-Age from Retry-After */
+	const char *diag_get;   /**< NULL: "upstream answered <status>" */
+	const char *diag_post;
 };
 
 static const struct status_row status_rows[] = {
-	{ 200, 200, C(2, 5), C(2, 4) },
-	{ 202, 202, C(5, 3), C(5, 3) },
-	{ 204, 204, C(4, 4), C(2, 4) },
-	{ 300, 399, C(5, 2), C(5, 2) }, /* redirects are never followed */
-	{ 400, 400, C(4, 0), C(4, 0) },
-	{ 401, 401, C(4, 1), C(4, 1) },
-	{ 403, 403, C(4, 3), C(4, 3) },
-	{ 404, 404, C(4, 4), C(4, 4) },
-	{ 405, 405, C(4, 5), C(4, 5) },
-	{ 406, 406, C(4, 6), C(4, 6) },
-	{ 413, 413, C(4, 13), C(4, 13) },
-	{ 415, 415, C(4, 15), C(4, 15) },
-	{ 400, 499, C(4, 0), C(4, 0) },
-	{ 500, 500, C(5, 0), C(5, 0) },
-	{ 501, 501, C(5, 1), C(5, 1) },
-	{ 502, 502, C(5, 2), C(5, 2) },
-	{ 503, 503, C(5, 3), C(5, 3) },
-	{ 504, 504, C(5, 4), C(5, 4) },
-	{ 500, 599, C(5, 0), C(5, 0) },
+	{ 200, 200, C(2, 5), C(2, 4), 0, NULL, NULL },
+	{ 202, 202, C(5, 3), C(5, 3), 1, "request pending, retry later",
+	  "request pending, retry later" },
+	{ 204, 204, C(4, 4), C(5, 2), 0, NULL,
+	  "upstream answered 204 without a certificate or key" },
+	{ 300, 399, C(5, 2), C(5, 2), 0, NULL, NULL }, /* never followed */
+	{ 400, 400, C(4, 0), C(4, 0), 0, NULL, NULL },
+	{ 401, 401, C(4, 1), C(4, 1), 0, NULL, NULL },
+	{ 403, 403, C(4, 3), C(4, 3), 0, NULL, NULL },
+	{ 404, 404, C(4, 4), C(4, 4), 0, NULL, NULL },
+	{ 405, 405, C(4, 5), C(4, 5), 0, NULL, NULL },
+	{ 406, 406, C(4, 6), C(4, 6), 0, NULL, NULL },
+	{ 413, 413, C(4, 13), C(4, 13), 0, NULL, NULL },
+	{ 415, 415, C(4, 15), C(4, 15), 0, NULL, NULL },
+	{ 429, 429, C(4, 29), C(4, 29), 1, "upstream busy, too many requests",
+	  "upstream busy, too many requests" },
+	{ 400, 499, C(4, 0), C(4, 0), 0, NULL, NULL },
+	{ 500, 500, C(5, 0), C(5, 0), 0, NULL, NULL },
+	{ 501, 501, C(5, 1), C(5, 1), 0, NULL, NULL },
+	{ 502, 502, C(5, 2), C(5, 2), 0, NULL, NULL },
+	{ 503, 503, C(5, 3), C(5, 3), 1, "upstream unavailable",
+	  "upstream unavailable" },
+	{ 504, 504, C(5, 4), C(5, 4), 0, NULL, NULL },
+	{ 500, 599, C(5, 0), C(5, 0), 0, NULL, NULL },
 };
 
-uint8_t est_status_to_code(long status, enum est_method method)
+/* 1xx, other 2xx, nonsense: a bad gateway answer. */
+static const struct status_row status_other = {
+	0, 0, C(5, 2), C(5, 2), 0, NULL, NULL
+};
+
+static const struct status_row *status_row_of(long status)
 {
 	size_t i;
 
-	for (i = 0; i < sizeof(status_rows) / sizeof(status_rows[0]); i++) {
-		const struct status_row *r = &status_rows[i];
+	for (i = 0; i < sizeof(status_rows) / sizeof(status_rows[0]); i++)
+		if (status >= status_rows[i].lo && status <= status_rows[i].hi)
+			return &status_rows[i];
+	return &status_other;
+}
 
-		if (status >= r->lo && status <= r->hi)
-			return method == EST_POST ? r->on_post : r->on_get;
-	}
-	return C(5, 2); /* 1xx, other 2xx, nonsense: a bad gateway answer */
+uint8_t est_status_to_code(long status, enum est_method method)
+{
+	const struct status_row *r = status_row_of(status);
+
+	return method == EST_POST ? r->on_post : r->on_get;
+}
+
+int est_status_has_max_age(long status)
+{
+	return status_row_of(status)->retry;
 }
 
 /* ------------------------------------------------------------------------
@@ -652,7 +687,10 @@ static int answer_transport(enum est_upstream_err err,
 	return est_coap_resp_error(out, C(5, 2), "upstream failure");
 }
 
-/** Max-Age for a 202 or 503 (SPEC D, D2; RFC 9148 §4.7). */
+/** Max-Age for a "retry" row: 202, 429, 503 (SPEC D, D2; RFC 9148 §4.7,
+ *  RFC 8516 §3): the Retry-After seconds (an HTTP-date counted from now),
+ *  clamped to [max_age_min, max_age_max]; without a usable Retry-After the
+ *  configured default. */
 static uint32_t retry_max_age(const struct est_http_resp *in,
 			      const struct est_xlate_limits *lim)
 {
@@ -667,17 +705,6 @@ static uint32_t retry_max_age(const struct est_http_resp *in,
 	return s;
 }
 
-static int answer_retry(const struct est_http_resp *in,
-			const struct est_xlate_limits *lim, const char *diag,
-			struct est_coap_resp *out)
-{
-	int rc = est_coap_resp_error(out, C(5, 3), diag);
-
-	out->has_max_age = 1;
-	out->max_age = retry_max_age(in, lim);
-	return rc;
-}
-
 /** Copy up to @p max bytes of @p s as printable ASCII ('?' otherwise). */
 static void printable_copy(char *dst, const char *s, size_t len, size_t max)
 {
@@ -690,16 +717,29 @@ static void printable_copy(char *dst, const char *s, size_t len, size_t max)
 	dst[len] = '\0';
 }
 
-static int answer_status(const struct est_op_desc *op, long status,
+/** Any answer but 200 (SPEC D, D2): the row's code and diagnostic, and for
+ *  a "retry" row the Max-Age. */
+static int answer_status(const struct est_op_desc *op,
+			 const struct est_http_resp *in,
+			 const struct est_xlate_limits *lim,
 			 struct est_coap_resp *out)
 {
-	char diag[48];
-	uint8_t code = est_status_to_code(status, op->method);
+	const struct status_row *r = status_row_of(in->status);
+	int post = op->method == EST_POST;
+	const char *diag = post ? r->diag_post : r->diag_get;
+	char text[48];
+	int rc;
 
-	if (EST_CODE_CLASS(code) == 2) /* 204 on a POST: 2.04, no payload */
-		return resp_give(out, code, EST_CF_NONE, NULL, 0);
-	snprintf(diag, sizeof(diag), "upstream answered %ld", status);
-	return est_coap_resp_error(out, code, diag);
+	if (!diag) {
+		snprintf(text, sizeof(text), "upstream answered %ld", in->status);
+		diag = text;
+	}
+	rc = est_coap_resp_error(out, post ? r->on_post : r->on_get, diag);
+	if (r->retry) {
+		out->has_max_age = 1;
+		out->max_age = retry_max_age(in, lim);
+	}
+	return rc;
 }
 
 /** Find the media type of a Content-Type value (@p type, @p len); -EINVAL
@@ -878,13 +918,8 @@ int est_translate_response(const struct est_op_desc *op, int resp_cf,
 		return est_coap_resp_error(out, C(5, 0), "internal error");
 	if (in->err != EST_UP_OK)
 		return answer_transport(in->err, out);
-	if (in->status == 202) /* RFC 9148 §4.7 */
-		return answer_retry(in, lim, "request pending, retry later",
-				    out);
-	if (in->status == 503)
-		return answer_retry(in, lim, "upstream unavailable", out);
 	if (in->status != 200)
-		return answer_status(op, in->status, out);
+		return answer_status(op, in, lim, out);
 	return answer_ok(op, resp_cf, csr, csr_len, in, out);
 }
 
@@ -1439,7 +1474,7 @@ int est_translate_keygen_enroll(const struct est_op_desc *op, int resp_cf,
 		return est_coap_resp_error(out, C(5, 0), "internal error");
 	if (EST_CODE_CLASS(enr.code) != 2 || enr.cf != cf) {
 		if (EST_CODE_CLASS(enr.code) == 2 || enr.code == C(4, 6)) {
-			est_coap_resp_free(&enr); /* empty 2.04, or no match */
+			est_coap_resp_free(&enr); /* no certificate matches */
 			return kg_fail(out, "upstream sent no certificate for the "
 					    "generated key");
 		}

@@ -29,6 +29,23 @@ size_t est_b64_encoded_len(size_t n);
 int est_b64_encode(const uint8_t *in, size_t inlen, char *out, size_t outsize,
 		   size_t *outlen);
 
+/** Characters per line of est_b64_encode_mime (RFC 2045 §6.8 allows up to
+ *  76; 64 is the PEM line, see base64.c for why). A multiple of 4. */
+#define EST_B64_LINE 64
+
+/** Length of est_b64_encode_mime's text for @p n bytes: every EST_B64_LINE
+ *  characters of Base64 and the last, shorter run each followed by CRLF; 0
+ *  for n == 0. Saturates at SIZE_MAX like est_b64_encoded_len. */
+size_t est_b64_mime_len(size_t n);
+
+/** Encode @p in as MIME Base64 (SPEC B5; RFC 2045 §6.8): padded, lines of
+ *  EST_B64_LINE characters (the last one shorter unless inlen is a multiple
+ *  of EST_B64_LINE / 4 * 3), each ending in CRLF; no empty line, nothing for
+ *  empty input. @p out needs est_b64_mime_len(inlen) + 1 bytes (NUL added);
+ *  *outlen is the text length without the NUL. What estgw POSTs upstream. */
+int est_b64_encode_mime(const uint8_t *in, size_t inlen, char *out,
+			size_t outsize, size_t *outlen);
+
 /** Strict-but-tolerant Base64 decode (SPEC B5, RFC 8951): whitespace (SP, TAB,
  *  CR, LF) anywhere is skipped; '=' padding is optional but if present must be
  *  correct; any other character, a dangling single symbol, or non-zero pad bits

@@ -108,7 +108,8 @@ struct est_http_req {
 	char *url;                /**< malloc'd: base[/label]/http_name */
 	enum est_method method;   /**< EST_GET or EST_POST */
 	const char *content_type; /**< static, NULL for GET */
-	char *body;               /**< malloc'd Base64 text, NULL for GET */
+	char *body;               /**< malloc'd MIME Base64 (64-character lines,
+				       each ending in CRLF; SPEC B5), NULL for GET */
 	size_t body_len;
 };
 
@@ -145,7 +146,7 @@ struct est_http_resp {
 
 /** Limits that shape translated answers. */
 struct est_xlate_limits {
-	uint32_t max_age_default; /**< 202/503 without (valid) Retry-After */
+	uint32_t max_age_default; /**< 202/429/503 without (valid) Retry-After */
 	uint32_t max_age_min;     /**< clamp for Retry-After-derived Max-Age */
 	uint32_t max_age_max;
 };
@@ -163,6 +164,10 @@ struct est_coap_resp {
 
 /** HTTP status -> CoAP code (SPEC D), for a GET or POST operation. */
 uint8_t est_status_to_code(long status, enum est_method method);
+
+/** 1 when the answer to @p status carries a Max-Age taken from Retry-After
+ *  (202 and 503: 5.03; 429: 4.29, RFC 8516), else 0. */
+int est_status_has_max_age(long status);
 
 /** Parse a Retry-After value (delta-seconds or IMF-fixdate HTTP-date,
  *  RFC 9110 10.2.3) into seconds from @p now. -EINVAL when unparsable.

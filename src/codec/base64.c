@@ -1,6 +1,7 @@
 /* base64.c - RFC 4648 Base64 for EST bodies (SPEC B1, B5).
  *
- * Owns: encoding (padded, no line breaks) and a strict-but-tolerant decoder.
+ * Owns: encoding (padded; one line, or MIME lines for request bodies) and a
+ * strict-but-tolerant decoder.
  * Must not: allocate, log, or accept what it cannot decode completely. We do
  * not use mbedtls_base64_decode: it truncates unpadded input silently and
  * rejects spaces and tabs inside lines (NOTES-mbedtls-2.28.md).
@@ -64,14 +65,12 @@ static void b64_encode_tail(const uint8_t *in, size_t rest, char *out)
 	out[3] = '=';
 }
 
-int est_b64_encode(const uint8_t *in, size_t inlen, char *out, size_t outsize,
-		   size_t *outlen)
+/** Encode @p inlen bytes as padded Base64 at @p out (no NUL); returns the
+ *  number of characters written, est_b64_encoded_len(inlen). */
+static size_t b64_encode_run(const uint8_t *in, size_t inlen, char *out)
 {
-	size_t need = est_b64_encoded_len(inlen);
 	size_t i, o = 0;
 
-	if (need == SIZE_MAX || outsize <= need)
-		return -ENOSPC;
 	for (i = 0; inlen - i >= 3; i += 3) {
 		uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
 
@@ -83,6 +82,55 @@ int est_b64_encode(const uint8_t *in, size_t inlen, char *out, size_t outsize,
 	if (i < inlen) {
 		b64_encode_tail(in + i, inlen - i, out + o);
 		o += 4;
+	}
+	return o;
+}
+
+int est_b64_encode(const uint8_t *in, size_t inlen, char *out, size_t outsize,
+		   size_t *outlen)
+{
+	size_t need = est_b64_encoded_len(inlen);
+
+	if (need == SIZE_MAX || outsize <= need)
+		return -ENOSPC;
+	*outlen = b64_encode_run(in, inlen, out);
+	out[*outlen] = '\0';
+	return 0;
+}
+
+/* MIME lines (RFC 2045 §6.8; SPEC B5). Some EST servers cannot read one long
+ * line: libest decodes with OpenSSL's base64 BIO, which does not start
+ * decoding before it has seen a line end, so a CSR on one line reads as
+ * nothing ("Problem reading DER encoded certificate request"). RFC 2045
+ * allows at most 76 characters a line; we write 64, the PEM line (RFC 7468
+ * §2) and what OpenSSL's own encoder writes, so an OpenSSL-based server gets
+ * the layout it produces itself. Every line ends in CRLF, the last one too:
+ * then even a one-line text has the line end such a decoder waits for. */
+#define B64_LINE_BYTES (EST_B64_LINE / 4 * 3) /* input bytes per full line */
+
+size_t est_b64_mime_len(size_t n)
+{
+	size_t full = n / B64_LINE_BYTES, rest = n % B64_LINE_BYTES;
+	size_t line = EST_B64_LINE + 2;
+
+	if (full > (SIZE_MAX - line) / line)
+		return SIZE_MAX; /* saturate, as est_b64_encoded_len */
+	return full * line + (rest ? est_b64_encoded_len(rest) + 2 : 0);
+}
+
+int est_b64_encode_mime(const uint8_t *in, size_t inlen, char *out,
+			size_t outsize, size_t *outlen)
+{
+	size_t need = est_b64_mime_len(inlen);
+	size_t i, o = 0, n;
+
+	if (need == SIZE_MAX || outsize <= need)
+		return -ENOSPC;
+	for (i = 0; i < inlen; i += n) {
+		n = inlen - i < B64_LINE_BYTES ? inlen - i : B64_LINE_BYTES;
+		o += b64_encode_run(in + i, n, out + o);
+		out[o++] = '\r';
+		out[o++] = '\n';
 	}
 	out[o] = '\0';
 	*outlen = o;

@@ -21,8 +21,11 @@ Usage:
   --port 0 picks a free port; the bound port is written to --port-file once listening.
 
 Paths: <base>/<op> and <base>/<label>/<op> for each --label; unknown label, op or path: 404;
-wrong method: 405. POSTs need Content-Type application/pkcs10 (415) and a Base64 CSR, line
-breaks allowed (400 on bad Base64 or a CSR openssl cannot parse or verify).
+wrong method: 405. POSTs need Content-Type application/pkcs10 (415) and a Base64 CSR read as
+strictly as libest's estserver (Cisco's EST server, which reads it with OpenSSL's base64 BIO):
+lines of at most 76 characters (RFC 2045 6.8) ended by LF or CRLF, the last line with or
+without one. One long line, a longer line or bad Base64: 400 "Problem reading DER encoded
+certificate request" (libest's words). 400 also for a CSR openssl cannot parse or verify.
   GET  cacerts         200 application/pkcs7-mime; smime-type=certs-only (est-root, est-sub)
   POST simpleenroll    200 certs-only PKCS#7 with the issued certificate only (est-sub, 1 year,
   POST simplereenroll      clientAuth, random serial, subject and key from the CSR)
@@ -46,7 +49,8 @@ Control (choose one or both; tests usually use the plain port):
   --control              also serve the control endpoints on the HTTPS port (TLS client
                          certificate still required by the handshake, no cmcRA check).
   GET  /stats    JSON {"total", "paths": {path: n}, "ops": {op: n}, "status": {code: n},
-                 "issued", "connections", "last": {"method", "path", "headers"}}.
+                 "issued", "connections", "last": {"method", "path", "headers"}, "last_csr",
+                 "last_body" (the last POST body as sent, Latin-1 text)}.
                  Control requests are not counted. "connections" counts TLS handshakes done.
   GET  /control  the current fault as JSON, plus "csrattrs" and "serverkeygen": whether
                  those operations are implemented.
@@ -59,13 +63,16 @@ Faults (MODE), also from the command line with --mode and the matching flags:
   normal          no fault
   binary          answer DER instead of Base64, no Content-Transfer-Encoding header
   delay=S         sleep S seconds, then answer normally ("delay" also combines with any mode)
-  status=CODE     answer CODE with a short text/plain body (3xx: a Location header too;
+  status=CODE     answer CODE with a short text/plain body (204: none; 3xx: a Location too;
                   Retry-After when retry_after is set)
   accepted[=N]    202, empty body, Retry-After: N (default 1; retry_after "none" omits it)
   garbage         200, right Content-Type, body that is not Base64
   truncated       200, Base64 of the first half of the DER (for serverkeygen: of the PKCS#7 part)
   html            200 text/html
   csrattrs=empty  204 for csrattrs (implies op csrattrs)
+  layout=L        Base64 answers (and serverkeygen parts) in line layout L: oneline (no line
+                  break at all), lf64, crlf64, lf76, crlf76 (width and line end; the last
+                  line ends too). The default is Python's encodebytes: 76 columns, LF
   bare-ct         Content-Type application/pkcs7-mime without parameters
   no-cte          Base64 without the Content-Transfer-Encoding header
   sec1-key        serverkeygen key part is a bare SEC1 ECPrivateKey (implies op serverkeygen)
@@ -377,7 +384,11 @@ class Ca:
 OPTIONAL_OPS = ("csrattrs", "serverkeygen")  # operations a CA may lack (404)
 MP_MODES = {"mp-unclosed", "mp-no-key", "mp-no-cert", "mp-variant"}
 MODES = {"normal", "binary", "delay", "status", "accepted", "garbage", "truncated", "html",
-         "csrattrs", "bare-ct", "no-cte", "sec1-key", "parts-reversed", "drop"} | MP_MODES
+         "csrattrs", "bare-ct", "no-cte", "sec1-key", "parts-reversed", "drop",
+         "layout"} | MP_MODES
+# layout=L: (characters a line, line end); width None is one line without a break.
+LAYOUTS = {"oneline": (None, b""), "lf64": (64, b"\n"), "crlf64": (64, b"\r\n"),
+           "lf76": (76, b"\n"), "crlf76": (76, b"\r\n")}
 IMPLIED_OP = {"csrattrs": "csrattrs", "sec1-key": "serverkeygen",
               "parts-reversed": "serverkeygen", **{m: "serverkeygen" for m in MP_MODES}}
 
@@ -386,6 +397,7 @@ IMPLIED_OP = {"csrattrs": "csrattrs", "sec1-key": "serverkeygen",
 class Fault:
     mode: str = "normal"
     status: int = 0
+    layout: str | None = None
     retry_after: str | None = None
     delay: float = 0.0
     op: str | None = None
@@ -420,6 +432,10 @@ def parse_fault(spec):
     elif name == "csrattrs":
         if arg != "empty":
             raise ValueError("only csrattrs=empty exists")
+    elif name == "layout":
+        if arg not in LAYOUTS:
+            raise ValueError(f"layout must be one of {sorted(LAYOUTS)}")
+        f.layout = arg
     elif arg:
         raise ValueError(f"mode {name} takes no argument")
     if f.op is not None and f.op not in OPS:
@@ -442,7 +458,8 @@ class State:
 
     def reset_stats(self):
         self.stats = {"total": 0, "paths": {}, "ops": {}, "status": {}, "issued": 0,
-                      "encrypted_keys": 0, "connections": 0, "last": None, "last_csr": None}
+                      "encrypted_keys": 0, "connections": 0, "last": None, "last_csr": None,
+                      "last_body": None}
 
     def take_fault(self, op):
         """The fault for one request of op (None: answer normally); consumes a count."""
@@ -479,18 +496,45 @@ class State:
 
 # ---------------------------------------------------------------- HTTP handler
 
-def b64_lines(der):
-    return base64.encodebytes(der)
+def b64_lines(der, layout=None):
+    """Base64 for an answer: Python's encodebytes (76 columns, LF) or a layout=L layout."""
+    if layout is None:
+        return base64.encodebytes(der)
+    width, end = LAYOUTS[layout]
+    text = base64.b64encode(der)
+    if width is None:
+        return text
+    return b"".join(text[i:i + width] + end for i in range(0, len(text), width))
 
 
-def decode_b64(body):
-    data = b"".join(body.split())
+# A request body as strictly as libest's estserver reads it (RFC 7030 4.2.1 + RFC 2045 6.8
+# lines). libest feeds the body to OpenSSL's base64 BIO, which decodes nothing before it has
+# seen a line end: one long line gives it no CSR. Any failure gets libest's words.
+LIBEST_BAD_CSR = "Problem reading DER encoded certificate request"
+MAX_B64_LINE = 76
+
+
+def decode_request_b64(body):
+    """DER from a Base64 request body: lines of at most 76 characters, LF or CRLF between
+    them (the last may lack it), only the Base64 alphabet. Else HttpError 400."""
+    lines = body.split(b"\n")
+    for i, line in enumerate(lines):
+        if line.endswith(b"\r"):
+            lines[i] = line = line[:-1]
+        if len(line) > MAX_B64_LINE:
+            log(f"request body line {i + 1} has {len(line)} characters (at most "
+                f"{MAX_B64_LINE}, RFC 2045 6.8)")
+            raise HttpError(400, LIBEST_BAD_CSR)
+    if len(lines) < 2 and lines[0]:  # no line end at all: the BIO never starts
+        log("request body is one line without a line end")
+        raise HttpError(400, LIBEST_BAD_CSR)
     try:
-        der = base64.b64decode(data, validate=True)
+        der = base64.b64decode(b"".join(lines), validate=True)
     except ValueError:
-        raise HttpError(400, "body is not Base64")
+        log("request body is not Base64")
+        raise HttpError(400, LIBEST_BAD_CSR)
     if not der:
-        raise HttpError(400, "empty body")
+        raise HttpError(400, LIBEST_BAD_CSR)
     return der
 
 
@@ -694,9 +738,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif f.mode == "garbage":
             body = b"!!! this is *not* Base64 @@@ \x01\x02\n"
         elif f.mode == "truncated":
-            body = b64_lines(der[:len(der) // 2])
+            body = b64_lines(der[:len(der) // 2], f.layout)
         else:
-            body = b64_lines(der)
+            body = b64_lines(der, f.layout)
         if f.mode == "no-cte":
             headers = []
         if f.mode == "bare-ct" and ctype == CT_P7:
@@ -707,7 +751,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         ctype = self.headers.get("Content-Type", "")
         if ctype.split(";")[0].strip().lower() != CT_PKCS10:
             raise HttpError(415, "Content-Type must be application/pkcs10")
-        csr = decode_b64(body)
+        with self.server.state.lock:
+            self.server.state.stats["last_body"] = body.decode("latin-1")
+        csr = decode_request_b64(body)
         with self.server.state.lock:
             self.server.state.stats["last_csr"] = base64.b64encode(csr).decode()
         return csr
@@ -781,7 +827,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             elif f.mode == "garbage":
                 data = b"!!! not Base64 @@@\r\n"
             else:
-                data = b64_lines(der).replace(b"\n", b"\r\n")
+                data = (b64_lines(der, f.layout) if f.layout
+                        else b64_lines(der).replace(b"\n", b"\r\n"))
                 head += "Content-Transfer-Encoding: base64\r\n" if f.mode != "no-cte" else ""
             out += head.encode() + b"\r\n" + data + b"\r\n"
         if f.mode == "mp-unclosed":

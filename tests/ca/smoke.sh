@@ -65,11 +65,14 @@ setmode() { local c; c=$(ctl "$1"); [ "$c" = 200 ] || bad "control $1 answered $
 hdr() { grep -i "^$1:" "$TMP/hdrs" | head -1 | cut -d: -f2- | tr -d '\r' | sed 's/^ //'; }
 stat() { curl -sS "$CTL/stats" | python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, d))" "$1"; }
 is() { [ "$1" = "$2" ] || { echo "  got '$1', want '$2'"; return 1; }; }
-b64body() { base64 -d <"$TMP/body" >"$TMP/body.der" 2>/dev/null; }
+b64body() { tr -d '\r' <"$TMP/body" | base64 -d >"$TMP/body.der" 2>/dev/null; }  # GNU base64 -d refuses CR
 p7count() { openssl pkcs7 -inform DER -in "$1" -print_certs -noout 2>/dev/null | grep -c '^subject='; }
 
 base64 -w64 "$P/device.csr.der" >"$TMP/csr.b64"
 base64 -w0 "$P/device.csr.der" >"$TMP/csr1.b64"
+base64 -w76 "$P/device.csr.der" >"$TMP/csr76.b64"
+base64 -w77 "$P/device.csr.der" >"$TMP/csr77.b64"
+sed 's/$/\r/' "$TMP/csr.b64" >"$TMP/csr-crlf.b64"
 openssl req -inform DER -in "$P/device.csr.der" -noout -pubkey >"$TMP/csr.pub"
 
 # ---- cacerts
@@ -104,7 +107,16 @@ enroll_ok() { # op csrfile
   openssl x509 -in "$TMP/issued.pem" -noout -subject | grep -q "CN = device-001, serialNumber = SN001"
 }
 check "simpleenroll (64-column Base64)" enroll_ok simpleenroll "$TMP/csr.b64"
-check "simpleenroll (one-line Base64)" enroll_ok simpleenroll "$TMP/csr1.b64"
+check "simpleenroll (76-column Base64)" enroll_ok simpleenroll "$TMP/csr76.b64"
+check "simpleenroll (64-column Base64, CRLF)" enroll_ok simpleenroll "$TMP/csr-crlf.b64"
+# Strict like libest: one long line, or a line over 76 characters, is refused.
+refused_like_libest() { # csrfile
+  post_csr simpleenroll "$1"
+  is "$CODE" 400 || return 1
+  grep -q "^Problem reading DER encoded certificate request" "$TMP/body"
+}
+check "one-line Base64 refused (libest)" refused_like_libest "$TMP/csr1.b64"
+check "77-column Base64 refused (libest)" refused_like_libest "$TMP/csr77.b64"
 check "simplereenroll" enroll_ok simplereenroll "$TMP/csr.b64"
 check "labelled simpleenroll" enroll_ok lab1/simpleenroll "$TMP/csr.b64"
 openssl x509 -in "$TMP/issued.pem" -noout -ext extendedKeyUsage >"$TMP/eku.txt"
@@ -253,6 +265,28 @@ setmode '{"mode":"no-cte"}'
 get cacerts
 check "no-cte: no header" is "$(hdr Content-Transfer-Encoding)" ""
 check "no-cte: Base64 body" b64body
+
+# layout=L: the answer's line width and line end (the last line ends too, except oneline)
+layout_is() { # width end: every line but the last is WIDTH long and ends in END
+  python3 - "$TMP/body" "$1" "$2" <<'PY'
+import sys
+body, width, end = open(sys.argv[1], "rb").read(), sys.argv[2], sys.argv[3]
+if width == "0":
+    sys.exit(0 if b"\n" not in body and b"\r" not in body else 1)
+sep = b"\r\n" if end == "crlf" else b"\n"
+lines = body.split(sep)
+ok = lines[-1] == b"" and all(b"\r" not in l and b"\n" not in l for l in lines)
+ok = ok and all(len(l) == int(width) for l in lines[:-2]) and 0 < len(lines[-2]) <= int(width)
+sys.exit(0 if ok else 1)
+PY
+}
+for L in oneline:0:lf lf64:64:lf crlf64:64:crlf lf76:76:lf crlf76:76:crlf; do
+  IFS=: read -r name width end <<<"$L"
+  setmode "{\"mode\":\"layout=$name\"}"
+  get cacerts
+  check "layout=$name: Base64 ok" b64body
+  check "layout=$name: lines" layout_is "$width" "$end"
+done
 
 setmode '{"mode":"sec1-key"}'
 check "sec1-key: serverkeygen" skg_ok application/pkcs8

@@ -387,6 +387,14 @@ class TestBrskiVoucher(BrskiTest):
         pvr, _ = self.pvr()
         self.assertEqual(self.s.pledge("/.well-known/brski/rv", "pledge", pvr).code, "5.02")
 
+    def test_H5_masa_429_4_29_max_age(self):
+        """A MASA's 429 is 4.29 with its Retry-After as Max-Age (RFC 8516), as for the CA."""
+        self.s.masa_fault(mode="status", status=429, retry_after=33)
+        pvr, _ = self.pvr()
+        r = self.s.pledge("/.well-known/brski/rv", "pledge", pvr, extra=("-v", "7"))
+        self.assertEqual(r.code, "4.29", r)
+        self.assertRegex(r.stderr, r"c:4\.29 .*Max-Age:33\b")
+
     def test_H5_masa_garbage_5_02(self):
         self.s.masa_fault(mode="garbage")
         pvr, _ = self.pvr()

@@ -239,6 +239,20 @@ class TestUpstreamKeygen(KeygenTest):
             r = self.keygen("skg")
             self.expect_error(r, code, f"upstream answered {status}")
 
+    def test_D_serverkeygen_204_5_02_and_429_4_29(self):
+        """204: no key, no certificate: 5.02. 429: 4.29 + Max-Age (RFC 8516)."""
+        for short in ("skg", "skc"):
+            self.s.ca_control(mode="status=204", op="serverkeygen", count=1)
+            r = self.keygen(short)
+            self.expect_error(r, "5.02", "upstream answered 204 without a certificate or key")
+            self.assertRegex(self.s.log(), rf"POST /.well-known/est/{short} upstream=204 "
+                                           r"code=5\.02")
+        self.s.ca_control(mode="status=429", retry_after="25", op="serverkeygen", count=1)
+        r = self.s.coap(f"{WK}/skc", method="post", cf=286, payload=csr_der(self.s.pki),
+                        block=64, extra=["-v", "7"])
+        self.assertEqual(r.code, "4.29", r)
+        self.assertEqual(re.findall(r"Max-Age:(\d+)", r.stderr)[-1:], ["25"], r.stderr[-2000:])
+
     def test_F_malformed_multipart_5_02(self):
         rows = (("mp-unclosed", "upstream multipart without closing boundary"),
                 ("mp-no-key", "upstream multipart has no key part"),
@@ -314,6 +328,11 @@ class TestRegistrarKeygen(KeygenTest):
         self.s.ca_control(mode="accepted=7", op="simpleenroll", count=1)
         r = self.keygen("skg")
         self.assertEqual(r.code, "5.03", r)
+
+    def test_D_enroll_204_5_02(self):
+        self.s.ca_control(mode="status=204", op="simpleenroll", count=1)
+        self.expect_error(self.keygen("skg"), "5.02",
+                          "upstream answered 204 without a certificate or key")
 
     def test_G6_garbage_csr_4_00(self):
         r = self.keygen("skc", csr=b"\x30\x03\x02\x01\x00")

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Slow and failing CAs (SPEC D, D1, D2, J1; RFC 9148 4.7, 5): every upstream fault
-mapped to its CoAP code with a diagnostic and a log line, 202 -> 5.03 + Max-Age,
-separate responses, coalescing, kept certificates, upstream limits.
+"""Slow and failing CAs (SPEC D, D1, D2, J1; RFC 9148 4.7, 5; RFC 8516): every upstream
+fault mapped to its CoAP code with a diagnostic and a log line, 202/503 -> 5.03 and
+429 -> 4.29 with Max-Age, 204 to a POST -> 5.02, separate responses, coalescing, kept
+certificates, upstream limits.
 
 Run one test: test_upstream.py TestFaults.test_D_status_404
 """
@@ -81,6 +82,40 @@ class TestRetryAfter(StackTest):
         self.assertEqual(r.rc, 0, r)
         self.assertEqual(len(certs_of_pkcs7_der(r.payload)), 1)
         self.assertEqual(self.s.ca_stats()["ops"].get("simpleenroll"), 2)
+
+    def test_D_status_429_retry_after_4_29_max_age(self):
+        """RFC 8516: 4.29 Too Many Requests, Max-Age = Retry-After (not 4.00)."""
+        self.s.ca_control(mode="status=429", retry_after="40", op="simpleenroll")
+        r = self.sen()
+        self.assertEqual(r.code, "4.29", r)
+        self.assertEqual(max_age(r), 40, r.stderr[-2000:])
+        self.assertIn("too many requests", r.diag)
+        self.assertRegex(self.s.log(), r"POST /.well-known/est/sen upstream=429 code=4\.29")
+
+    def test_D_status_429_http_date(self):
+        when = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 300))
+        self.s.ca_control(mode="status=429", retry_after=when, op="simpleenroll")
+        r = self.sen()
+        self.assertEqual(r.code, "4.29", r)
+        self.assertTrue(280 <= max_age(r) <= 301, max_age(r))
+
+    def test_D_status_429_clamped_like_503(self):
+        self.s.ca_control(mode="status=429", retry_after="999999", op="simpleenroll")
+        r = self.sen()
+        self.assertEqual(r.code, "4.29", r)
+        self.assertEqual(max_age(r), 3600)
+
+    def test_D_status_429_without_retry_after_uses_default(self):
+        self.s.ca_control(mode="status=429", op="simpleenroll")
+        r = self.sen()
+        self.assertEqual(r.code, "4.29", r)
+        self.assertEqual(max_age(r), 77)
+
+    def test_D_status_429_on_get(self):
+        self.s.ca_control(mode="status=429", retry_after="12", op="csrattrs")
+        r = self.s.coap(WK + "/att", extra=["-v", "7"])
+        self.assertEqual(r.code, "4.29", r)
+        self.assertEqual(max_age(r), 12)
 
     def test_D_status_503_retry_after(self):
         self.s.ca_control(mode="status=503", retry_after="45", op="simpleenroll")
@@ -176,6 +211,24 @@ class TestFaults(StackTest):
 
     def test_D_status_501(self):
         self.fault("status=501", "5.01", "501")
+
+    def test_D_status_204_post_5_02(self):
+        """A POST answered 204 carries no certificate: 5.02, not an empty 2.04."""
+        r = self.fault("status=204", "5.02", "204",
+                       diag="upstream answered 204 without a certificate or key")
+        self.assertEqual(r.payload, b"")
+        self.s.ca_control(mode="status=204", op="simplereenroll")
+        r = self.s.coap(WK + "/sren", method="post", cf=286, payload=csr_der(self.s.pki))
+        self.assertEqual(r.code, "5.02", r)
+        self.assertIn("without a certificate or key", r.diag)
+
+    def test_D_att_204_is_4_04(self):
+        """GET /att answered 204 (no CSR attributes, RFC 7030 4.5.2) stays 4.04."""
+        self.s.ca_control(mode="csrattrs=empty")
+        r = self.s.coap(WK + "/att")
+        self.assertEqual(r.code, "4.04", r)
+        self.assertIn("upstream answered 204", r.diag)
+        self.assertRegex(self.s.log(), r"GET /.well-known/est/att upstream=204 code=4\.04")
 
     def test_D_status_3xx_not_followed(self):
         self.fault("status=302", "5.02", "302")

@@ -241,8 +241,9 @@ def make_handler(masa):
             if mode == "delay":
                 time.sleep(float(fault.get("delay", 60)))
             if mode == "status":
+                ra = fault.get("retry_after")
                 return int(fault["status"]), b"test MASA: forced error", \
-                    "text/plain; charset=utf-8", ()
+                    "text/plain; charset=utf-8", (("Retry-After", str(ra)),) if ra else ()
             if mode == "accepted":
                 return 202, b"", None, (("Retry-After", str(fault.get("retry_after", 5))),)
             if mode == "garbage":

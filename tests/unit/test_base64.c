@@ -1,5 +1,6 @@
-/* test_base64.c - Base64 codec (SPEC B1, B5): RFC 4648 vectors and every
- * malformed input the decoder must refuse. */
+/* test_base64.c - Base64 codec (SPEC B1, B5): RFC 4648 vectors, the exact
+ * MIME line layout of request bodies, and every malformed input the decoder
+ * must refuse. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -241,6 +242,173 @@ static void b5_documented_bound(void **state)
 	assert_int_equal(dec("Zm9vYg==", out, sizeof(out), &n), 0);
 }
 
+/* --- MIME lines for request bodies (SPEC B5; RFC 2045 §6.8) ------------- */
+
+/** MIME-encode @p len bytes of @p raw into @p text; returns the length. */
+static size_t mime(const uint8_t *raw, size_t len, char *text, size_t size)
+{
+	size_t n = (size_t)-1;
+
+	assert_int_equal(est_b64_encode_mime(raw, len, text, size, &n), 0);
+	assert_int_equal(n, strlen(text));
+	assert_int_equal(n, est_b64_mime_len(len));
+	return n;
+}
+
+static void b5_mime_line_is_64(void **state)
+{
+	assert_int_equal(EST_B64_LINE, 64);
+	assert_true(EST_B64_LINE <= 76);  /* RFC 2045 §6.8 */
+	assert_int_equal(EST_B64_LINE % 4, 0); /* whole quanta per line */
+}
+
+/* Nothing in, nothing out: no lone CRLF. */
+static void b5_mime_empty(void **state)
+{
+	char text[4] = "x";
+	size_t n = 9;
+
+	assert_int_equal(est_b64_mime_len(0), 0);
+	assert_int_equal(est_b64_encode_mime(NULL, 0, text, sizeof(text), &n), 0);
+	assert_int_equal(n, 0);
+	assert_string_equal(text, "");
+	assert_int_equal(est_b64_encode_mime(NULL, 0, text, 0, &n), -ENOSPC);
+}
+
+/* A short text is one line, and it ends in CRLF too. */
+static void b5_mime_short_line(void **state)
+{
+	char text[16];
+
+	assert_int_equal(mime((const uint8_t *)"f", 1, text, sizeof(text)), 6);
+	assert_string_equal(text, "Zg==\r\n");
+	assert_int_equal(mime((const uint8_t *)"foobar", 6, text, sizeof(text)), 10);
+	assert_string_equal(text, "Zm9vYmFy\r\n");
+}
+
+static const char foobar8[] = "foobarfoobarfoobarfoobarfoobarfoobarfoobarfoobar";
+#define LINE64 "Zm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFy"
+
+/* 48 bytes fill one line exactly: 64 characters, one CRLF, no empty line. */
+static void b5_mime_exact_line(void **state)
+{
+	char text[80];
+
+	assert_int_equal(sizeof(foobar8) - 1, 48);
+	assert_int_equal(strlen(LINE64), 64);
+	assert_int_equal(mime((const uint8_t *)foobar8, 48, text, sizeof(text)), 66);
+	assert_string_equal(text, LINE64 "\r\n");
+}
+
+/* 47 bytes: still one line of 64 (the last quantum padded). */
+static void b5_mime_one_short_of_a_line(void **state)
+{
+	char text[80];
+
+	assert_int_equal(mime((const uint8_t *)foobar8, 47, text, sizeof(text)), 66);
+	assert_string_equal(text, "Zm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmE=\r\n");
+}
+
+/* 49 bytes: a full line, then a second line with the one byte left. */
+static void b5_mime_one_past_a_line(void **state)
+{
+	uint8_t raw[49];
+	char text[80];
+
+	memcpy(raw, foobar8, 48);
+	raw[48] = 'f';
+	assert_int_equal(mime(raw, 49, text, sizeof(text)), 72);
+	assert_string_equal(text, LINE64 "\r\nZg==\r\n");
+}
+
+/* Two and three exact lines: every line 64, CRLF after each, nothing more. */
+static void b5_mime_exact_multiples(void **state)
+{
+	uint8_t raw[144];
+	char text[220];
+	size_t k;
+
+	for (k = 0; k < 3; k++)
+		memcpy(raw + 48 * k, foobar8, 48);
+	assert_int_equal(mime(raw, 96, text, sizeof(text)), 132);
+	assert_string_equal(text, LINE64 "\r\n" LINE64 "\r\n");
+	assert_int_equal(mime(raw, 144, text, sizeof(text)), 198);
+	assert_string_equal(text, LINE64 "\r\n" LINE64 "\r\n" LINE64 "\r\n");
+}
+
+/** Check the layout of a MIME text: lines of exactly 64 but the last
+ *  (1..64), each ending in CRLF, no CR or LF elsewhere, no empty line. */
+static void expect_mime_layout(const char *t, size_t n)
+{
+	size_t i = 0, line;
+
+	assert_true(n >= 6);
+	while (i < n) {
+		line = strcspn(t + i, "\r\n");
+		assert_true(line > 0 && line <= 64);
+		assert_true(i + line + 2 <= n);
+		assert_memory_equal(t + i + line, "\r\n", 2);
+		i += line + 2;
+		if (i < n)
+			assert_int_equal(line, 64);
+	}
+	assert_int_equal(i, n);
+}
+
+/* Every length 0..400: the layout holds, the text without its CRLFs is the
+ * one-line encoding, and it decodes back. */
+static void b5_mime_layout_all_lengths(void **state)
+{
+	static uint8_t raw[400], back[400];
+	static char text[700], flat[700], one[600];
+	size_t len, i, n, f, m, o;
+
+	for (i = 0; i < sizeof(raw); i++)
+		raw[i] = (uint8_t)(i * 7 + 3);
+	for (len = 0; len <= sizeof(raw); len++) {
+		n = mime(raw, len, text, sizeof(text));
+		assert_int_equal(n, est_b64_encoded_len(len) +
+				    2 * ((len + 47) / 48));
+		if (len)
+			expect_mime_layout(text, n);
+		for (i = 0, f = 0; i < n; i++)
+			if (text[i] != '\r' && text[i] != '\n')
+				flat[f++] = text[i];
+		assert_int_equal(est_b64_encode(raw, len, one, sizeof(one), &o), 0);
+		assert_int_equal(f, o);
+		assert_memory_equal(flat, one, o);
+		assert_int_equal(est_b64_decode(text, n, back, sizeof(back), &m), 0);
+		assert_int_equal(m, len);
+		assert_memory_equal(back, raw, len);
+	}
+}
+
+static void b5_mime_output_too_small(void **state)
+{
+	char text[80];
+	size_t n;
+
+	/* needs est_b64_mime_len + 1 for the NUL */
+	assert_int_equal(est_b64_encode_mime((const uint8_t *)"f", 1, text, 6, &n),
+			 -ENOSPC);
+	assert_int_equal(est_b64_encode_mime((const uint8_t *)"f", 1, text, 7, &n), 0);
+	assert_int_equal(est_b64_encode_mime((const uint8_t *)foobar8, 48, text,
+					     66, &n), -ENOSPC);
+	assert_int_equal(est_b64_encode_mime((const uint8_t *)foobar8, 48, text,
+					     67, &n), 0);
+}
+
+static void b5_mime_len_values(void **state)
+{
+	assert_int_equal(est_b64_mime_len(1), 6);
+	assert_int_equal(est_b64_mime_len(47), 66);
+	assert_int_equal(est_b64_mime_len(48), 66);
+	assert_int_equal(est_b64_mime_len(49), 72);
+	assert_int_equal(est_b64_mime_len(96), 132);
+	assert_int_equal(est_b64_mime_len(SIZE_MAX), SIZE_MAX);
+	assert_int_equal(est_b64_mime_len(SIZE_MAX / 66 * 48), SIZE_MAX);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -260,6 +428,16 @@ int main(void)
 		cmocka_unit_test(b5_encoded_len_saturates),
 		cmocka_unit_test(b1_round_trip),
 		cmocka_unit_test(b5_documented_bound),
+		cmocka_unit_test(b5_mime_line_is_64),
+		cmocka_unit_test(b5_mime_empty),
+		cmocka_unit_test(b5_mime_short_line),
+		cmocka_unit_test(b5_mime_exact_line),
+		cmocka_unit_test(b5_mime_one_short_of_a_line),
+		cmocka_unit_test(b5_mime_one_past_a_line),
+		cmocka_unit_test(b5_mime_exact_multiples),
+		cmocka_unit_test(b5_mime_layout_all_lengths),
+		cmocka_unit_test(b5_mime_output_too_small),
+		cmocka_unit_test(b5_mime_len_values),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -268,6 +268,48 @@ static void b5_body_base64_crlf(void **state)
 	expect_body(text, n, fx_p7_3, sizeof(fx_p7_3), 0);
 }
 
+/** Cut the one-line Base64 @p text into lines of @p width joined by @p sep,
+ *  with @p sep after the last line too when @p trailing. */
+static size_t rewrap(const uint8_t *text, size_t n, size_t width,
+		     const char *sep, int trailing, uint8_t *out)
+{
+	size_t i, o = 0, k, slen = strlen(sep);
+
+	for (i = 0; i < n; i += k) {
+		k = n - i < width ? n - i : width;
+		memcpy(out + o, text + i, k);
+		o += k;
+		if (i + k < n || trailing) {
+			memcpy(out + o, sep, slen);
+			o += slen;
+		}
+	}
+	return o;
+}
+
+/* RFC 8951: a CA may send any line layout. One line, 64 and 76 columns
+ * (PEM and MIME), odd widths, LF or CRLF, with or without a final break:
+ * all decode to the same DER. */
+static void b5_body_base64_layouts(void **state)
+{
+	static const size_t widths[] = { 4, 60, 64, 72, 76, 80, 1000, 4096 };
+	static const char *const seps[] = { "\n", "\r\n" };
+	static uint8_t text[2048], body[3000];
+	size_t n, w, s, t, len;
+
+	assert_int_equal(est_b64_encode(fx_p7_3, sizeof(fx_p7_3), (char *)text,
+					sizeof(text), &n), 0);
+	assert_true(n > 76 * 3);
+	expect_body(text, n, fx_p7_3, sizeof(fx_p7_3), 0); /* one line */
+	for (w = 0; w < sizeof(widths) / sizeof(widths[0]); w++)
+		for (s = 0; s < 2; s++)
+			for (t = 0; t < 2; t++) {
+				len = rewrap(text, n, widths[w], seps[s], (int)t, body);
+				assert_true(len < sizeof(body));
+				expect_body(body, len, fx_p7_3, sizeof(fx_p7_3), 0);
+			}
+}
+
 static void b5_body_binary(void **state)
 {
 	expect_body(fx_p7_3, sizeof(fx_p7_3), fx_p7_3, sizeof(fx_p7_3), 1);
@@ -705,6 +747,7 @@ int main(void)
 		cmocka_unit_test(b5_single_sequence),
 		cmocka_unit_test(b5_body_base64_lf),
 		cmocka_unit_test(b5_body_base64_crlf),
+		cmocka_unit_test(b5_body_base64_layouts),
 		cmocka_unit_test(b5_body_binary),
 		cmocka_unit_test(b5_body_garbage),
 		cmocka_unit_test(b4_pkcs7_three_certs),

@@ -1152,7 +1152,14 @@ static void test_F4_registrar_errors_map_per_spec_d(void **st)
 	est_coap_resp_free(&r);
 	enroll(EST_OP_SKG, EST_CF_MULTIPART_CORE, 204, NULL, 0, fx_csr_plain,
 	       sizeof(fx_csr_plain), &r);
-	expect_err(&r, C(5, 2), "no certificate");
+	expect_err(&r, C(5, 2), "upstream answered 204 without a certificate or key");
+	assert_false(r.has_max_age);
+	est_coap_resp_free(&r);
+	enroll(EST_OP_SKC, EST_CF_MULTIPART_CORE, 429, NULL, 0, fx_csr_plain,
+	       sizeof(fx_csr_plain), &r);
+	expect_err(&r, C(4, 29), "too many requests");
+	assert_true(r.has_max_age); /* no Retry-After: the default */
+	assert_int_equal(r.max_age, 60);
 	est_coap_resp_free(&r);
 	enroll(EST_OP_SKG, EST_CF_PKCS7_CERTS, 200, fx_p7_ee, sizeof(fx_p7_ee),
 	       fx_csr_plain, sizeof(fx_csr_plain), &r);

@@ -398,23 +398,62 @@ static void test_C_url_skg_skc(void **st)
 		   "https://ca/.well-known/est/x/serverkeygen");
 }
 
-static void test_B1_post_body_base64(void **st)
+/* SPEC B5: the CSR goes up as MIME Base64, 64-character lines each ending
+ * in CRLF (libest's estserver cannot read one long line). The expected text
+ * is the one-line encoding cut by this test. */
+static void test_B5_post_body_mime_lines(void **st)
 {
+	static char one[4096], want[4200];
 	struct est_http_req r;
 	uint8_t der[sizeof(fx_csr) + 8];
-	size_t n;
+	size_t n, i, w = 0;
 
+	assert_true(sizeof(fx_csr) > 2 * 48); /* at least three lines */
+	assert_int_equal(est_b64_encode(fx_csr, sizeof(fx_csr), one, sizeof(one),
+					&n), 0);
+	for (i = 0; i < n; i += 64) {
+		size_t k = n - i < 64 ? n - i : 64;
+
+		memcpy(want + w, one + i, k);
+		w += k;
+		memcpy(want + w, "\r\n", 2);
+		w += 2;
+	}
 	assert_int_equal(est_build_http_request(est_op_desc(EST_OP_SEN),
 						"https://ca", "", fx_csr,
 						sizeof(fx_csr), &r), 0);
-	assert_int_equal(r.body_len, est_b64_encoded_len(sizeof(fx_csr)));
+	assert_string_equal(r.content_type, "application/pkcs10");
+	assert_int_equal(r.body_len, w);
 	assert_int_equal(strlen(r.body), r.body_len);
-	assert_null(strpbrk(r.body, "\r\n"));
+	assert_memory_equal(r.body, want, w);
 	assert_int_equal(est_b64_decode(r.body, r.body_len, der, sizeof(der),
 					&n), 0);
 	assert_int_equal(n, sizeof(fx_csr));
 	assert_memory_equal(der, fx_csr, n);
 	est_http_req_free(&r);
+}
+
+/* Every POST operation gets the same body. */
+static void test_B5_all_posts_mime_lines(void **st)
+{
+	static const enum est_op posts[] = { EST_OP_SEN, EST_OP_SREN, EST_OP_SKG,
+					     EST_OP_SKC };
+	struct est_http_req ref, r;
+	size_t i;
+
+	assert_int_equal(est_build_http_request(est_op_desc(EST_OP_SEN),
+						"https://ca", "", fx_csr,
+						sizeof(fx_csr), &ref), 0);
+	for (i = 0; i < sizeof(posts) / sizeof(posts[0]); i++) {
+		assert_int_equal(est_build_http_request(est_op_desc(posts[i]),
+							"https://ca", "l", fx_csr,
+							sizeof(fx_csr), &r), 0);
+		assert_int_equal(r.body_len, ref.body_len);
+		assert_memory_equal(r.body, ref.body, r.body_len);
+		assert_memory_equal(r.body + 64, "\r\n", 2);
+		est_http_req_free(&r);
+	}
+	est_http_req_free(&ref);
 }
 
 static void test_B1_post_bad_csr_einval(void **st)
@@ -455,7 +494,9 @@ static void expect_status(long status, uint8_t on_get, uint8_t on_post)
 
 static void test_D_200_to_2_05_2_04(void **st) { expect_status(200, C(2, 5), C(2, 4)); }
 static void test_D_202_to_5_03(void **st) { expect_status(202, C(5, 3), C(5, 3)); }
-static void test_D_204_to_4_04_2_04(void **st) { expect_status(204, C(4, 4), C(2, 4)); }
+/* 204 on a POST is no enrollment (RFC 9148 Table 4): 5.02; on a GET (only
+ * /att) it means "no attributes" like 404 (RFC 7030 §4.5.2). */
+static void test_D_204_to_4_04_5_02(void **st) { expect_status(204, C(4, 4), C(5, 2)); }
 
 static void test_D_3xx_to_5_02(void **st)
 {
@@ -478,8 +519,26 @@ static void test_D_other_4xx_to_4_00(void **st)
 {
 	expect_status(402, C(4, 0), C(4, 0));
 	expect_status(409, C(4, 0), C(4, 0));
-	expect_status(429, C(4, 0), C(4, 0));
+	expect_status(428, C(4, 0), C(4, 0));
+	expect_status(430, C(4, 0), C(4, 0));
 	expect_status(499, C(4, 0), C(4, 0));
+}
+
+/* RFC 8516: 4.29 Too Many Requests, not a generic 4.00. */
+static void test_D_429_to_4_29(void **st) { expect_status(429, C(4, 29), C(4, 29)); }
+
+/* The rows whose answer carries a Max-Age from Retry-After: 202, 429, 503. */
+static void test_D_max_age_rows(void **st)
+{
+	static const long with[] = { 202, 429, 503 };
+	static const long without[] = { 200, 204, 302, 400, 404, 413, 428, 430,
+					500, 502, 504, 599, 0, 600 };
+	size_t i;
+
+	for (i = 0; i < sizeof(with) / sizeof(with[0]); i++)
+		assert_int_equal(est_status_has_max_age(with[i]), 1);
+	for (i = 0; i < sizeof(without) / sizeof(without[0]); i++)
+		assert_int_equal(est_status_has_max_age(without[i]), 0);
 }
 
 static void test_D_500_to_5_00(void **st) { expect_status(500, C(5, 0), C(5, 0)); }
@@ -658,6 +717,21 @@ static void test_D_transport_timeout_5_04(void **st)
 	expect_transport(EST_UP_TIMEOUT, C(5, 4), "upstream timeout");
 }
 
+static void expect_code_max_age(enum est_op op, int resp_cf, long status,
+				const char *ra, uint8_t code, uint32_t max_age)
+{
+	struct up u = { EST_UP_OK, status, "text/plain", ra, NULL, 0 };
+	struct est_coap_resp r;
+
+	xlate(op, resp_cf, fx_csr, sizeof(fx_csr), &u, &r);
+	assert_int_equal(r.code, code);
+	assert_int_equal(r.cf, EST_CF_NONE);
+	assert_true(r.has_max_age);
+	assert_int_equal(r.max_age, max_age);
+	assert_true(r.len > 0);
+	est_coap_resp_free(&r);
+}
+
 static void expect_max_age(long status, const char *ra, uint32_t max_age)
 {
 	struct up u = { EST_UP_OK, status, "text/plain", ra, NULL, 0 };
@@ -702,6 +776,37 @@ static void test_D_503_max_age(void **st)
 	expect_max_age(503, "999999999999", lim.max_age_max);
 }
 
+/* RFC 8516 §3: 4.29 + Max-Age = Retry-After, clamped as for 503. */
+static void test_D_429_retry_after_max_age(void **st)
+{
+	struct up u = { EST_UP_OK, 429, "text/plain", "20", NULL, 0 };
+	struct est_coap_resp r;
+
+	xlate(EST_OP_SEN, EST_CF_PKCS7_CERTS, fx_csr, sizeof(fx_csr), &u, &r);
+	expect_error(&r, C(4, 29), "upstream busy, too many requests");
+	assert_true(r.has_max_age);
+	assert_int_equal(r.max_age, 20);
+	est_coap_resp_free(&r);
+	expect_code_max_age(EST_OP_SEN, EST_CF_PKCS7_CERTS, 429,
+			    "Sun, 06 Nov 1994 08:51:00 GMT", C(4, 29), 120);
+	expect_code_max_age(EST_OP_SEN, EST_CF_PKCS7_CERTS, 429, "1", C(4, 29),
+			    lim.max_age_min);
+	expect_code_max_age(EST_OP_SEN, EST_CF_PKCS7_CERTS, 429, "86400",
+			    C(4, 29), lim.max_age_max);
+	expect_code_max_age(EST_OP_CRTS, EST_CF_PKCS7_CERTS, 429, "7", C(4, 29),
+			    7);
+	expect_code_max_age(EST_OP_SKG, EST_CF_MULTIPART_CORE, 429, "9",
+			    C(4, 29), 9);
+}
+
+static void test_D_429_no_retry_after_default(void **st)
+{
+	expect_code_max_age(EST_OP_SEN, EST_CF_PKCS7_CERTS, 429, NULL, C(4, 29),
+			    lim.max_age_default);
+	expect_code_max_age(EST_OP_SREN, EST_CF_PKCS7_CERTS, 429, "later",
+			    C(4, 29), lim.max_age_default);
+}
+
 static void expect_http_error(enum est_op op, long status, uint8_t code,
 			      const char *diag)
 {
@@ -741,17 +846,31 @@ static void test_D_204_att_answer_4_04(void **st)
 	expect_http_error(EST_OP_ATT, 204, C(4, 4), "upstream answered 204");
 }
 
-static void test_D_204_sen_answer_2_04_empty(void **st)
+/* A POST answered 204 has no certificate (or key): 5.02 with a
+ * diagnostic, never an empty 2.04 (RFC 9148 §4.1, Table 4). */
+static void test_D_204_post_answer_5_02(void **st)
 {
-	struct up u = { EST_UP_OK, 204, NULL, NULL, NULL, 0 };
+	static const struct {
+		enum est_op op;
+		int cf;
+	} posts[] = {
+		{ EST_OP_SEN, EST_CF_PKCS7_CERTS },
+		{ EST_OP_SEN, EST_CF_PKIX_CERT },
+		{ EST_OP_SREN, EST_CF_PKCS7_CERTS },
+		{ EST_OP_SKG, EST_CF_MULTIPART_CORE },
+		{ EST_OP_SKC, EST_CF_MULTIPART_CORE },
+	};
+	struct up u = { EST_UP_OK, 204, NULL, "30", NULL, 0 };
 	struct est_coap_resp r;
+	size_t i;
 
-	xlate(EST_OP_SEN, EST_CF_PKCS7_CERTS, fx_csr, sizeof(fx_csr), &u, &r);
-	assert_int_equal(r.code, C(2, 4));
-	assert_int_equal(r.cf, EST_CF_NONE);
-	assert_null(r.payload);
-	assert_int_equal(r.len, 0);
-	est_coap_resp_free(&r);
+	for (i = 0; i < sizeof(posts) / sizeof(posts[0]); i++) {
+		xlate(posts[i].op, posts[i].cf, fx_csr, sizeof(fx_csr), &u, &r);
+		expect_error(&r, C(5, 2),
+			     "upstream answered 204 without a certificate or key");
+		assert_false(r.has_max_age);
+		est_coap_resp_free(&r);
+	}
 }
 
 /* -------------------------------------------------- B4, B5, B6: 200 bodies */
@@ -1240,12 +1359,13 @@ int main(void)
 		cmocka_unit_test(test_C_url_sren),
 		cmocka_unit_test(test_C_url_att),
 		cmocka_unit_test(test_C_url_skg_skc),
-		cmocka_unit_test(test_B1_post_body_base64),
+		cmocka_unit_test(test_B5_post_body_mime_lines),
+		cmocka_unit_test(test_B5_all_posts_mime_lines),
 		cmocka_unit_test(test_B1_post_bad_csr_einval),
 		cmocka_unit_test(test_A2_url_bad_label_einval),
 		cmocka_unit_test(test_D_200_to_2_05_2_04),
 		cmocka_unit_test(test_D_202_to_5_03),
-		cmocka_unit_test(test_D_204_to_4_04_2_04),
+		cmocka_unit_test(test_D_204_to_4_04_5_02),
 		cmocka_unit_test(test_D_3xx_to_5_02),
 		cmocka_unit_test(test_D_400_to_4_00),
 		cmocka_unit_test(test_D_401_to_4_01),
@@ -1256,6 +1376,8 @@ int main(void)
 		cmocka_unit_test(test_D_413_to_4_13),
 		cmocka_unit_test(test_D_415_to_4_15),
 		cmocka_unit_test(test_D_other_4xx_to_4_00),
+		cmocka_unit_test(test_D_429_to_4_29),
+		cmocka_unit_test(test_D_max_age_rows),
 		cmocka_unit_test(test_D_500_to_5_00),
 		cmocka_unit_test(test_D_501_to_5_01),
 		cmocka_unit_test(test_D_502_to_5_02),
@@ -1285,7 +1407,9 @@ int main(void)
 		cmocka_unit_test(test_D_302_answer_5_02),
 		cmocka_unit_test(test_D_500_answer_5_00),
 		cmocka_unit_test(test_D_204_att_answer_4_04),
-		cmocka_unit_test(test_D_204_sen_answer_2_04_empty),
+		cmocka_unit_test(test_D_204_post_answer_5_02),
+		cmocka_unit_test(test_D_429_retry_after_max_age),
+		cmocka_unit_test(test_D_429_no_retry_after_default),
 		cmocka_unit_test(test_B6_ct_with_params),
 		cmocka_unit_test(test_B6_ct_without_params),
 		cmocka_unit_test(test_B6_ct_uppercase),
