@@ -299,7 +299,8 @@ class TestReload(OpsTest):
 
 
 class TestShutdown(StackTest):
-    stack_kwargs = {"ca_args": ("--delay", "5", "--fault-op", "simpleenroll")}
+    stack_kwargs = {"ca_args": ("--delay", "5", "--fault-op", "simpleenroll"),
+                    "extra_upstream": "answer_within = 20"}
 
     def test_J_sigterm_lets_inflight_finish(self):
         csr = os.path.join(self.s.dir, "csr.der")

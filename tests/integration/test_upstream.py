@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Slow and failing CAs (SPEC D, D1, D2, J1; RFC 9148 4.7, 5): every upstream fault
 mapped to its CoAP code with a diagnostic and a log line, 202 -> 5.03 + Max-Age,
-separate responses, coalescing, kept certificates, upstream limits.
+separate responses, coalescing, kept certificates, upstream limits, a CA that holds
+requests open (5.03 + Max-Age after answer_within, the answer kept for the retry).
 
 Run one test: test_upstream.py TestFaults.test_D_status_404
 """
@@ -40,6 +41,12 @@ def max_age(result):
     """Max-Age of the last response, from coap-client's -v 7 PDU dump."""
     ages = re.findall(r"Max-Age:(\d+)", result.stderr)
     return int(ages[-1]) if ages else None
+
+
+def req_lines_ms(log, code):
+    """The time (ms) of each /sen request line of estgw's log with that code."""
+    return [float(ms) for ms in re.findall(
+        rf"POST /.well-known/est/sen upstream=\S+ code={re.escape(code)} ([\d.]+)ms", log)]
 
 
 class TestRetryAfter(StackTest):
@@ -91,6 +98,8 @@ class TestRetryAfter(StackTest):
 
 
 class TestSlowCA(StackTest):
+    stack_kwargs = {"extra_upstream": "answer_within = 20"}  # devices wait for the CA
+
     def test_D2_slow_ca_separate_response_block2(self):
         """A CA that takes 5 s: empty ACK at once, then a CON separate response,
         continued with Block2 (request in Block1: NOTES, old-client bug)."""
@@ -302,7 +311,8 @@ class TestTLSWrongName(TLSFaultStack):
 
 
 class TestLimits(StackTest):
-    stack_kwargs = {"extra_upstream": "max_concurrent = 1\nqueue = 1\nretry_default = 9"}
+    stack_kwargs = {"extra_upstream": "max_concurrent = 1\nqueue = 1\nretry_default = 9\n"
+                                      "answer_within = 20"}
 
     def test_D2_limits_queue_then_5_03(self):
         self.s.ca_control(mode="delay=3", op="simpleenroll")
@@ -328,6 +338,76 @@ class TestLimits(StackTest):
         self.assertEqual(max_age(results[2]), 9)
         self.assertIn("busy", results[2].diag)
         self.assertEqual(self.s.ca_stats()["ops"].get("simpleenroll"), 2)
+
+
+ANSWER_WITHIN = 2
+MARGIN_MS = 1500  # estgw's event loop under a loaded test machine
+
+
+class TestStalledCA(StackTest):
+    """A CA that holds the request open (manual approval, slow HSM): the device gets
+    5.03 + Max-Age after answer_within, the exchange goes on, and the retry gets the
+    certificate the CA issued meanwhile; one issuance (RFC 9148 4.7, SPEC D2, J1)."""
+    stack_kwargs = {"timeout": 30, "extra_upstream": f"answer_within = {ANSWER_WITHIN}"}
+
+    def sen(self, csr):
+        return self.s.coap(WK + "/sen", method="post", cf=286, payload=csr, extra=["-v", "7"])
+
+    def test_D2_held_request_5_03_then_kept_certificate(self):
+        self.s.ca_control(mode="hold", op="simpleenroll")
+        csr = csr_der(self.s.pki)
+        t0 = time.monotonic()
+        r = self.sen(csr)
+        took = time.monotonic() - t0
+        self.assertEqual(r.code, "5.03", r)
+        self.assertIn("still working", r.diag)
+        # Max-Age: the 30 s exchange has ~28 s left, plus 1 s
+        self.assertTrue(26 <= max_age(r) <= 30, max_age(r))
+        self.assertLess(took, ANSWER_WITHIN + 10, "device waited far beyond answer_within")
+        [ms] = req_lines_ms(self.s.log(), "5.03")
+        self.assertTrue(ANSWER_WITHIN * 1000 <= ms < ANSWER_WITHIN * 1000 + MARGIN_MS, ms)
+        # A retry while the CA still holds: it joins the exchange, 5.03 again after
+        # answer_within, and nothing new goes upstream.
+        r = self.sen(csr)
+        self.assertEqual(r.code, "5.03", r)
+        self.assertLessEqual(max_age(r), 29)
+        stats = self.s.ca_stats()
+        self.assertEqual(stats["ops"].get("simpleenroll"), 1, stats)
+        self.assertEqual(stats["held"], 1, stats)
+        self.assertRegex(self.s.log(), r"joins an identical sen in flight")
+        # The CA answers; the certificate is kept for the device's next retry.
+        self.s.ca_control(release=True)
+        wait_for(lambda: "simpleenroll -> HTTP 200" in self.s.log(), what="the CA's answer")
+        r = self.sen(csr)
+        self.assertEqual(r.rc, 0, r)
+        [cert] = certs_of_pkcs7_der(r.payload)
+        self.assertEqual(pubkey_of_cert_der(cert), pubkey_of_csr_der(csr))
+        stats = self.s.ca_stats()
+        self.assertEqual(stats["issued"], 1, stats)
+        self.assertEqual(stats["ops"].get("simpleenroll"), 1, stats)
+        self.assertRegex(self.s.log(), r"POST /.well-known/est/sen upstream=- code=2\.04 "
+                                       r"[\d.]+ms \(kept\)")
+        self.assertNotIn("code=5.04", self.s.log())
+
+
+class TestStalledCATimeout(StackTest):
+    """Only the upstream timeout gives the exchange up; a retry after it starts a new one."""
+    stack_kwargs = {"timeout": 3, "connect_timeout": 1, "extra_upstream": "answer_within = 1"}
+
+    def test_D2_retry_after_upstream_timeout_starts_new_exchange(self):
+        self.s.ca_control(mode="hold", op="simpleenroll")
+        csr = csr_der(self.s.pki)
+        r = self.s.coap(WK + "/sen", method="post", cf=286, payload=csr, extra=["-v", "7"])
+        self.assertEqual(r.code, "5.03", r)
+        self.assertTrue(2 <= max_age(r) <= 4, max_age(r))  # 3 s - 1 s + 1 s
+        wait_for(lambda: re.search(r"simpleenroll failed: .*timed out", self.s.log()),
+                 timeout=20, what="the upstream timeout")
+        self.s.ca_control(mode="normal", release=True)
+        r = self.s.coap(WK + "/sen", method="post", cf=286, payload=csr)
+        self.assertEqual(r.rc, 0, r)
+        self.assertEqual(len(certs_of_pkcs7_der(r.payload)), 1)
+        self.assertEqual(self.s.ca_stats()["ops"].get("simpleenroll"), 2)
+        self.assertRegex(self.s.log(), r"POST /.well-known/est/sen upstream=200 code=2\.04")
 
 
 if __name__ == "__main__":
