@@ -410,5 +410,19 @@ class TestStalledCATimeout(StackTest):
         self.assertRegex(self.s.log(), r"POST /.well-known/est/sen upstream=200 code=2\.04")
 
 
+class TestBusyMaxAge(StackTest):
+    """Every 5.03 estgw makes itself carries Max-Age = retry_default (SPEC D1)."""
+    stack_kwargs = {"extra_server": "max_body = 4096\nreasm_total_bytes = 1024",
+                    "extra_upstream": "retry_default = 33"}
+
+    def test_D1_reassembly_bytes_full_5_03_max_age(self):
+        r = self.s.coap(WK + "/sen", method="post", cf=286, payload=b"\x30" * 2000, block=64,
+                        extra=["-v", "7"])
+        self.assertEqual(r.code, "5.03", r)
+        self.assertEqual(max_age(r), 33, r.stderr[-2000:])
+        self.assertRegex(self.s.log(), r"POST /.well-known/est/sen upstream=- code=5\.03")
+        self.assertEqual(self.s.ca_stats()["ops"].get("simpleenroll"), None)
+
+
 if __name__ == "__main__":
     harness.main(__name__)
