@@ -410,6 +410,81 @@ class TestStalledCATimeout(StackTest):
         self.assertRegex(self.s.log(), r"POST /.well-known/est/sen upstream=200 code=2\.04")
 
 
+class TestManyHeld(StackTest):
+    """max_concurrent above curl's old fixed 16: 40 devices against a CA that holds
+    every request all reach the CA at once and all get 5.03 + Max-Age promptly."""
+    N = 40
+    stack_kwargs = {"timeout": 60, "extra_upstream": f"answer_within = {ANSWER_WITHIN}\n"
+                                                     f"max_concurrent = {N}\nretry_default = 50"}
+
+    def test_D2_40_held_devices_all_5_03_promptly(self):
+        csrs = [new_csr(self.s.dir, f"m{i}") for i in range(self.N)]
+        self.s.ca_control(mode="hold", op="simpleenroll")
+        results = [None] * self.N
+
+        def run(i):
+            results[i] = self.s.coap(WK + "/sen", method="post", cf=286, payload=csrs[i],
+                                     extra=["-v", "7"], timeout=30)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(self.N)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        took = time.monotonic() - t0
+        for r in results:
+            self.assertEqual(r.code, "5.03", r)
+            self.assertIsNotNone(max_age(r), r.stderr[-2000:])
+            self.assertTrue(1 <= max_age(r) <= 50, max_age(r))
+        ms = req_lines_ms(self.s.log(), "5.03")
+        self.assertEqual(len(ms), self.N)
+        self.assertLess(max(ms), ANSWER_WITHIN * 1000 + MARGIN_MS, ms)
+        self.assertLess(took, ANSWER_WITHIN + 20, "40 devices took far beyond answer_within")
+        stats = self.s.ca_stats()
+        self.assertEqual(stats["ops"].get("simpleenroll"), self.N, stats)
+        self.assertEqual(stats["held"], self.N, stats)
+        self.assertEqual(stats["max_in_flight"], self.N, stats)
+        self.assertNotIn("code=5.04", self.s.log())
+
+
+class FdLimitTest(StackTest):
+    """max_concurrent = 4096, the top of its range, needs 4096 + 64 descriptors: estgw
+    raises its soft RLIMIT_NOFILE to that (systemd starts services with 1024 soft).
+    estgw runs under prlimit with a soft limit of 1024 and a hard one of `hard`."""
+    hard = 8192
+    stack_kwargs = {"extra_upstream": "max_concurrent = 4096"}
+
+    def setUp(self):
+        wrap = os.environ.get("ESTGW_WRAP", "")
+        os.environ["ESTGW_WRAP"] = f"prlimit --nofile=1024:{self.hard} {wrap}"
+        try:
+            super().setUp()
+        finally:
+            os.environ["ESTGW_WRAP"] = wrap
+
+    def nofile(self):
+        with open(f"/proc/{self.s.gw.pid}/limits") as f:
+            m = re.search(r"^Max open files\s+(\d+)\s+(\d+)", f.read(), re.M)
+        return int(m.group(1)), int(m.group(2))
+
+
+class TestFdLimit(FdLimitTest):
+    def test_D2_max_concurrent_raises_soft_nofile(self):
+        self.assertEqual(self.nofile(), (4096 + 64, self.hard))
+        self.assertNotIn("file descriptors", self.s.log())
+        self.assertEqual(self.s.coap(WK + "/crts").rc, 0)
+
+
+class TestFdLimitLow(FdLimitTest):
+    hard = 2048
+
+    def test_D2_max_concurrent_over_hard_nofile_warns(self):
+        self.assertEqual(self.nofile(), (2048, 2048))
+        self.assertIn("4096 upstream connections need 4160 file descriptors, "
+                      "RLIMIT_NOFILE allows 2048", self.s.log())
+
+
 class TestBusyMaxAge(StackTest):
     """Every 5.03 estgw makes itself carries Max-Age = retry_default (SPEC D1)."""
     stack_kwargs = {"extra_server": "max_body = 4096\nreasm_total_bytes = 1024",
