@@ -168,13 +168,21 @@ static void release_held(coap_session_t *s, void *arg)
 	free(h);
 }
 
-/* Put an answer into @p resp; takes the payload out of @p a. */
+static struct coap_server *srv_of(coap_session_t *s);
+
+/* Put an answer into @p resp; takes the payload out of @p a. A 5.03 always
+ * tells the device when to come back (SPEC D1): [upstream] retry_default
+ * unless the answer has its own Max-Age. */
 static void put_answer(coap_resource_t *r, coap_session_t *s,
 		       const coap_pdu_t *req, const coap_string_t *q,
 		       coap_pdu_t *resp, struct est_coap_resp *a)
 {
 	uint8_t buf[4];
 
+	if (a->code == EST_CODE(5, 3) && !a->has_max_age) {
+		a->has_max_age = 1;
+		a->max_age = srv_of(s)->cfg->upstream.retry_default;
+	}
 	coap_pdu_set_code(resp, (coap_pdu_code_t)a->code);
 	if (a->has_max_age)
 		coap_add_option(resp, COAP_OPTION_MAXAGE,
@@ -204,6 +212,21 @@ static void answer_error(coap_pdu_t *resp, uint8_t code, const char *diag)
 	coap_pdu_set_code(resp, (coap_pdu_code_t)code);
 	if (diag)
 		coap_add_data(resp, strlen(diag), (const uint8_t *)diag);
+}
+
+/* A 5.03 estgw makes itself, with Max-Age [upstream] retry_default (SPEC
+ * D1, RFC 9148 §4.7: the device learns when to come back). */
+static void answer_busy(struct coap_server *srv, coap_pdu_t *resp,
+			const char *diag)
+{
+	uint8_t buf[4];
+
+	coap_pdu_set_code(resp, COAP_RESPONSE_CODE(503));
+	coap_add_option(resp, COAP_OPTION_MAXAGE,
+			coap_encode_var_safe(buf, sizeof(buf),
+					     srv->cfg->upstream.retry_default),
+			buf);
+	coap_add_data(resp, strlen(diag), (const uint8_t *)diag);
 }
 
 /* ---- per-session state -------------------------------------------------- */
@@ -448,8 +471,8 @@ static enum body_state collect_body(struct coap_server *srv, coap_session_t *s,
 			reasm_drop(srv, sd, r);
 		r = reasm_new(srv, sd, key);
 		if (!r) {
-			answer_error(resp, COAP_RESPONSE_CODE(503),
-				     "too many block-wise transfers in progress");
+			answer_busy(srv, resp,
+				    "too many block-wise transfers in progress");
 			return BODY_ERROR;
 		}
 	}
@@ -463,7 +486,7 @@ static enum body_state collect_body(struct coap_server *srv, coap_session_t *s,
 	if (off == r->len) {
 		if (reasm_append(srv, r, data, dlen) != 0) {
 			reasm_drop(srv, sd, r);
-			answer_error(resp, COAP_RESPONSE_CODE(503), "busy");
+			answer_busy(srv, resp, "busy");
 			return BODY_ERROR;
 		}
 	} else if (off + dlen != r->len && b1.m) {
@@ -781,7 +804,7 @@ static void hnd_est(coap_resource_t *r, coap_session_t *s,
 	const char *client = sd ? sd->client : "-";
 	if (srv->draining) {
 		read_request(srv, req, &ri);
-		answer_error(resp, COAP_RESPONSE_CODE(503), "shutting down");
+		answer_busy(srv, resp, "shutting down");
 		log_request(client, ri.opts.method, ri.path, 0, "shutting down",
 			    EST_CODE(5, 3), ms_since(&ri.start));
 		return;

@@ -111,6 +111,7 @@ static const struct cfg_key schema[] = {
 	{ "upstream", "private_key",     set_file,   NULL,      0,    0,          UP(private_key),     UP(private_key_src),   REQ },
 	{ "upstream", "timeout",         set_u32,    "30",      1,    3600,       UP(timeout),         NO_SRC,                0 },
 	{ "upstream", "connect_timeout", set_u32,    "10",      1,    3600,       UP(connect_timeout), NO_SRC,                0 },
+	{ "upstream", "answer_within",   set_u32,    "5",       1,    3600,       UP(answer_within),   NO_SRC,                0 },
 	{ "upstream", "max_response",    set_u32,    "1048576", 1024, 67108864,   UP(max_response),    NO_SRC,                0 },
 	{ "upstream", "crts_refresh",    set_u32,    "300",     1,    604800,     UP(crts_refresh),    NO_SRC,                0 },
 	{ "upstream", "retry_default",   set_u32,    "60",      0,    UINT32_MAX, UP(retry_default),   NO_SRC,                0 },

@@ -5,8 +5,11 @@
  * label and body) joins the job already in flight instead of starting a
  * second enrollment (SPEC J1). At most [upstream] max_concurrent jobs run;
  * [upstream] queue more wait; past that the device gets 5.03 + Max-Age.
- * A successful sen/sren answer is kept for [upstream] keep_issued seconds,
- * so a device that gave up and resends the identical CSR gets the same
+ * A device request that has no answer after [upstream] answer_within
+ * seconds gets 5.03 + Max-Age while its job goes on (RFC 9148 §4.7, SPEC
+ * D2): only the upstream timeout ends a job early. A successful sen/sren
+ * answer is kept for [upstream] keep_issued seconds, so a device that was
+ * told to come back (or gave up) and resends the identical CSR gets the same
  * certificate without a second enrollment. /crts is served from a per-label
  * cache of the last good /cacerts answer, refreshed in the background.
  * The EST server's 404/501 for /csrattrs or /serverkeygen takes att or
@@ -58,6 +61,7 @@ struct proxy_wait {
 	int resp_cf;
 	proxy_done_fn fn;
 	void *arg;
+	struct event *deadline; /* answer_within: 5.03 + Max-Age when it fires */
 };
 
 enum job_state { JOB_QUEUED, JOB_RUNNING };
@@ -71,6 +75,7 @@ struct proxy_job {
 	size_t csr_len;
 	struct est_http_req req;
 	enum job_state state;
+	uint64_t deadline_ms;          /* CLOCK_MONOTONIC: upstream timeout, once sent */
 	struct proxy_wait *waiters;
 	struct upstream_xfer *xfer;
 	struct proxy_job *prev, *next; /* all jobs */
@@ -99,6 +104,33 @@ struct proxy {
 };
 
 static void start_queued(struct proxy *px);
+
+static uint64_t now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
+/* ---- waiters ------------------------------------------------------------ */
+
+static void wait_free(struct proxy_wait *w)
+{
+	if (w->deadline)
+		event_free(w->deadline);
+	free(w);
+}
+
+static void wait_unlink(struct proxy_wait *w)
+{
+	for (struct proxy_wait **pp = &w->job->waiters; *pp; pp = &(*pp)->next) {
+		if (*pp == w) {
+			*pp = w->next;
+			return;
+		}
+	}
+}
 
 /* ---- jobs --------------------------------------------------------------- */
 
@@ -138,7 +170,7 @@ static void job_free(struct proxy_job *j)
 		upstream_cancel(j->xfer);
 	for (w = j->waiters; w; w = next) {
 		next = w->next;
-		free(w);
+		wait_free(w);
 	}
 	est_http_req_free(&j->req);
 	free(j->csr);
@@ -431,7 +463,7 @@ static void on_upstream(void *arg, const struct upstream_result *r)
 			cache_store(px, j->label, r);
 	} else if ((j->op->op == EST_OP_SEN || j->op->op == EST_OP_SREN) &&
 		   !j->kg_op && good_answer(px, j, r, EST_CF_PKCS7_CERTS)) {
-		kept_store(px, j->key, r);
+		kept_store(px, j->key, r); /* for a device told to come back (D2) */
 	}
 	/* Take the waiters, drop the job, then answer: callbacks may re-enter. */
 	w = j->waiters;
@@ -451,7 +483,7 @@ static void on_upstream(void *arg, const struct upstream_result *r)
 		else
 			translate(px, op, w->resp_cf, csr, csr_len, r, &out);
 		w->fn(w->arg, &out);
-		free(w);
+		wait_free(w);
 	}
 	free(csr);
 	if (kg.key)
@@ -462,6 +494,7 @@ static void on_upstream(void *arg, const struct upstream_result *r)
 
 static int job_send(struct proxy_job *j)
 {
+	j->deadline_ms = now_ms() + (uint64_t)j->px->cfg->upstream.timeout * 1000;
 	j->state = JOB_RUNNING;
 	j->px->running++;
 	j->xfer = upstream_send(j->px->up, &j->req, on_upstream, j);
@@ -592,13 +625,72 @@ static int place_or_answer(struct proxy *px, struct proxy_job *j,
 	return 0;
 }
 
-/* The device request waits on @p j. */
+/* Max-Age for a device whose answer is not ready (RFC 9148 §4.7, SPEC
+ * D2): the time the exchange may still take, plus a second, so that the
+ * retry finds the kept answer or, after an upstream timeout, starts a new
+ * exchange. At most retry_default; within max_age_min..max_age_max. */
+static uint32_t come_back_in(const struct proxy *px, const struct proxy_job *j)
+{
+	const struct estgw_config *c = px->cfg;
+	uint64_t now = now_ms();
+	uint32_t s = c->upstream.timeout + 1; /* queued: all of it is ahead */
+
+	if (j->state == JOB_RUNNING)
+		s = j->deadline_ms > now ?
+			    (uint32_t)((j->deadline_ms - now + 999) / 1000) + 1 : 1;
+	if (s > c->upstream.retry_default)
+		s = c->upstream.retry_default;
+	if (s < c->upstream.max_age_min)
+		s = c->upstream.max_age_min;
+	if (s > c->upstream.max_age_max)
+		s = c->upstream.max_age_max;
+	return s;
+}
+
+/* answer_within is over: 5.03 + Max-Age now, the job goes on (SPEC D2).
+ * A retry joins it while in flight; afterwards a sen/sren certificate is
+ * kept for it, /cacerts is in the cache, /csrattrs is asked again. */
+static void on_wait_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct proxy_wait *w = arg;
+	struct proxy_job *j = w->job;
+	struct proxy_outcome out;
+	uint32_t age = come_back_in(j->px, j);
+
+	wait_unlink(w);
+	answer_now(&out, EST_CODE(5, 3), "upstream still working, retry later",
+		   age);
+	log_debug("proxy", "%s%s%s %s after %us: 5.03, Max-Age %u; the exchange goes on",
+		  j->op->http_name, *j->label ? " label " : "", j->label,
+		  j->state == JOB_RUNNING ? "unanswered" : "still queued",
+		  j->px->cfg->upstream.answer_within, age);
+	w->fn(w->arg, &out);
+	wait_free(w);
+}
+
+/* An answer with a private key (skg, skc): estgw keeps no keys (SPEC G7),
+ * so a device told to come back would only have a second key made. It
+ * waits for the exchange itself, up to [upstream] timeout. */
+static int brings_key(const struct proxy_job *j)
+{
+	return j->kg_op || j->op->op == EST_OP_SKG || j->op->op == EST_OP_SKC;
+}
+
+/* The device request waits on @p j, at most answer_within seconds. */
 static int wait_on(struct proxy_job *j, const struct proxy_request *rq,
 		   proxy_done_fn fn, void *arg, struct proxy_wait **wait,
 		   struct proxy_outcome *now)
 {
 	struct proxy_wait *w = calloc(1, sizeof(*w));
+	struct timeval tv = { j->px->cfg->upstream.answer_within, 0 };
 
+	if (w && !brings_key(j)) {
+		w->deadline = evtimer_new(j->px->base, on_wait_deadline, w);
+		if (!w->deadline || evtimer_add(w->deadline, &tv) != 0) {
+			wait_free(w);
+			w = NULL;
+		}
+	}
 	if (!w) /* the exchange goes on; its certificate is kept */
 		return answer_now(now, EST_CODE(5, 0), "out of memory", 0);
 	w->job = j;
@@ -704,17 +796,10 @@ int proxy_submit(struct proxy *px, const struct proxy_request *rq,
 
 void proxy_cancel(struct proxy_wait *w)
 {
-	struct proxy_wait **pp;
-
 	if (!w)
 		return;
-	for (pp = &w->job->waiters; *pp; pp = &(*pp)->next) {
-		if (*pp == w) {
-			*pp = w->next;
-			break;
-		}
-	}
-	free(w);
+	wait_unlink(w);
+	wait_free(w);
 }
 
 static void refresh_one(struct proxy *px, const char *label)

@@ -66,7 +66,10 @@ int proxy_warming(const struct proxy *px);
 unsigned proxy_ops_missing(const struct proxy *px);
 
 /** Forget a pending request: its callback will not run. The upstream
- *  exchange goes on; a certificate it brings is kept (keep_issued). */
+ *  exchange goes on; a certificate it brings is kept (keep_issued). A
+ *  pending request with no answer after [upstream] answer_within seconds
+ *  is answered 5.03 + Max-Age through @p fn the same way (SPEC D2), except
+ *  skg/skc, whose key is not kept: they wait for the exchange. */
 void proxy_cancel(struct proxy_wait *w);
 
 #endif

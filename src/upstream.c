@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include <curl/curl.h>
@@ -20,6 +21,7 @@
 #include "estgw/log.h"
 
 #define HDR_MAX 256
+#define FD_RESERVE 64 /* descriptors besides upstream connections */
 
 struct upstream {
 	struct event_base *base;
@@ -265,6 +267,49 @@ static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp,
 	return 0;
 }
 
+/* Connections in flight at once: every exchange proxy.c lets run
+ * ([upstream] max_concurrent) plus the MASA exchanges brski.c lets run
+ * ([brski] max_pending), maybe to the same host. */
+static long conn_limit(const struct estgw_config *cfg)
+{
+	long n = (long)cfg->upstream.max_concurrent;
+
+	if (cfg->brski.enabled)
+		n += (long)cfg->brski.max_pending;
+	return n;
+}
+
+/* Each connection is a descriptor: raise the soft RLIMIT_NOFILE to what
+ * the limit needs (systemd starts services with 1024 soft, far more hard). */
+static void ensure_fds(long conns)
+{
+	struct rlimit rl;
+	rlim_t need = (rlim_t)conns + FD_RESERVE;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur >= need)
+		return;
+	rl.rlim_cur = (rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need) ?
+			      need : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur >= need)
+		return;
+	log_warn("upstream", "%ld upstream connections need %llu file descriptors, "
+		 "RLIMIT_NOFILE allows %llu", conns, (unsigned long long)need,
+		 (unsigned long long)rl.rlim_max);
+}
+
+/* curl's own connection limits are those of the callers: a transfer curl
+ * held back behind a lower limit would spend its timeout waiting (16 used
+ * to make 200 devices wait in waves of 16). */
+static void set_conn_limits(struct upstream *up, const struct estgw_config *cfg)
+{
+	long n = conn_limit(cfg);
+
+	curl_multi_setopt(up->multi, CURLMOPT_MAX_HOST_CONNECTIONS, n);
+	curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS, n);
+	ensure_fds(n);
+}
+
 struct upstream *upstream_new(struct event_base *base,
 			      const struct estgw_config *cfg)
 {
@@ -284,8 +329,7 @@ struct upstream *upstream_new(struct event_base *base,
 	curl_multi_setopt(up->multi, CURLMOPT_SOCKETDATA, up);
 	curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
 	curl_multi_setopt(up->multi, CURLMOPT_TIMERDATA, up);
-	curl_multi_setopt(up->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 16L);
-	curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS, 16L);
+	set_conn_limits(up, cfg);
 	return up;
 }
 
@@ -461,5 +505,6 @@ size_t upstream_in_flight(const struct upstream *up)
 void upstream_reload(struct upstream *up, const struct estgw_config *cfg)
 {
 	up->cfg = cfg;
+	set_conn_limits(up, cfg);
 	clock_gettime(CLOCK_MONOTONIC, &up->reloaded);
 }

@@ -76,6 +76,7 @@ struct estgw_config {
 		char *private_key;
 		uint32_t timeout;          /**< seconds for one exchange */
 		uint32_t connect_timeout;  /**< seconds to connect (<= timeout) */
+		uint32_t answer_within;    /**< seconds a device waits before 5.03 + Max-Age (D2) */
 		uint32_t max_response;     /**< bytes accepted from upstream */
 		uint32_t crts_refresh;     /**< seconds between /cacerts refreshes */
 		uint32_t retry_default;    /**< Max-Age for 202/503 without Retry-After */

@@ -50,19 +50,26 @@ Control (choose one or both; tests usually use the plain port):
                          certificate still required by the handshake, no cmcRA check).
   GET  /stats    JSON {"total", "paths": {path: n}, "ops": {op: n}, "status": {code: n},
                  "issued", "connections", "last": {"method", "path", "headers"}, "last_csr",
-                 "last_body" (the last POST body as sent, Latin-1 text)}.
-                 Control requests are not counted. "connections" counts TLS handshakes done.
+                 "last_body" (the last POST body as sent, Latin-1 text),
+                 "in_flight", "max_in_flight", "held"}.
+                 Control requests are not counted. "connections" counts TLS handshakes done;
+                 "in_flight" EST requests being worked on now, "max_in_flight" the most at
+                 once since the last reset, "held" requests waiting in mode hold now.
   GET  /control  the current fault as JSON, plus "csrattrs" and "serverkeygen": whether
                  those operations are implemented.
   POST /control  JSON {"mode": MODE, "retry_after": V, "delay": S, "op": OP, "count": N,
-                 "reset_stats": true, "csrattrs": B, "serverkeygen": B}; every key
-                 optional. A "mode" key replaces the whole fault setting (absent keys take
-                 defaults); without it the fault is kept. "csrattrs"/"serverkeygen" false
-                 makes the operation unknown (404, like --no-csrattrs), true brings it back.
+                 "reset_stats": true, "release": true, "csrattrs": B, "serverkeygen": B};
+                 every key optional. A "mode" key replaces the whole fault setting (absent
+                 keys take defaults); without it the fault is kept. "release" lets every
+                 held request go on. "csrattrs"/"serverkeygen" false makes the operation
+                 unknown (404, like --no-csrattrs), true brings it back.
 Faults (MODE), also from the command line with --mode and the matching flags:
   normal          no fault
   binary          answer DER instead of Base64, no Content-Transfer-Encoding header
   delay=S         sleep S seconds, then answer normally ("delay" also combines with any mode)
+  hold            keep the request open until POST /control {"release": true} (at most
+                  HOLD_MAX seconds), then answer normally; setting mode hold after a
+                  release holds the requests that follow again
   status=CODE     answer CODE with a short text/plain body (204: none; 3xx: a Location too;
                   Retry-After when retry_after is set)
   accepted[=N]    202, empty body, Retry-After: N (default 1; retry_after "none" omits it)
@@ -114,6 +121,7 @@ CT_SKG = "application/pkcs7-mime; smime-type=server-generated-key"
 OPS = {"cacerts": "GET", "csrattrs": "GET", "simpleenroll": "POST",
        "simplereenroll": "POST", "serverkeygen": "POST"}
 MAX_BODY = 256 * 1024
+HOLD_MAX = 600  # seconds a held request waits for a release at most
 BOUNDARY = "estTestCaBoundary"
 
 
@@ -385,7 +393,7 @@ OPTIONAL_OPS = ("csrattrs", "serverkeygen")  # operations a CA may lack (404)
 MP_MODES = {"mp-unclosed", "mp-no-key", "mp-no-cert", "mp-variant"}
 MODES = {"normal", "binary", "delay", "status", "accepted", "garbage", "truncated", "html",
          "csrattrs", "bare-ct", "no-cte", "sec1-key", "parts-reversed", "drop",
-         "layout"} | MP_MODES
+         "layout", "hold"} | MP_MODES
 # layout=L: (characters a line, line end); width None is one line without a break.
 LAYOUTS = {"oneline": (None, b""), "lf64": (64, b"\n"), "crlf64": (64, b"\r\n"),
            "lf76": (76, b"\n"), "crlf76": (76, b"\r\n")}
@@ -407,7 +415,7 @@ class Fault:
 def parse_fault(spec):
     """A Fault from a dict like the POST /control JSON. Raises ValueError."""
     unknown = set(spec) - {"mode", "retry_after", "delay", "op", "count", "reset_stats",
-                           *OPTIONAL_OPS}
+                           "release", *OPTIONAL_OPS}
     if unknown:
         raise ValueError(f"unknown keys {sorted(unknown)}")
     name, _, arg = str(spec.get("mode") or "normal").partition("=")
@@ -450,6 +458,9 @@ class State:
         self.lock = threading.Lock()
         self.fault = fault
         self.implemented = dict(implemented)  # OPTIONAL_OPS -> bool
+        self.release = threading.Event()  # set: held requests go on
+        self.in_flight = 0
+        self.held = 0
         self.reset_stats()
 
     def has_op(self, op):
@@ -459,7 +470,27 @@ class State:
     def reset_stats(self):
         self.stats = {"total": 0, "paths": {}, "ops": {}, "status": {}, "issued": 0,
                       "encrypted_keys": 0, "connections": 0, "last": None, "last_csr": None,
-                      "last_body": None}
+                      "last_body": None, "max_in_flight": self.in_flight}
+
+    def enter(self):
+        with self.lock:
+            self.in_flight += 1
+            self.stats["max_in_flight"] = max(self.stats["max_in_flight"], self.in_flight)
+
+    def leave(self):
+        with self.lock:
+            self.in_flight -= 1
+
+    def hold(self):
+        """Mode hold: wait for a release (bounded by HOLD_MAX)."""
+        with self.lock:
+            self.held += 1
+            release = self.release
+        try:
+            release.wait(HOLD_MAX)
+        finally:
+            with self.lock:
+                self.held -= 1
 
     def take_fault(self, op):
         """The fault for one request of op (None: answer normally); consumes a count."""
@@ -491,7 +522,9 @@ class State:
 
     def snapshot(self):
         with self.lock:
-            return json.loads(json.dumps(self.stats))
+            snap = json.loads(json.dumps(self.stats))
+            snap.update(in_flight=self.in_flight, held=self.held)
+            return snap
 
 
 # ---------------------------------------------------------------- HTTP handler
@@ -633,7 +666,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 raise HttpError(404, "not found")
             self.server.state.note_request(self.command, path, self.headers)
             self.counted = True
-            self.est(path, body)
+            self.server.state.enter()
+            try:
+                self.est(path, body)
+            finally:
+                self.server.state.leave()
         except HttpError as e:
             self.reply(e.status, str(e) + "\n")
         except (ConnectionError, TimeoutError):
@@ -663,9 +700,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             with state.lock:
                 if fault is not None:
                     state.fault = fault
+                    if fault.mode == "hold" and state.release.is_set():
+                        state.release = threading.Event()  # re-arm; unreleased ones wait on
                 state.implemented.update(ops)
                 if spec.get("reset_stats"):
                     state.reset_stats()
+                if spec.get("release"):
+                    state.release.set()
         with state.lock:
             current = {**asdict(state.fault), **state.implemented}
         self.reply_json(current)
@@ -699,6 +740,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.op = op
         self.server.state.count("ops", op)
         fault = self.server.state.take_fault(op) or Fault()
+        if fault.mode == "hold":
+            self.server.state.hold()
         if fault.delay:
             time.sleep(fault.delay)
         if self.early_fault(fault):

@@ -299,7 +299,8 @@ class TestReload(OpsTest):
 
 
 class TestShutdown(StackTest):
-    stack_kwargs = {"ca_args": ("--delay", "5", "--fault-op", "simpleenroll")}
+    stack_kwargs = {"ca_args": ("--delay", "5", "--fault-op", "simpleenroll"),
+                    "extra_upstream": "answer_within = 20\nretry_default = 41"}
 
     def test_J_sigterm_lets_inflight_finish(self):
         csr = os.path.join(self.s.dir, "csr.der")
@@ -322,9 +323,10 @@ class TestShutdown(StackTest):
             self.s.gw.send_signal(signal.SIGTERM)
             wait_for(lambda: "shutting down" in self.s.log(), what="shutdown log")
             self.assertIn("1 request(s) in flight", self.s.log())
-            # a new request while draining gets 5.03
-            r = self.s.coap(WK + "/crts", timeout=5)
+            # a new request while draining gets 5.03 + Max-Age (SPEC D1)
+            r = self.s.coap(WK + "/crts", timeout=5, extra=["-v", "7"])
             self.assertEqual(r.code, "5.03", r)
+            self.assertEqual(re.findall(r"Max-Age:(\d+)", r.stderr)[-1:], ["41"], r.stderr[-2000:])
             self.assertEqual(self.s.gw.wait(timeout=30), 0)
             waited = time.time() - t0
             dev_out, _ = dev.communicate(timeout=30)

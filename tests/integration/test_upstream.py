@@ -2,7 +2,8 @@
 """Slow and failing CAs (SPEC D, D1, D2, J1; RFC 9148 4.7, 5; RFC 8516): every upstream
 fault mapped to its CoAP code with a diagnostic and a log line, 202/503 -> 5.03 and
 429 -> 4.29 with Max-Age, 204 to a POST -> 5.02, separate responses, coalescing, kept
-certificates, upstream limits.
+certificates, upstream limits, a CA that holds requests open (5.03 + Max-Age after
+answer_within, the answer kept for the retry).
 
 Run one test: test_upstream.py TestFaults.test_D_status_404
 """
@@ -41,6 +42,12 @@ def max_age(result):
     """Max-Age of the last response, from coap-client's -v 7 PDU dump."""
     ages = re.findall(r"Max-Age:(\d+)", result.stderr)
     return int(ages[-1]) if ages else None
+
+
+def req_lines_ms(log, code):
+    """The time (ms) of each /sen request line of estgw's log with that code."""
+    return [float(ms) for ms in re.findall(
+        rf"POST /.well-known/est/sen upstream=\S+ code={re.escape(code)} ([\d.]+)ms", log)]
 
 
 class TestRetryAfter(StackTest):
@@ -126,6 +133,8 @@ class TestRetryAfter(StackTest):
 
 
 class TestSlowCA(StackTest):
+    stack_kwargs = {"extra_upstream": "answer_within = 20"}  # devices wait for the CA
+
     def test_D2_slow_ca_separate_response_block2(self):
         """A CA that takes 5 s: empty ACK at once, then a CON separate response,
         continued with Block2 (request in Block1: NOTES, old-client bug)."""
@@ -355,7 +364,8 @@ class TestTLSWrongName(TLSFaultStack):
 
 
 class TestLimits(StackTest):
-    stack_kwargs = {"extra_upstream": "max_concurrent = 1\nqueue = 1\nretry_default = 9"}
+    stack_kwargs = {"extra_upstream": "max_concurrent = 1\nqueue = 1\nretry_default = 9\n"
+                                      "answer_within = 20"}
 
     def test_D2_limits_queue_then_5_03(self):
         self.s.ca_control(mode="delay=3", op="simpleenroll")
@@ -381,6 +391,165 @@ class TestLimits(StackTest):
         self.assertEqual(max_age(results[2]), 9)
         self.assertIn("busy", results[2].diag)
         self.assertEqual(self.s.ca_stats()["ops"].get("simpleenroll"), 2)
+
+
+ANSWER_WITHIN = 2
+MARGIN_MS = 1500  # estgw's event loop under a loaded test machine
+
+
+class TestStalledCA(StackTest):
+    """A CA that holds the request open (manual approval, slow HSM): the device gets
+    5.03 + Max-Age after answer_within, the exchange goes on, and the retry gets the
+    certificate the CA issued meanwhile; one issuance (RFC 9148 4.7, SPEC D2, J1)."""
+    stack_kwargs = {"timeout": 30, "extra_upstream": f"answer_within = {ANSWER_WITHIN}"}
+
+    def sen(self, csr):
+        return self.s.coap(WK + "/sen", method="post", cf=286, payload=csr, extra=["-v", "7"])
+
+    def test_D2_held_request_5_03_then_kept_certificate(self):
+        self.s.ca_control(mode="hold", op="simpleenroll")
+        csr = csr_der(self.s.pki)
+        t0 = time.monotonic()
+        r = self.sen(csr)
+        took = time.monotonic() - t0
+        self.assertEqual(r.code, "5.03", r)
+        self.assertIn("still working", r.diag)
+        # Max-Age: the 30 s exchange has ~28 s left, plus 1 s
+        self.assertTrue(26 <= max_age(r) <= 30, max_age(r))
+        self.assertLess(took, ANSWER_WITHIN + 10, "device waited far beyond answer_within")
+        [ms] = req_lines_ms(self.s.log(), "5.03")
+        self.assertTrue(ANSWER_WITHIN * 1000 <= ms < ANSWER_WITHIN * 1000 + MARGIN_MS, ms)
+        # A retry while the CA still holds: it joins the exchange, 5.03 again after
+        # answer_within, and nothing new goes upstream.
+        r = self.sen(csr)
+        self.assertEqual(r.code, "5.03", r)
+        self.assertLessEqual(max_age(r), 29)
+        stats = self.s.ca_stats()
+        self.assertEqual(stats["ops"].get("simpleenroll"), 1, stats)
+        self.assertEqual(stats["held"], 1, stats)
+        self.assertRegex(self.s.log(), r"joins an identical sen in flight")
+        # The CA answers; the certificate is kept for the device's next retry.
+        self.s.ca_control(release=True)
+        wait_for(lambda: "simpleenroll -> HTTP 200" in self.s.log(), what="the CA's answer")
+        r = self.sen(csr)
+        self.assertEqual(r.rc, 0, r)
+        [cert] = certs_of_pkcs7_der(r.payload)
+        self.assertEqual(pubkey_of_cert_der(cert), pubkey_of_csr_der(csr))
+        stats = self.s.ca_stats()
+        self.assertEqual(stats["issued"], 1, stats)
+        self.assertEqual(stats["ops"].get("simpleenroll"), 1, stats)
+        self.assertRegex(self.s.log(), r"POST /.well-known/est/sen upstream=- code=2\.04 "
+                                       r"[\d.]+ms \(kept\)")
+        self.assertNotIn("code=5.04", self.s.log())
+
+
+class TestStalledCATimeout(StackTest):
+    """Only the upstream timeout gives the exchange up; a retry after it starts a new one."""
+    stack_kwargs = {"timeout": 3, "connect_timeout": 1, "extra_upstream": "answer_within = 1"}
+
+    def test_D2_retry_after_upstream_timeout_starts_new_exchange(self):
+        self.s.ca_control(mode="hold", op="simpleenroll")
+        csr = csr_der(self.s.pki)
+        r = self.s.coap(WK + "/sen", method="post", cf=286, payload=csr, extra=["-v", "7"])
+        self.assertEqual(r.code, "5.03", r)
+        self.assertTrue(2 <= max_age(r) <= 4, max_age(r))  # 3 s - 1 s + 1 s
+        wait_for(lambda: re.search(r"simpleenroll failed: .*timed out", self.s.log()),
+                 timeout=20, what="the upstream timeout")
+        self.s.ca_control(mode="normal", release=True)
+        r = self.s.coap(WK + "/sen", method="post", cf=286, payload=csr)
+        self.assertEqual(r.rc, 0, r)
+        self.assertEqual(len(certs_of_pkcs7_der(r.payload)), 1)
+        self.assertEqual(self.s.ca_stats()["ops"].get("simpleenroll"), 2)
+        self.assertRegex(self.s.log(), r"POST /.well-known/est/sen upstream=200 code=2\.04")
+
+
+class TestManyHeld(StackTest):
+    """max_concurrent above curl's old fixed 16: 40 devices against a CA that holds
+    every request all reach the CA at once and all get 5.03 + Max-Age promptly."""
+    N = 40
+    stack_kwargs = {"timeout": 60, "extra_upstream": f"answer_within = {ANSWER_WITHIN}\n"
+                                                     f"max_concurrent = {N}\nretry_default = 50"}
+
+    def test_D2_40_held_devices_all_5_03_promptly(self):
+        csrs = [new_csr(self.s.dir, f"m{i}") for i in range(self.N)]
+        self.s.ca_control(mode="hold", op="simpleenroll")
+        results = [None] * self.N
+
+        def run(i):
+            results[i] = self.s.coap(WK + "/sen", method="post", cf=286, payload=csrs[i],
+                                     extra=["-v", "7"], timeout=30)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(self.N)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        took = time.monotonic() - t0
+        for r in results:
+            self.assertEqual(r.code, "5.03", r)
+            self.assertIsNotNone(max_age(r), r.stderr[-2000:])
+            self.assertTrue(1 <= max_age(r) <= 50, max_age(r))
+        ms = req_lines_ms(self.s.log(), "5.03")
+        self.assertEqual(len(ms), self.N)
+        self.assertLess(max(ms), ANSWER_WITHIN * 1000 + MARGIN_MS, ms)
+        self.assertLess(took, ANSWER_WITHIN + 20, "40 devices took far beyond answer_within")
+        stats = self.s.ca_stats()
+        self.assertEqual(stats["ops"].get("simpleenroll"), self.N, stats)
+        self.assertEqual(stats["held"], self.N, stats)
+        self.assertEqual(stats["max_in_flight"], self.N, stats)
+        self.assertNotIn("code=5.04", self.s.log())
+
+
+class FdLimitTest(StackTest):
+    """max_concurrent = 4096, the top of its range, needs 4096 + 64 descriptors: estgw
+    raises its soft RLIMIT_NOFILE to that (systemd starts services with 1024 soft).
+    estgw runs under prlimit with a soft limit of 1024 and a hard one of `hard`."""
+    hard = 8192
+    stack_kwargs = {"extra_upstream": "max_concurrent = 4096"}
+
+    def setUp(self):
+        wrap = os.environ.get("ESTGW_WRAP", "")
+        os.environ["ESTGW_WRAP"] = f"prlimit --nofile=1024:{self.hard} {wrap}"
+        try:
+            super().setUp()
+        finally:
+            os.environ["ESTGW_WRAP"] = wrap
+
+    def nofile(self):
+        with open(f"/proc/{self.s.gw.pid}/limits") as f:
+            m = re.search(r"^Max open files\s+(\d+)\s+(\d+)", f.read(), re.M)
+        return int(m.group(1)), int(m.group(2))
+
+
+class TestFdLimit(FdLimitTest):
+    def test_D2_max_concurrent_raises_soft_nofile(self):
+        self.assertEqual(self.nofile(), (4096 + 64, self.hard))
+        self.assertNotIn("file descriptors", self.s.log())
+        self.assertEqual(self.s.coap(WK + "/crts").rc, 0)
+
+
+class TestFdLimitLow(FdLimitTest):
+    hard = 2048
+
+    def test_D2_max_concurrent_over_hard_nofile_warns(self):
+        self.assertEqual(self.nofile(), (2048, 2048))
+        self.assertIn("4096 upstream connections need 4160 file descriptors, "
+                      "RLIMIT_NOFILE allows 2048", self.s.log())
+
+
+class TestBusyMaxAge(StackTest):
+    """Every 5.03 estgw makes itself carries Max-Age = retry_default (SPEC D1)."""
+    stack_kwargs = {"extra_server": "max_body = 4096\nreasm_total_bytes = 1024",
+                    "extra_upstream": "retry_default = 33"}
+
+    def test_D1_reassembly_bytes_full_5_03_max_age(self):
+        r = self.s.coap(WK + "/sen", method="post", cf=286, payload=b"\x30" * 2000, block=64,
+                        extra=["-v", "7"])
+        self.assertEqual(r.code, "5.03", r)
+        self.assertEqual(max_age(r), 33, r.stderr[-2000:])
+        self.assertRegex(self.s.log(), r"POST /.well-known/est/sen upstream=- code=5\.03")
+        self.assertEqual(self.s.ca_stats()["ops"].get("simpleenroll"), None)
 
 
 if __name__ == "__main__":
