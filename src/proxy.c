@@ -3,7 +3,7 @@
  * A job is one upstream exchange. Device requests wait on it (struct
  * proxy_wait); an identical request (same client identity, operation,
  * label and body) joins the job already in flight instead of starting a
- * second enrollment (SPEC J1). At most [upstream] max_concurrent jobs run;
+ * second enrollment (J1). At most [upstream] max_concurrent jobs run;
  * [upstream] queue more wait; past that the device gets 5.03 + Max-Age.
  * A successful sen/sren answer is kept for [upstream] keep_issued seconds,
  * so a device that gave up and resends the identical CSR gets the same
@@ -313,14 +313,14 @@ static void translate(struct proxy *px, const struct est_op_desc *op,
 	outcome_note(r, out);
 }
 
-/** The key estgw made for a /skg or /skc, taken off its job (SPEC F4). */
+/** The key estgw made for a /skg or /skc, taken off its job (F4). */
 struct kg_answer {
 	const struct est_op_desc *op;
 	uint8_t *key;
 	size_t len;
 };
 
-/* Registrar-side keygen: the /simpleenroll answer plus the key (SPEC F4). */
+/* Registrar-side keygen: the /simpleenroll answer plus the key (F4). */
 static void translate_keygen(struct proxy *px, const struct kg_answer *kg,
 			     int resp_cf, const uint8_t *csr, size_t csr_len,
 			     const struct upstream_result *r,
@@ -569,7 +569,7 @@ static int wait_on(struct proxy_job *j, const struct proxy_request *rq,
 	return 0;
 }
 
-/* /skg and /skc when the EST server does not make the key (SPEC F, F4):
+/* /skg and /skc when the EST server does not make the key (F, F4):
  * off -> 4.04; registrar -> a new key and a CSR signed by it, enrolled with
  * /simpleenroll as the RA. An identical resent request joins the job in
  * flight and gets the same key. estgw cannot encrypt the key for the

@@ -2,7 +2,7 @@
  *
  * Owns: one job per upstream exchange, with every device request waiting on
  * it (identical requests from the same client coalesce onto one exchange,
- * SPEC J1); the bound on concurrent exchanges and the queue behind it; the
+ * J1); the bound on concurrent exchanges and the queue behind it; the
  * answers kept for devices that resend an identical CSR; and the /cacerts
  * cache answered at once (libcoap clients before 4.3.5 lose multi-block
  * separate responses). Knows neither libcoap nor curl.

@@ -1,9 +1,9 @@
-/* base64.c - RFC 4648 Base64 for EST bodies (SPEC B1, B5).
+/* base64.c - RFC 4648 Base64 for EST bodies (docs/conformance.md B1, B5).
  *
  * Owns: encoding (padded, no line breaks) and a strict-but-tolerant decoder.
  * Must not: allocate, log, or accept what it cannot decode completely. We do
  * not use mbedtls_base64_decode: it truncates unpadded input silently and
- * rejects spaces and tabs inside lines (NOTES-mbedtls-2.28.md).
+ * rejects spaces and tabs inside lines (docs/libraries.md, mbedTLS 2.28).
  */
 #include "estgw/codec.h"
 

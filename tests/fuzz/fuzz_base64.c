@@ -1,5 +1,5 @@
 /* fuzz_base64.c - libFuzzer: Base64 decode, and encode/decode round trip
- * of whatever decoded (SPEC B5, G6). */
+ * of whatever decoded (docs/conformance.md B5, G6). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

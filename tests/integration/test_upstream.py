@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Slow and failing CAs (SPEC D, D1, D2, J1; RFC 9148 4.7, 5): every upstream fault
+"""Slow and failing CAs (docs/conformance.md D, D1, D2, J1; RFC 9148 4.7, 5): every upstream fault
 mapped to its CoAP code with a diagnostic and a log line, 202 -> 5.03 + Max-Age,
 separate responses, coalescing, kept certificates, upstream limits.
 
@@ -93,7 +93,7 @@ class TestRetryAfter(StackTest):
 class TestSlowCA(StackTest):
     def test_D2_slow_ca_separate_response_block2(self):
         """A CA that takes 5 s: empty ACK at once, then a CON separate response,
-        continued with Block2 (request in Block1: NOTES, old-client bug)."""
+        continued with Block2 (request in Block1: old-client bug, docs/libraries.md)."""
         self.s.ca_control(mode="delay=5", op="simpleenroll")
         csr = csr_der(self.s.pki)
         t0 = time.time()
@@ -145,7 +145,7 @@ class TestSlowCA(StackTest):
 
 
 class TestFaults(StackTest):
-    """One test per upstream fault: code, diagnostic, log line (SPEC D, D1)."""
+    """One test per upstream fault: code, diagnostic, log line (D, D1)."""
     stack_kwargs = {"extra_upstream": "max_response = 2048"}
 
     def fault(self, mode, code, log_status, op="simpleenroll", diag=None, **kw):

@@ -14,7 +14,7 @@
 #                            ldevid (an LDevID, same subject as device), ldevid-expired
 #                            (CN=device-004 serialNumber=SN004, 2020-01-01..2021-01-01),
 #                            and every LDevID the test CA issues
-#   gw-ca     <- gw (estgw's DTLS server certificate; serverAuth + id-kp-cmcRA, see SPEC H4)
+#   gw-ca     <- gw (estgw's DTLS server certificate; serverAuth + id-kp-cmcRA, see H4)
 #   tls-ca    <- ca-server (the test CA's HTTPS certificate), ca-server-expired (expired 2021)
 # Bundles: client-trust.crt = mfg-ca + est-root + est-sub (devices estgw accepts),
 #          gw.crt = gw leaf + gw-ca, est-chain.crt = est-sub + est-root.

@@ -1,5 +1,5 @@
-/* test_base64.c - Base64 codec (SPEC B1, B5): RFC 4648 vectors and every
- * malformed input the decoder must refuse. */
+/* test_base64.c - Base64 codec (docs/conformance.md B1, B5): RFC 4648 vectors
+ * and every malformed input the decoder must refuse. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -85,7 +85,7 @@ static void b5_rfc4648_decode_unpadded(void **state)
 	expect_decode("Zm9vYmE", "fooba");
 }
 
-/* mbedtls_base64_decode returns 15 of 16 bytes for this (NOTES-mbedtls). */
+/* mbedtls_base64_decode returns 15 of 16 bytes for this (docs/libraries.md). */
 static void b5_unpadded_decodes_fully(void **state)
 {
 	uint8_t raw[16], out[32];

@@ -285,7 +285,7 @@ ROW(other_error_before_syntax, S({ 2, "colour = x" }, { 15, "garbage" }), "2: [s
 ROW(indented_line, S({ 2, "  max_body = 2048" }), "2: indented line", "leading whitespace", -EINVAL)
 ROW(line_too_long, S({ 8, "url = https://" X100 X100 }), "8: line longer than", "characters", -EINVAL)
 
-/* [policy] and the security limits (SPEC G2-G4, E4) */
+/* [policy] and the security limits (G2-G4, E4) */
 ROW(G4_bad_pop, S({ 15, "[policy]\npop = maybe" }), "16: [policy] pop",
     "'maybe' is not a POP mode (off/if-present/required)", -EINVAL)
 ROW(G2_bad_ops, S({ 15, "[policy]\nidevid_ops = sen enroll" }), "16: [policy] idevid_ops",
@@ -397,7 +397,7 @@ static uint32_t op_mask(const enum est_op *ops, size_t n)
 	return m;
 }
 
-/** [policy] defaults: POP if present, IDevIDs may not re-enroll (SPEC G2, G4). */
+/** [policy] defaults: POP if present, IDevIDs may not re-enroll (G2, G4). */
 static void test_G_policy_defaults(void **state)
 {
 	struct estgw_config cfg;
@@ -499,7 +499,7 @@ static void test_log_levels(void **state)
 	}
 }
 
-/* SPEC F, F4: [server] serverkeygen = upstream|registrar|off, any case. */
+/* F, F4: [server] serverkeygen = upstream|registrar|off, any case. */
 static void test_F_serverkeygen_modes(void **state)
 {
 	static const struct {
@@ -869,7 +869,7 @@ static void test_pki_world_readable_key(void **state)
 	assert_null(strstr(warn, "\n"));
 }
 
-/** The RA key is refused when world-readable (SPEC G4: it vouches for POP). */
+/** The RA key is refused when world-readable (G4: it vouches for POP). */
 static void test_G4_pki_world_readable_ra_key_refused(void **state)
 {
 	char err[512], warn[512];
