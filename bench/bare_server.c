@@ -8,7 +8,7 @@
  * store), so estgw / bare isolates what estgw itself adds. --creds selects:
  *   pem   libcoap loads the PEM files itself in every ClientHello (stock use)
  *   once  parsed once and set from the TLS set-up hook, libcoap given empty
- *         paths (the trick estgw uses; NOTES-libcoap-4.3.1 "Handshake cost")
+ *         paths (the trick estgw uses; docs/libraries.md "Handshake cost")
  * Usage: bare-server --listen 127.0.0.1:PORT --cert CHAIN --key KEY --trust PEM
  *                    [--creds pem|once] [--payload N] [--max-sessions N]
  */

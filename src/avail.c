@@ -1,4 +1,4 @@
-/* avail.c - marks for the EST operations the EST server lacks (SPEC A3).
+/* avail.c - marks for the EST operations the EST server lacks (A3).
  * See avail.h.
  */
 #include "avail.h"

@@ -2,7 +2,7 @@
  *
  * Owns: one mark per upstream operation behind an optional CoAP resource,
  * /csrattrs (att) and /serverkeygen (skg and skc), so that discovery lists
- * only what works (SPEC A3; RFC 9148 §4.1: att, skg and skc are "only
+ * only what works (A3; RFC 9148 §4.1: att, skg and skc are "only
  * included if implemented"). The EST server's answers set them: HTTP 404
  * or 501 marks the operation missing, any other HTTP answer marks it
  * present again, no HTTP answer (a transport error) changes nothing.

@@ -1,10 +1,11 @@
-/* brski.c - the constrained BRSKI Registrar pipeline (SPEC H1-H5).
+/* brski.c - the constrained BRSKI Registrar pipeline (H1-H5 in
+ * docs/conformance.md).
  *
  * rv: PVR checks (COSE_Sign1 verified with the DTLS client certificate's
  * key, proximity, serial-number, nonce) -> RVR built and signed with the
  * registrar key -> POST to the MASA (one exchange per PVR hash) -> voucher
  * with its unprotected header stripped, 2.04 CF 836. vs/es: validated,
- * logged, counted; never sent upstream (SPEC H3).
+ * logged, counted; never sent upstream (H3).
  */
 #include "brski.h"
 
@@ -228,7 +229,7 @@ static void job_finish(struct masa_job *j, const struct proxy_outcome *o)
 	}
 }
 
-/* ---- the MASA answer (SPEC H5) ---------------------------------------- */
+/* ---- the MASA answer (H5) --------------------------------------------- */
 
 static int is_voucher_type(const char *ct)
 {
@@ -361,7 +362,7 @@ static void on_masa(void *arg, const struct upstream_result *r)
 		job_free(j); /* errors are not kept: a resend asks again */
 }
 
-/* ---- the PVR checks (SPEC H2) ----------------------------------------- */
+/* ---- the PVR checks (H2) ---------------------------------------------- */
 
 /* Our DTLS server key named by the PVR? sha256, pubk, cert in that order. */
 static int proximity_ok(const struct brski *b, const struct vr_fields *f)
@@ -403,7 +404,7 @@ struct rv_ctx {
 /* Each check answers at once with a precise code when it fails: 1 (or
  * -ENOMEM) then; 0 when the request may go on. */
 
-/* Options and the client certificate (SPEC H1, H5). */
+/* Options and the client certificate (H1, H5). */
 static int check_request(struct brski *b, const struct brski_request *rq,
 			 struct rv_ctx *c, struct proxy_outcome *now)
 {
@@ -651,7 +652,7 @@ static int handle_rv(struct brski *b, const struct brski_request *rq,
 	return 0;
 }
 
-/* ---- vs / es (SPEC H3) -------------------------------------------------- */
+/* ---- vs / es (H3) ------------------------------------------------------- */
 
 static int is_enrolled(const struct brski *b, const uint8_t *der, size_t len)
 {

@@ -1,4 +1,5 @@
-/* brski.h - estgw as the constrained BRSKI Registrar (SPEC H; design/cbrski.md).
+/* brski.h - estgw as the constrained BRSKI Registrar (section H of
+ * docs/conformance.md; docs/brski.md).
  *
  * Owns: /.well-known/brski/{rv,vs,es} semantics: the pledge voucher request
  * checks against the DTLS client certificate, the Registrar voucher request
@@ -30,7 +31,7 @@ enum brski_res {
 	BRSKI_ES,
 };
 
-/** CoAP Content-Format of application/voucher+cose (CV, SPEC H1). */
+/** CoAP Content-Format of application/voucher+cose (CV, H1). */
 #define BRSKI_CF_VOUCHER_COSE 836
 #define BRSKI_CF_CBOR 60
 #define BRSKI_CF_JSON 50

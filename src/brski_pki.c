@@ -301,7 +301,7 @@ void brski_certs_free(struct est_slice *certs, size_t n)
 	free(certs);
 }
 
-/* ---- start-up checks (SPEC H4) ------------------------------------------ */
+/* ---- start-up checks (H4) ----------------------------------------------- */
 
 __attribute__((format(printf, 6, 7)))
 static int cfg_fail(const struct estgw_config *cfg, char *err, size_t errlen,

@@ -1,6 +1,7 @@
-/* brski_pki.h - the mbedTLS side of cBRSKI (SPEC H2, H4): ES256 for COSE_Sign1,
- * the registrar's signing key, certificate checks for pledges and the
- * registrar. Only this file and pki.c include mbedTLS; cose.c stays pure.
+/* brski_pki.h - the mbedTLS side of cBRSKI (H2, H4 in docs/conformance.md):
+ * ES256 for COSE_Sign1, the registrar's signing key, certificate checks for
+ * pledges and the registrar. Only this file and pki.c include mbedTLS;
+ * cose.c stays pure.
  */
 #ifndef ESTGW_BRSKI_PKI_H
 #define ESTGW_BRSKI_PKI_H
@@ -63,7 +64,7 @@ void brski_sha256(const uint8_t *p, size_t len, uint8_t out[32]);
 
 struct estgw_config;
 
-/** Start-up checks of [brski] when enabled (SPEC H4): manufacturer_trust
+/** Start-up checks of [brski] when enabled (H4): manufacturer_trust
  *  and masa_trust set and loadable; the registrar certificate ([server]
  *  certificate) carries id-kp-cmcRA and serverAuth, and clientAuth too when
  *  it is also the MASA client certificate (no masa_certificate); the

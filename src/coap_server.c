@@ -171,7 +171,7 @@ static void release_held(coap_session_t *s, void *arg)
 static struct coap_server *srv_of(coap_session_t *s);
 
 /* Put an answer into @p resp; takes the payload out of @p a. A 5.03 always
- * tells the device when to come back (SPEC D1): [upstream] retry_default
+ * tells the device when to come back (D1): [upstream] retry_default
  * unless the answer has its own Max-Age. */
 static void put_answer(coap_resource_t *r, coap_session_t *s,
 		       const coap_pdu_t *req, const coap_string_t *q,
@@ -214,7 +214,7 @@ static void answer_error(coap_pdu_t *resp, uint8_t code, const char *diag)
 		coap_add_data(resp, strlen(diag), (const uint8_t *)diag);
 }
 
-/* A 5.03 estgw makes itself, with Max-Age [upstream] retry_default (SPEC
+/* A 5.03 estgw makes itself, with Max-Age [upstream] retry_default (
  * D1, RFC 9148 §4.7: the device learns when to come back). */
 static void answer_busy(struct coap_server *srv, coap_pdu_t *resp,
 			const char *diag)
@@ -334,7 +334,7 @@ static int on_event(coap_session_t *s, const coap_event_t ev)
 	return 0;
 }
 
-/* ---- Block1 reassembly (SPEC E1, E4) ------------------------------------ */
+/* ---- Block1 reassembly (E1, E4) ----------------------------------------- */
 
 static void reasm_expire(struct coap_server *srv, struct sess_data *sd,
 			 time_t now)
@@ -683,7 +683,7 @@ static int rate_refused(struct coap_server *srv, coap_session_t *s,
 	return 1;
 }
 
-/* SPEC G2-G4: the policy decides before anything goes upstream. Answers
+/* G2-G4: the policy decides before anything goes upstream. Answers
  * and logs a refusal; returns 1 when refused. */
 static int policy_refused(struct coap_server *srv, coap_session_t *s,
 			  struct sess_data *sd, const struct req_info *ri,
@@ -723,7 +723,7 @@ static int policy_refused(struct coap_server *srv, coap_session_t *s,
 	return 1;
 }
 
-/* /.well-known/brski/{rv,vs,es} (SPEC H): body collected like EST, then
+/* /.well-known/brski/{rv,vs,es} (H): body collected like EST, then
  * brski.c answers at once or later through on_proxy_done. */
 static void go_brski(struct coap_server *srv, coap_resource_t *r,
 		     coap_session_t *s, const coap_pdu_t *req,
@@ -852,7 +852,7 @@ static void hnd_est(coap_resource_t *r, coap_session_t *s,
 	free(owned);
 }
 
-/* GET /.well-known/core (SPEC A3, A4). */
+/* GET /.well-known/core (A3, A4). */
 static void hnd_core(coap_resource_t *r, coap_session_t *s,
 		     const coap_pdu_t *req, const coap_string_t *q,
 		     coap_pdu_t *resp)
@@ -864,7 +864,7 @@ static void hnd_core(coap_resource_t *r, coap_session_t *s,
 		.ops_enabled = (1u << EST_OP_CRTS) | (1u << EST_OP_SEN) |
 			       (1u << EST_OP_SREN) | (1u << EST_OP_ATT) |
 			       (srv->cfg->server.serverkeygen == ESTGW_SKG_OFF ? 0 :
-				(1u << EST_OP_SKG) | (1u << EST_OP_SKC)), /* SPEC F */
+				(1u << EST_OP_SKG) | (1u << EST_OP_SKC)), /* F */
 		.with_root_link = 1,
 	};
 	coap_opt_iterator_t it;
@@ -921,7 +921,7 @@ static int on_tls_setup(void *tls, coap_dtls_pki_t *setup)
 	return estgw_dtls_setup_session(setup->cn_call_back_arg, tls);
 }
 
-/* NOTES "Handshake cost": libcoap 4.3.1 (OpenSSL) re-reads the PEM paths
+/* docs/libraries.md "Handshake cost": libcoap 4.3.1 re-reads the PEM paths
  * of its copy of coap_dtls_pki_t in every ClientHello and ignores the
  * result. Given empty paths it loads nothing (logging "No Server
  * Certificate defined", filtered in on_coap_log) and on_tls_setup installs
@@ -942,7 +942,7 @@ static int setup_pki(struct coap_server *srv)
 
 	memset(&pki, 0, sizeof(pki));
 	pki.version = COAP_DTLS_PKI_SETUP_VERSION;
-	pki.verify_peer_cert = 1; /* SPEC G2: every client by certificate */
+	pki.verify_peer_cert = 1; /* G2: every client by certificate */
 	pki.check_common_ca = 1;
 	pki.allow_self_signed = 0;
 	pki.allow_expired_certs = 0;
@@ -978,7 +978,7 @@ static struct estgw_dtls *load_dtls(const struct estgw_config *cfg)
 	};
 	struct estgw_dtls *d = estgw_dtls_new(&dc);
 
-	if (!d || !cfg->brski.enabled) /* pledges' IDevIDs too (SPEC H2) */
+	if (!d || !cfg->brski.enabled) /* pledges' IDevIDs too (H2) */
 		return d;
 	int bad = estgw_dtls_add_trust(d, cfg->brski.manufacturer_trust) != 0;
 	for (size_t i = 0; !bad && i < cfg->brski.nmfr; i++)

@@ -21,7 +21,7 @@ void coap_server_free(struct coap_server *srv);
 
 struct brski;
 
-/** Serve /.well-known/brski/{rv,vs,es} with @p b (SPEC H; before the loop
+/** Serve /.well-known/brski/{rv,vs,es} with @p b (H; before the loop
  *  runs). */
 void coap_server_set_brski(struct coap_server *srv, struct brski *b);
 

@@ -510,7 +510,7 @@ static int set_url(struct load *ld, const struct cfg_key *k, const char *val,
 	return store_str(ld, k, val, len, line);
 }
 
-/* ---- [brski] (SPEC H) ------------------------------------------------- */
+/* ---- [brski] (H) ------------------------------------------------------ */
 
 /** Any form masa_request_url() takes; stored as given. */
 static int set_masa_url(struct load *ld, const struct cfg_key *k, const char *val,

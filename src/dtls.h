@@ -42,24 +42,24 @@ struct estgw_dtls *estgw_dtls_new(const struct estgw_dtls_conf *conf);
 void estgw_dtls_free(struct estgw_dtls *d);
 
 /** Trust the CAs of another PEM bundle for client certificates too (the
- *  cBRSKI manufacturer CAs whose IDevIDs may connect, SPEC H2). */
+ *  cBRSKI manufacturer CAs whose IDevIDs may connect, H2). */
 int estgw_dtls_add_trust(struct estgw_dtls *d, const char *file);
 
 /** Per-connection set-up hook, run from libcoap's ClientHello processing:
- *  cipher list (CCM_8 first, server preference, AEAD only; SPEC G1), groups
+ *  cipher list (CCM_8 first, server preference, AEAD only; G1), groups
  *  (P-256 first), DTLS 1.2 minimum, session-id context (resumption), the
  *  client trust store and its CA names, and the full server chain and key
  *  parsed at start-up (libcoap 4.3.1 sends only the leaf, and re-parses its
  *  PEM files in every ClientHello). Returns 1 on success, 0 to abort the
  *  handshake. With allow_expired_idevid our verify callback replaces
  *  libcoap's: it lets through CERT_HAS_EXPIRED on the leaf only, and only
- *  when the chain holds a certificate of the IDevID bundle (SPEC G3). */
+ *  when the chain holds a certificate of the IDevID bundle (G3). */
 int estgw_dtls_setup_session(struct estgw_dtls *d, void *tls);
 
 /** Classify the client certificate of a finished handshake: *kind from the
  *  IDevID/LDevID bundles (a chain to any certificate of the bundle, time
  *  not looked at: the handshake checked it), *expired when the leaf is past
- *  its notAfter (only possible with allow_expired_idevid; SPEC G3). */
+ *  its notAfter (only possible with allow_expired_idevid; G3). */
 int estgw_dtls_peer_kind(struct estgw_dtls *d, void *tls,
 			 enum estgw_dtls_kind *kind, int *expired);
 

@@ -24,7 +24,7 @@
 #include "estgw/log.h"
 #include "metrics.h"
 
-/* SPEC G1: TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 first, then AEAD ECDHE-ECDSA
+/* G1: TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 first, then AEAD ECDHE-ECDSA
  * suites only (no CBC, no RSA key exchange, no EXPORT/DES/NULL/RC4). */
 static const char cipher_list[] =
 	"ECDHE-ECDSA-AES128-CCM8:ECDHE-ECDSA-AES128-GCM-SHA256:"
@@ -36,7 +36,7 @@ static const unsigned char sid_ctx[] = "estgw";
 #define KEYLOG_LINE_MAX 512
 
 /* Everything is parsed once here; the per-connection hook only takes
- * references (see dtls.h and NOTES "Handshake cost"). */
+ * references (see dtls.h and docs/libraries.md "Handshake cost"). */
 struct estgw_dtls {
 	X509 *leaf;
 	STACK_OF(X509) *chain;           /* the rest of the server chain */
@@ -209,7 +209,7 @@ static int chain_meets(STACK_OF(X509) *chain, X509_STORE *st)
  * our set-up (peer verification on, no self-signed, no CRLs) libcoap's
  * callback keeps OpenSSL's verdict except for its context-wide
  * allow_expired_certs, which we leave off; this one overrides only an
- * expired leaf whose chain reaches the manufacturer bundle (SPEC G3). */
+ * expired leaf whose chain reaches the manufacturer bundle (G3). */
 static int verify_expired_idevid(int ok, X509_STORE_CTX *ctx)
 {
 	struct estgw_dtls *d;

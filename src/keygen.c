@@ -1,4 +1,5 @@
-/* keygen.c - registrar-side key generation with mbedTLS (SPEC F4, G7).
+/* keygen.c - registrar-side key generation with mbedTLS (F4, G7 in
+ * docs/conformance.md).
  *
  * Owns: the CTR_DRBG (seeded from mbedtls_entropy_func, i.e. the OS source,
  * per call: no generator state outlives a request), the P-256 key, and the

@@ -1,4 +1,5 @@
-/* keygen.h - registrar-side key generation (SPEC F4, G7; RFC 9148 5).
+/* keygen.h - registrar-side key generation (RFC 9148 5; F4, G7 in
+ * docs/conformance.md).
  *
  * Owns: a new P-256 key from mbedTLS (CTR_DRBG seeded from the OS entropy
  * source) and a PKCS#10 CSR signed by it that carries the device CSR's

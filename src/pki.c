@@ -207,7 +207,7 @@ static int check_cmcra(const struct pki_out *o, const struct pki_item *it,
 			it->path);
 }
 
-/* RFC 7030 s3.6.1, RFC 9148 s9.2 (SPEC G8): a device whose trust in the
+/* RFC 7030 s3.6.1, RFC 9148 s9.2 (G8): a device whose trust in the
  * Registrar comes from its Implicit TA database checks that the DTLS server
  * certificate carries id-kp-cmcRA. Devices with Explicit TAs (the /crts
  * answer) do not, so its absence is a warning, not a refusal. */
@@ -234,7 +234,7 @@ static void warn_validity(const struct pki_out *o, const struct pki_item *it,
 }
 
 /** A world-readable key: a warning, or with @p refuse an error (the RA key
- *  lets its holder enroll any subject at the EST CA, SPEC G4). */
+ *  lets its holder enroll any subject at the EST CA, G4). */
 static int check_key_mode(const struct pki_out *o, const struct pki_item *it,
 			  int refuse)
 {
@@ -322,7 +322,7 @@ int estgw_config_verify_pki(const struct estgw_config *cfg, char *err,
 	if (!rc)
 		rc = verify_identity(&o, &ra_crt, &ra_key, 1);
 	if (!rc)
-		rc = brski_verify_config(cfg, err, errlen); /* SPEC H4 */
+		rc = brski_verify_config(cfg, err, errlen); /* H4 */
 	return rc;
 }
 

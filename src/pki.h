@@ -20,7 +20,7 @@ struct estgw_config;
  *  A world-readable RA key (upstream.private_key) is an error (-EACCES).
  *  Problems that do not stop the gateway (a world-readable server key, an
  *  expired leaf, a trust-bundle entry mbedTLS cannot parse, a DTLS server
- *  certificate without id-kp-cmcRA, SPEC G8) are written to
+ *  certificate without id-kp-cmcRA, G8) are written to
  *  @p warn in the same format, one per line, separated by '\n' (empty if
  *  none; truncated to @p warnlen). Either buffer may be NULL. */
 int estgw_config_verify_pki(const struct estgw_config *cfg, char *err,

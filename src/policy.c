@@ -39,7 +39,7 @@ static uint32_t ops_of(const struct estgw_config *cfg, enum estgw_client_kind k)
 	}
 }
 
-/** RFC 9148 3, 9.1 (SPEC G3): an expired certificate passes only as a
+/** RFC 9148 3, 9.1 (G3): an expired certificate passes only as a
  *  manufacturer's IDevID, only for /sen, only when configured. */
 static int check_expiry(const struct estgw_config *cfg,
 			const struct estgw_policy_req *req,
@@ -65,7 +65,7 @@ static int same_bytes(const uint8_t *a, const uint8_t *b, size_t n)
 	return d == 0;
 }
 
-/** RFC 7030 3.5 (SPEC G4): challengePassword = Base64(tls-unique). */
+/** RFC 7030 3.5 (G4): challengePassword = Base64(tls-unique). */
 static int check_pop(const struct estgw_config *cfg,
 		     const struct estgw_policy_req *req,
 		     const struct est_csr_info *ci, struct estgw_policy_verdict *v)

@@ -1,5 +1,6 @@
 /* policy.h - who may do what: the gateway's security decisions per request
- * (SPEC G2, G3, G4; RFC 9148 3, 5, 9.1, 9.2; RFC 7030 3.5, 4.2.2).
+ * (RFC 9148 3, 5, 9.1, 9.2; RFC 7030 3.5, 4.2.2; G2, G3, G4 in
+ * docs/conformance.md).
  *
  * Owns: POP linking (tls-unique in the CSR's challengePassword), which kind
  * of client certificate may use which operation, the expired-IDevID rule,

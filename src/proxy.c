@@ -3,17 +3,17 @@
  * A job is one upstream exchange. Device requests wait on it (struct
  * proxy_wait); an identical request (same client identity, operation,
  * label and body) joins the job already in flight instead of starting a
- * second enrollment (SPEC J1). At most [upstream] max_concurrent jobs run;
+ * second enrollment (J1). At most [upstream] max_concurrent jobs run;
  * [upstream] queue more wait; past that the device gets 5.03 + Max-Age.
  * A device request that has no answer after [upstream] answer_within
- * seconds gets 5.03 + Max-Age while its job goes on (RFC 9148 §4.7, SPEC
+ * seconds gets 5.03 + Max-Age while its job goes on (RFC 9148 §4.7,
  * D2): only the upstream timeout ends a job early. A successful sen/sren
  * answer is kept for [upstream] keep_issued seconds, so a device that was
  * told to come back (or gave up) and resends the identical CSR gets the same
  * certificate without a second enrollment. /crts is served from a per-label
  * cache of the last good /cacerts answer, refreshed in the background.
  * The EST server's 404/501 for /csrattrs or /serverkeygen takes att or
- * skg/skc out of discovery (SPEC A3, avail.c); /csrattrs is probed.
+ * skg/skc out of discovery (A3, avail.c); /csrattrs is probed.
  */
 #include "proxy.h"
 
@@ -98,7 +98,7 @@ struct proxy {
 	struct kept *kept;
 	size_t nkept;
 	int warming; /* the first /cacerts fetch is in flight */
-	struct estgw_avail avail;  /* what discovery leaves out (SPEC A3) */
+	struct estgw_avail avail;  /* what discovery leaves out (A3) */
 	struct proxy_job *probe;   /* GET /csrattrs without a device */
 	int probing;               /* the start-up probe is in flight */
 };
@@ -351,14 +351,14 @@ static void translate(struct proxy *px, const struct est_op_desc *op,
 	outcome_note(r, out);
 }
 
-/** The key estgw made for a /skg or /skc, taken off its job (SPEC F4). */
+/** The key estgw made for a /skg or /skc, taken off its job (F4). */
 struct kg_answer {
 	const struct est_op_desc *op;
 	uint8_t *key;
 	size_t len;
 };
 
-/* Registrar-side keygen: the /simpleenroll answer plus the key (SPEC F4). */
+/* Registrar-side keygen: the /simpleenroll answer plus the key (F4). */
 static void translate_keygen(struct proxy *px, const struct kg_answer *kg,
 			     int resp_cf, const uint8_t *csr, size_t csr_len,
 			     const struct upstream_result *r,
@@ -408,7 +408,7 @@ static void log_exchange(const struct proxy_job *j, const struct upstream_result
 			  r->seconds * 1000, r->reused ? ", reused connection" : "");
 }
 
-/* SPEC A3: what the EST server answers for /csrattrs or /serverkeygen
+/* A3: what the EST server answers for /csrattrs or /serverkeygen
  * decides whether discovery lists att or skg/skc. Discovery lists the
  * unlabeled paths only, so a label's answers (maybe another CA profile)
  * change nothing. Registrar keygen jobs are /simpleenroll: not counted. */
@@ -625,7 +625,7 @@ static int place_or_answer(struct proxy *px, struct proxy_job *j,
 	return 0;
 }
 
-/* Max-Age for a device whose answer is not ready (RFC 9148 §4.7, SPEC
+/* Max-Age for a device whose answer is not ready (RFC 9148 §4.7,
  * D2): the time the exchange may still take, plus a second, so that the
  * retry finds the kept answer or, after an upstream timeout, starts a new
  * exchange. At most retry_default; within max_age_min..max_age_max. */
@@ -647,7 +647,7 @@ static uint32_t come_back_in(const struct proxy *px, const struct proxy_job *j)
 	return s;
 }
 
-/* answer_within is over: 5.03 + Max-Age now, the job goes on (SPEC D2).
+/* answer_within is over: 5.03 + Max-Age now, the job goes on (D2).
  * A retry joins it while in flight; afterwards a sen/sren certificate is
  * kept for it, /cacerts is in the cache, /csrattrs is asked again. */
 static void on_wait_deadline(evutil_socket_t fd, short what, void *arg)
@@ -668,7 +668,7 @@ static void on_wait_deadline(evutil_socket_t fd, short what, void *arg)
 	wait_free(w);
 }
 
-/* An answer with a private key (skg, skc): estgw keeps no keys (SPEC G7),
+/* An answer with a private key (skg, skc): estgw keeps no keys (G7),
  * so a device told to come back would only have a second key made. It
  * waits for the exchange itself, up to [upstream] timeout. */
 static int brings_key(const struct proxy_job *j)
@@ -703,7 +703,7 @@ static int wait_on(struct proxy_job *j, const struct proxy_request *rq,
 	return 0;
 }
 
-/* /skg and /skc when the EST server does not make the key (SPEC F, F4):
+/* /skg and /skc when the EST server does not make the key (F, F4):
  * off -> 4.04; registrar -> a new key and a CSR signed by it, enrolled with
  * /simpleenroll as the RA. An identical resent request joins the job in
  * flight and gets the same key. estgw cannot encrypt the key for the
@@ -823,7 +823,7 @@ static void refresh_one(struct proxy *px, const char *label)
 	c->refresh = j;
 }
 
-/* GET /csrattrs with no device waiting (SPEC A3): at start-up, after
+/* GET /csrattrs with no device waiting (A3): at start-up, after
  * SIGHUP, and on each refresh tick while att is left out of discovery.
  * /serverkeygen has no such probe: it needs a CSR and makes a key. */
 static void probe_csrattrs(struct proxy *px)
@@ -904,7 +904,7 @@ void proxy_reload(struct proxy *px, const struct estgw_config *cfg)
 	px->lim.max_age_default = cfg->upstream.retry_default;
 	px->lim.max_age_min = cfg->upstream.max_age_min;
 	px->lim.max_age_max = cfg->upstream.max_age_max;
-	/* The upstream may be another one now: learn again (SPEC A3). */
+	/* The upstream may be another one now: learn again (A3). */
 	if (px->avail.missing)
 		log_info("discovery", "configuration reloaded: att, skg and "
 			 "skc listed again until the EST server answers 404/501");

@@ -2,7 +2,7 @@
  *
  * Owns: one job per upstream exchange, with every device request waiting on
  * it (identical requests from the same client coalesce onto one exchange,
- * SPEC J1); the bound on concurrent exchanges and the queue behind it; the
+ * J1); the bound on concurrent exchanges and the queue behind it; the
  * answers kept for devices that resend an identical CSR; and the /cacerts
  * cache answered at once (libcoap clients before 4.3.5 lose multi-block
  * separate responses). Knows neither libcoap nor curl.
@@ -62,13 +62,13 @@ int proxy_warming(const struct proxy *px);
 
 /** The resources discovery leaves out, as (1u << EST_OP_x) bits: att or
  *  skg/skc after the EST server answered 404/501 for the unlabeled
- *  /csrattrs or /serverkeygen, until it answers otherwise (SPEC A3). */
+ *  /csrattrs or /serverkeygen, until it answers otherwise (A3). */
 unsigned proxy_ops_missing(const struct proxy *px);
 
 /** Forget a pending request: its callback will not run. The upstream
  *  exchange goes on; a certificate it brings is kept (keep_issued). A
  *  pending request with no answer after [upstream] answer_within seconds
- *  is answered 5.03 + Max-Age through @p fn the same way (SPEC D2), except
+ *  is answered 5.03 + Max-Age through @p fn the same way (D2), except
  *  skg/skc, whose key is not kept: they wait for the exchange. */
 void proxy_cancel(struct proxy_wait *w);
 

@@ -1,10 +1,10 @@
 /* translate.c - the pure EST-coaps <-> RFC 7030 translation core.
  *
- * Owns the RFC tables as data: short path -> operation (SPEC A1, A6, C),
- * request Content-Format/Accept rules (SPEC B2, B3), HTTP status -> CoAP
- * code (SPEC D), upstream transport errors, Retry-After parsing, the CoAP
- * answer built from an upstream answer (SPEC B4, B5, B6) and the
- * /.well-known/core link format (SPEC A3, A4).
+ * Owns the RFC tables as data: short path -> operation (A1, A6, C),
+ * request Content-Format/Accept rules (B2, B3), HTTP status -> CoAP
+ * code (D), upstream transport errors, Retry-After parsing, the CoAP
+ * answer built from an upstream answer (B4, B5, B6) and the
+ * /.well-known/core link format (A3, A4).
  * Must not: include libcoap or curl, do I/O, keep globals, or log.
  */
 #include "estgw/translate.h"
@@ -19,7 +19,7 @@
 #define C(c, d) EST_CODE(c, d)
 
 /* ------------------------------------------------------------------------
- * Operation table (RFC 9148 Table 1, §4.1 discovery example; SPEC A1, A3,
+ * Operation table (RFC 9148 Table 1, §4.1 discovery example; A1, A3,
  * A6, C). The seed copy of Table 1 spells the /cacerts short name "/crt";
  * §4.1, the discovery example and the IANA rt registration (Table 6) all
  * use "crts" / "ace.est.crts", so "crts" it is.
@@ -101,7 +101,7 @@ const struct est_op_desc *est_op_lookup(const char *name, size_t len)
 }
 
 /* ------------------------------------------------------------------------
- * Routing (SPEC A1, A2).
+ * Routing (A1, A2).
  */
 static int label_char(uint8_t c)
 {
@@ -194,7 +194,7 @@ int est_route_path(const struct est_slice *segs, size_t nseg,
 }
 
 /* ------------------------------------------------------------------------
- * Request checks (SPEC A6, B2, B3).
+ * Request checks (A6, B2, B3).
  */
 static int verdict_fail(struct est_verdict *v, uint8_t code, const char *diag)
 {
@@ -222,12 +222,12 @@ int est_check_request(const struct est_op_desc *op,
 	r = &op_rules[op->op];
 	if (req->method != op->method)
 		return verdict_fail(v, C(4, 5), "method not allowed");
-	/* SPEC B2. A GET's Content-Format and payload are ignored. */
+	/* B2. A GET's Content-Format and payload are ignored. */
 	if (r->req_cf != EST_CF_NONE && req->cf == EST_CF_NONE)
 		return verdict_fail(v, C(4, 15), "Content-Format 286 missing");
 	if (r->req_cf != EST_CF_NONE && req->cf != r->req_cf)
 		return verdict_fail(v, C(4, 15), "Content-Format must be 286");
-	/* SPEC B3, RFC 9148 §4.3: no Accept means 281 (the op default). */
+	/* B3, RFC 9148 §4.3: no Accept means 281 (the op default). */
 	if (req->accept != EST_CF_NONE && !accept_ok(r, req->accept))
 		return verdict_fail(v, C(4, 6), r->accept_diag);
 	v->code = 0;
@@ -238,7 +238,7 @@ int est_check_request(const struct est_op_desc *op,
 }
 
 /* ------------------------------------------------------------------------
- * Upstream request (SPEC C, B5).
+ * Upstream request (C, B5).
  */
 static char *build_url(const char *base, const char *label,
 		       const char *http_name)
@@ -260,7 +260,7 @@ static char *build_url(const char *base, const char *label,
 	return url;
 }
 
-/** The CSR as MIME Base64 (SPEC B1, B5): 64-character lines, each ending
+/** The CSR as MIME Base64 (B1, B5): 64-character lines, each ending
  *  in CRLF. Not one long line: libest's estserver (OpenSSL's base64 BIO)
  *  refuses that with 400 "Problem reading DER encoded certificate request";
  *  why 64 and the last CRLF: base64.c. Every body estgw POSTs to the CA
@@ -322,7 +322,7 @@ void est_http_req_free(struct est_http_req *r)
 }
 
 /* ------------------------------------------------------------------------
- * HTTP status -> CoAP code (SPEC D; RFC 9148 §4.5, §5; RFC 8075 §7). First
+ * HTTP status -> CoAP code (D; RFC 9148 §4.5, §5; RFC 8075 §7). First
  * matching row wins; 200 is answered by answer_ok. A row with "retry" also
  * gets a Max-Age from Retry-After (est_translate_response):
  * - 202: 5.03, RFC 9148 §4.7;
@@ -615,7 +615,7 @@ void est_coap_resp_free(struct est_coap_resp *r)
 {
 	if (!r)
 		return;
-	if (r->payload) /* a CF 62 answer holds a private key (SPEC G7) */
+	if (r->payload) /* a CF 62 answer holds a private key (G7) */
 		explicit_bzero(r->payload, r->len);
 	free(r->payload);
 	memset(r, 0, sizeof(*r));
@@ -659,7 +659,7 @@ static int resp_give(struct est_coap_resp *out, uint8_t code, int cf,
 	return 0;
 }
 
-/* Transport errors (SPEC D, last two rows). */
+/* Transport errors (D, last two rows). */
 struct up_err_row {
 	enum est_upstream_err err;
 	uint8_t code;
@@ -687,7 +687,7 @@ static int answer_transport(enum est_upstream_err err,
 	return est_coap_resp_error(out, C(5, 2), "upstream failure");
 }
 
-/** Max-Age for a "retry" row: 202, 429, 503 (SPEC D, D2; RFC 9148 §4.7,
+/** Max-Age for a "retry" row: 202, 429, 503 (D, D2; RFC 9148 §4.7,
  *  RFC 8516 §3): the Retry-After seconds (an HTTP-date counted from now),
  *  clamped to [max_age_min, max_age_max]; without a usable Retry-After the
  *  configured default. */
@@ -717,7 +717,7 @@ static void printable_copy(char *dst, const char *s, size_t len, size_t max)
 	dst[len] = '\0';
 }
 
-/** Any answer but 200 (SPEC D, D2): the row's code and diagnostic, and for
+/** Any answer but 200 (D, D2): the row's code and diagnostic, and for
  *  a "retry" row the Max-Age. */
 static int answer_status(const struct est_op_desc *op,
 			 const struct est_http_resp *in,
@@ -758,7 +758,7 @@ static int media_type(const char *ct, const char **type, size_t *len)
 	return (*p == '\0' || *p == ';') ? 0 : -EINVAL;
 }
 
-/** SPEC B6: media type compared case-insensitively, parameters ignored; a
+/** B6: media type compared case-insensitively, parameters ignored; a
  *  missing (or blank) Content-Type is tolerated. On a mismatch fills @p out
  *  and returns 1 (or -ENOMEM); 0 when the type is fine. */
 static int check_content_type(const char *ct, const char *want,
@@ -799,7 +799,7 @@ static int copy_answer(const struct est_slice *s, uint8_t code, int cf,
 	return resp_give(out, code, cf, p, s->len);
 }
 
-/** Accept 287 (SPEC B4): one certificate out of the chain. */
+/** Accept 287 (B4): one certificate out of the chain. */
 static int answer_single(const struct est_op_desc *op,
 			 const struct est_slice *certs, size_t n,
 			 const uint8_t *csr, size_t csr_len,
@@ -865,7 +865,7 @@ static int answer_keygen(const struct est_op_desc *op, int resp_cf,
 			 const struct est_http_resp *in,
 			 struct est_coap_resp *out);
 
-/** An HTTP 200 (SPEC B4, B5, B6). */
+/** An HTTP 200 (B4, B5, B6). */
 static int answer_ok(const struct est_op_desc *op, int resp_cf,
 		     const uint8_t *csr, size_t csr_len,
 		     const struct est_http_resp *in, struct est_coap_resp *out)
@@ -875,7 +875,7 @@ static int answer_ok(const struct est_op_desc *op, int resp_cf,
 	size_t len = 0;
 	int rc, binary = 0;
 
-	if (r->kind == BODY_KEYGEN) /* SPEC F */
+	if (r->kind == BODY_KEYGEN) /* F */
 		return answer_keygen(op, resp_cf, csr, csr_len, in, out);
 	if (!accept_ok(r, resp_cf))
 		return est_coap_resp_error(out, C(4, 6), r->accept_diag);
@@ -898,7 +898,7 @@ static int answer_ok(const struct est_op_desc *op, int resp_cf,
 	else
 		rc = answer_certs(op, resp_cf, csr, csr_len, der, len, out);
 	if (binary)
-		out->note = "binary DER from upstream"; /* SPEC B5 */
+		out->note = "binary DER from upstream"; /* B5 */
 	return rc;
 }
 
@@ -924,7 +924,7 @@ int est_translate_response(const struct est_op_desc *op, int resp_cf,
 }
 
 /* ------------------------------------------------------------------------
- * Accept 287 selection (SPEC B4).
+ * Accept 287 selection (B4).
  */
 static int slice_eq(const struct est_slice *a, const struct est_slice *b)
 {
@@ -977,7 +977,7 @@ int est_pick_single_cert(const struct est_slice *certs, size_t n,
 }
 
 /* ------------------------------------------------------------------------
- * Discovery (SPEC A3, A4; RFC 6690 §4.1; RFC 9148 §4.1).
+ * Discovery (A3, A4; RFC 6690 §4.1; RFC 9148 §4.1).
  */
 
 /** Does one value in the list @p vals (space-separated, quotes ignored)
@@ -1003,7 +1003,7 @@ static int attr_matches(const char *vals, const uint8_t *v, size_t vlen)
 }
 
 /** Apply every "rt=" / "ct=" query to a link; other queries are ignored
- *  (SPEC A4 DECIDED). A missing attribute fails its filter. */
+ *  (A4 DECIDED). A missing attribute fails its filter. */
 static int link_passes(const char *rt, const char *ct,
 		       const struct est_slice *q, size_t nq)
 {
@@ -1044,7 +1044,7 @@ static void link_add(struct link_buf *b, const char *root, size_t rlen,
 }
 
 /* cBRSKI resources (constrained-voucher App. "pledge discovery on the
- * registrar"; SPEC H1): path, rt, ct as written in link format. */
+ * registrar"; H1): path, rt, ct as written in link format. */
 static const struct {
 	const char *path, *rt, *ct;
 } brski_links[] = {
@@ -1094,11 +1094,11 @@ int est_link_format(const struct est_link_opts *o,
 }
 
 /* ------------------------------------------------------------------------
- * Server-side key generation (SPEC F, B6; RFC 9148 4.8, 5; RFC 7030 4.4.2).
+ * Server-side key generation (F, B6; RFC 9148 4.8, 5; RFC 7030 4.4.2).
  * An upstream /serverkeygen answer is multipart/mixed with a key part and a
  * certificate part in either order; the device gets application/
  * multipart-core [key CF, key, cert CF, cert]. Buffers that held a key are
- * zeroed before they are freed (SPEC G7).
+ * zeroed before they are freed (G7).
  */
 
 /** What a body part carries. */
@@ -1111,7 +1111,7 @@ struct kg_pick {
 };
 
 /** A 5.02 for a malformed serverkeygen answer; the static @p why also goes
- *  to the log line (SPEC D1: the device and the operator see the reason). */
+ *  to the log line (D1: the device and the operator see the reason). */
 static int kg_fail(struct est_coap_resp *out, const char *why)
 {
 	int rc = est_coap_resp_error(out, C(5, 2), why);
@@ -1151,7 +1151,7 @@ static enum kg_role kg_role_of(const struct est_mp_part *p)
 	return KG_IGNORE;
 }
 
-/** A bare application/pkcs7-mime (SPEC B6) fills whichever role the typed
+/** A bare application/pkcs7-mime (B6) fills whichever role the typed
  *  parts left open: the certificates first, then an encrypted key. Two
  *  bare parts with neither role known are ambiguous. */
 static const char *kg_place_bare(struct kg_pick *k,
@@ -1217,7 +1217,7 @@ static const char *kg_assign(const struct est_mp_part *parts, size_t n,
 }
 
 /** A part's content as DER: Base64 (RFC 8951) or, tolerated, binary. The
- *  Content-Transfer-Encoding is not relied on (SPEC B5) but an encoding
+ *  Content-Transfer-Encoding is not relied on (B5) but an encoding
  *  nobody uses for DER is refused. */
 static int kg_part_der(const struct est_mp_part *p, uint8_t **der,
 		       size_t *len, int *binary)
@@ -1305,7 +1305,7 @@ static const char *const key_form_note[] = {
 };
 
 /** The key representation from a decoded key part: PKCS#8 (wrapped when
- *  it came as SEC1 or PKCS#1, SPEC B6) or the CMS as is (SPEC F3).
+ *  it came as SEC1 or PKCS#1, B6) or the CMS as is (F3).
  *  Takes @p der; *key is malloc'd. NULL or a diag. */
 static const char *kg_key_bytes(int cf, uint8_t *der, size_t len,
 				uint8_t **key, size_t *klen,
@@ -1333,7 +1333,7 @@ static const char *kg_key_bytes(int cf, uint8_t *der, size_t len,
 	return NULL;
 }
 
-/** Build the CF 62 answer [kcf, key, cert cf, cert] (SPEC F3). */
+/** Build the CF 62 answer [kcf, key, cert cf, cert] (F3). */
 static int kg_answer(const struct est_op_desc *op, unsigned kcf,
 		     const uint8_t *key, size_t klen,
 		     const struct est_mpcore_item *cert,
@@ -1398,7 +1398,7 @@ static int kg_build(const struct est_op_desc *op, const struct kg_pick *k,
 		    est_csr_wants_encrypted_key(csr, csr_len) == 1)
 			note = "CSR asked for an encrypted key, upstream sent it in clear";
 		if (!note && (bin_k || bin_c))
-			note = "binary DER from upstream"; /* SPEC B5 */
+			note = "binary DER from upstream"; /* B5 */
 		out->note = note;
 	}
 	free_secret(key, keylen);
@@ -1462,7 +1462,7 @@ int est_translate_keygen_enroll(const struct est_op_desc *op, int resp_cf,
 		return est_coap_resp_error(out, C(4, 6),
 					   op_rules[op->op].accept_diag);
 	/* The /simpleenroll answer for the CSR estgw signed: 281, or 287
-	 * picked by the generated key (SPEC B4). */
+	 * picked by the generated key (B4). */
 	cf = op->op == EST_OP_SKG ? EST_CF_PKCS7_CERTS : EST_CF_PKIX_CERT;
 	rc = est_translate_response(est_op_desc(EST_OP_SEN), cf, csr, csr_len,
 				    in, lim, &enr);
@@ -1478,7 +1478,7 @@ int est_translate_keygen_enroll(const struct est_op_desc *op, int resp_cf,
 			return kg_fail(out, "upstream sent no certificate for the "
 					    "generated key");
 		}
-		*out = enr; /* the error answer as SPEC D maps it */
+		*out = enr; /* the error answer as D maps it */
 		return 0;
 	}
 	cert.cf = (unsigned)cf;

@@ -49,7 +49,7 @@ struct upstream_xfer *upstream_send(struct upstream *up,
 				    upstream_cb cb, void *arg);
 
 /** Per-request settings for HTTPS peers other than the EST server (the
- *  cBRSKI MASA, SPEC H2). NULL / 0 fields keep the [upstream] value, except
+ *  cBRSKI MASA, H2). NULL / 0 fields keep the [upstream] value, except
  *  that no Content-Transfer-Encoding header is sent. */
 struct upstream_opts {
 	const char *trust;       /**< CA file for the server certificate */

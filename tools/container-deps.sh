@@ -3,7 +3,8 @@
 # Debian's podman, runc, debootstrap and podman-compose; the containers.conf
 # settings this sandbox needs; and a local debian:bookworm-slim image built
 # with debootstrap (no image registry is reachable). Idempotent.
-# See ../shared/NOTES-containers.md for why each setting is there.
+# docs/deploy.md ("On a machine without an image registry") says why each
+# setting is there.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "container-deps.sh: needs root" >&2; exit 1; }
 # netavark + aardvark-dns: compose services find each other by name (the CNI

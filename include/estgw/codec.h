@@ -1,4 +1,5 @@
-/* codec.h - pure encoders/decoders for EST payloads (SPEC B, B1, B5, G6).
+/* codec.h - pure encoders/decoders for EST payloads (B, B1, B5, G6 of
+ * docs/conformance.md).
  *
  * Owns: Base64 both ways, bounded DER walking, the PKCS#7 certs-only walker
  * and SubjectPublicKeyInfo extraction from certificates and CSRs.
@@ -38,7 +39,7 @@ int est_b64_encode(const uint8_t *in, size_t inlen, char *out, size_t outsize,
  *  for n == 0. Saturates at SIZE_MAX like est_b64_encoded_len. */
 size_t est_b64_mime_len(size_t n);
 
-/** Encode @p in as MIME Base64 (SPEC B5; RFC 2045 §6.8): padded, lines of
+/** Encode @p in as MIME Base64 (B5; RFC 2045 §6.8): padded, lines of
  *  EST_B64_LINE characters (the last one shorter unless inlen is a multiple
  *  of EST_B64_LINE / 4 * 3), each ending in CRLF; no empty line, nothing for
  *  empty input. @p out needs est_b64_mime_len(inlen) + 1 bytes (NUL added);
@@ -46,7 +47,7 @@ size_t est_b64_mime_len(size_t n);
 int est_b64_encode_mime(const uint8_t *in, size_t inlen, char *out,
 			size_t outsize, size_t *outlen);
 
-/** Strict-but-tolerant Base64 decode (SPEC B5, RFC 8951): whitespace (SP, TAB,
+/** Strict-but-tolerant Base64 decode (B5, RFC 8951): whitespace (SP, TAB,
  *  CR, LF) anywhere is skipped; '=' padding is optional but if present must be
  *  correct; any other character, a dangling single symbol, or non-zero pad bits
  *  -> -EINVAL. @p out needs at least (inlen / 4 + 1) * 3 bytes. */
@@ -77,12 +78,12 @@ int est_der_expect(struct est_der_cur *c, uint8_t want,
 		   struct est_slice *content, struct est_slice *whole);
 
 /** True (1) when @p buf is exactly one complete DER element starting with
- *  SEQUENCE (0x30), i.e. plausibly binary DER rather than Base64 (SPEC B5);
+ *  SEQUENCE (0x30), i.e. plausibly binary DER rather than Base64 (B5);
  *  0 otherwise. Only the outer header is checked. */
 int est_der_is_single_sequence(const uint8_t *buf, size_t len);
 
 /** Decode an upstream EST body that should be DER: Base64 (any line breaks)
- *  or, from a non-conforming CA, raw DER (SPEC B5). On success @p out holds
+ *  or, from a non-conforming CA, raw DER (B5). On success @p out holds
  *  the DER (malloc'd, caller frees), *was_binary tells which form came in.
  *  The result is checked to be one complete DER SEQUENCE (outer header
  *  only); otherwise -EINVAL, or -ENOMEM. */
@@ -128,7 +129,7 @@ int est_csr_parts(const uint8_t *csr, size_t len, struct est_slice *subject,
  *  too), each attribute a SEQUENCE. Signature is not verified here. */
 int est_csr_check(const uint8_t *csr, size_t len);
 
-/** What estgw's policy needs from a CSR (SPEC F3, G4). Slices point into
+/** What estgw's policy needs from a CSR (F3, G4). Slices point into
  *  the CSR; a string slice is the content of the DER string (no header). */
 struct est_csr_info {
 	struct est_slice subject;   /**< the whole subject Name TLV */

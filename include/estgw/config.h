@@ -15,7 +15,7 @@
 #define ESTGW_MAX_LISTEN 8
 #define ESTGW_MAX_MFR 8 /**< [brski] manufacturer lines */
 
-/** [policy] pop: POP linking of the CSR to the DTLS session (SPEC G4). */
+/** [policy] pop: POP linking of the CSR to the DTLS session (G4). */
 enum estgw_pop {
 	ESTGW_POP_OFF,        /**< challengePassword not looked at */
 	ESTGW_POP_IF_PRESENT, /**< checked when the CSR carries one */
@@ -27,7 +27,7 @@ struct estgw_cfg_src {
 	unsigned line;
 };
 
-/** Who makes the key for /skg and /skc (SPEC F, F4). */
+/** Who makes the key for /skg and /skc (F, F4). */
 enum estgw_skg_mode {
 	ESTGW_SKG_UPSTREAM = 0, /**< the EST server's /serverkeygen */
 	ESTGW_SKG_REGISTRAR,    /**< estgw generates it and uses /simpleenroll */
@@ -42,7 +42,7 @@ struct estgw_brski_mfr {
 	char *trust;       /**< CAs of the MASA's TLS certificate */
 	char *certificate; /**< TLS client certificate for this MASA */
 	char *private_key;
-	int legacy;        /**< send application/voucher-cose+cbor (SPEC H1) */
+	int legacy;        /**< send application/voucher-cose+cbor (H1) */
 	unsigned line;
 };
 
@@ -64,7 +64,7 @@ struct estgw_config {
 		uint32_t reasm_total;       /**< Block1 bodies in progress in all */
 		uint32_t reasm_total_bytes; /**< bytes of all bodies in progress */
 		uint32_t rate_limit;        /**< requests per minute per client cert, 0: off */
-		int serverkeygen;      /**< enum estgw_skg_mode: /skg and /skc (SPEC F) */
+		int serverkeygen;      /**< enum estgw_skg_mode: /skg and /skc (F) */
 		uint32_t shutdown_grace; /**< seconds in-flight work may take at exit */
 		struct estgw_cfg_src certificate_src, private_key_src,
 			client_trust_src, root_src;
@@ -91,9 +91,9 @@ struct estgw_config {
 			private_key_src;
 	} upstream;
 	struct {
-		int pop;                  /**< enum estgw_pop (SPEC G4) */
+		int pop;                  /**< enum estgw_pop (G4) */
 		int match_serial;         /**< CSR subject serialNumber == client cert's */
-		int allow_expired_idevid; /**< expired IDevIDs may /sen (SPEC G3) */
+		int allow_expired_idevid; /**< expired IDevIDs may /sen (G3) */
 		char *idevid_trust;       /**< manufacturer CAs (IDevID issuers), or NULL */
 		char *ldevid_trust;       /**< CAs of the EST CA (LDevID issuers), or NULL */
 		uint32_t idevid_ops;      /**< operations an IDevID may use: 1 << enum est_op */
@@ -108,7 +108,7 @@ struct estgw_config {
 		char *keylog_file; /**< NSS key log of every (D)TLS session, or NULL */
 		struct estgw_cfg_src keylog_file_src;
 	} log;
-	struct { /* constrained BRSKI registrar (SPEC H) */
+	struct { /* constrained BRSKI registrar (H) */
 		int enabled;
 		char *manufacturer_trust; /**< CAs whose IDevIDs may ask for vouchers */
 		char *masa_trust;         /**< CAs that sign MASA TLS certificates */

@@ -1,4 +1,5 @@
-/* cose.h - COSE_Sign1 (RFC 9052 4.2, 4.4) for cBRSKI voucher objects (SPEC H2).
+/* cose.h - COSE_Sign1 (RFC 9052 4.2, 4.4) for cBRSKI voucher objects
+ * (H2 in docs/conformance.md).
  *
  * Owns: parsing a (tagged or untagged) COSE_Sign1 into slices of the input,
  * the Sig_structure ("ToBeSigned") built from the *received* protected header

@@ -1,4 +1,5 @@
-/* skg.h - pure codecs for server-side key generation (SPEC B6, F, G6, G7).
+/* skg.h - pure codecs for server-side key generation (B6, F, G6, G7 in
+ * docs/conformance.md).
  *
  * Owns: MIME media types and parameters (RFC 9110 8.3), the multipart/mixed
  * parser for upstream /serverkeygen answers (RFC 2046 5.1, RFC 7030 4.4.2),
@@ -93,7 +94,7 @@ enum est_key_form {
 };
 
 /** Give @p der (one private key) as PKCS#8 PrivateKeyInfo in a malloc'd
- *  @p out (SPEC B6): PKCS#8 is copied after a shape check; a SEC1 EC key
+ *  @p out (B6): PKCS#8 is copied after a shape check; a SEC1 EC key
  *  is wrapped with id-ecPublicKey and the curve of its parameters field
  *  (which is then left out of the inner key, as OpenSSL writes it; a SEC1
  *  key without parameters is -EINVAL: the curve is unknown); a PKCS#1 RSA
@@ -105,7 +106,7 @@ int est_privkey_to_pkcs8(const uint8_t *der, size_t len, uint8_t **out,
 /** Check that @p der is one CMS ContentInfo whose contentType is
  *  id-signedData, id-envelopedData or id-ct-authEnvelopedData (the shapes
  *  of an encrypted server-generated key, RFC 7030 4.4.2). Nothing inside is
- *  decrypted or verified (SPEC F3). */
+ *  decrypted or verified (F3). */
 int est_cms_key_check(const uint8_t *der, size_t len);
 
 /** The whole Attribute TLV with type @p oid (content octets) among the

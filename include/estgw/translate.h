@@ -1,10 +1,10 @@
 /* translate.h - the pure EST-coaps <-> RFC 7030 translation core.
  *
- * Owns every RFC table of the gateway: short path -> operation (SPEC A1, A2,
- * A6, C), request Content-Format/Accept checks (SPEC B2, B3), the upstream
- * HTTP request (SPEC C, B5), HTTP status -> CoAP code (SPEC D), the CoAP
- * answer built from an upstream answer (SPEC B4, B5, B6, D), and
- * /.well-known/core link format (SPEC A3, A4).
+ * Owns every RFC table of the gateway (requirement IDs as in
+ * docs/conformance.md): short path -> operation (A1, A2, A6, C), request
+ * Content-Format/Accept checks (B2, B3), the upstream HTTP request (C, B5),
+ * HTTP status -> CoAP code (D), the CoAP answer built from an upstream
+ * answer (B4, B5, B6, D), and /.well-known/core link format (A3, A4).
  * Must not: include libcoap or curl, do I/O, keep globals, or log. Buffers in,
  * buffers out; the unit tests and fuzz targets call these functions directly.
  */
@@ -48,12 +48,12 @@ enum est_op {
 	EST_OP_COUNT
 };
 
-/** One row of the operation table (RFC 9148 Table 1, SPEC C). */
+/** One row of the operation table (RFC 9148 Table 1; C). */
 struct est_op_desc {
 	enum est_op op;
 	const char *short_name; /**< "crts" */
 	const char *http_name;  /**< "cacerts" */
-	enum est_method method; /**< the one method allowed (SPEC A6) */
+	enum est_method method; /**< the one method allowed (A6) */
 	const char *rt;         /**< "ace.est.crts" */
 	const char *link_ct;    /**< "\"281 287\"" as written in link format */
 	uint8_t success;        /**< 2.05 for GET, 2.04 for POST */
@@ -66,7 +66,7 @@ const struct est_op_desc *est_op_lookup(const char *name, size_t len);
 /** Longest accepted ArbitraryLabel segment. */
 #define EST_LABEL_MAX 64
 
-/** A resolved request path (SPEC A1, A2). */
+/** A resolved request path (A1, A2). */
 struct est_route {
 	const struct est_op_desc *op;
 	char label[EST_LABEL_MAX + 1]; /**< "" when there is none */
@@ -98,18 +98,18 @@ struct est_verdict {
 	int resp_cf;      /**< Content-Format of the success answer */
 };
 
-/** Method, Content-Format and Accept rules for @p op (SPEC A6, B2, B3).
+/** Method, Content-Format and Accept rules for @p op (A6, B2, B3).
  *  Fills @p v; returns 0 when accepted, -EINVAL when v->code holds an error. */
 int est_check_request(const struct est_op_desc *op,
 		      const struct est_coap_req *req, struct est_verdict *v);
 
-/** The upstream HTTP request for one operation (SPEC C, B5). */
+/** The upstream HTTP request for one operation (C, B5). */
 struct est_http_req {
 	char *url;                /**< malloc'd: base[/label]/http_name */
 	enum est_method method;   /**< EST_GET or EST_POST */
 	const char *content_type; /**< static, NULL for GET */
 	char *body;               /**< malloc'd MIME Base64 (64-character lines,
-				       each ending in CRLF; SPEC B5), NULL for GET */
+				       each ending in CRLF; B5), NULL for GET */
 	size_t body_len;
 };
 
@@ -162,7 +162,7 @@ struct est_coap_resp {
 	const char *note; /**< static remark for the log (e.g. "binary DER"), or NULL */
 };
 
-/** HTTP status -> CoAP code (SPEC D), for a GET or POST operation. */
+/** HTTP status -> CoAP code (D), for a GET or POST operation. */
 uint8_t est_status_to_code(long status, enum est_method method);
 
 /** 1 when the answer to @p status carries a Max-Age taken from Retry-After
@@ -188,15 +188,15 @@ int est_translate_response(const struct est_op_desc *op, int resp_cf,
 			   const struct est_xlate_limits *lim,
 			   struct est_coap_resp *out);
 /** Free the payload (zeroed first: a CF 62 answer holds a private key,
- *  SPEC G7) and reset @p r. */
+ *  G7) and reset @p r. */
 void est_coap_resp_free(struct est_coap_resp *r);
 
-/** Registrar-side key generation (SPEC F4): the /skg or /skc answer (@p op)
+/** Registrar-side key generation (F4): the /skg or /skc answer (@p op)
  *  from the upstream /simpleenroll answer @p in to the CSR estgw made
  *  (@p csr) for the key it generated (@p key, PKCS#8 DER). skg: [284, key,
  *  281, PKCS#7]; skc: [284, key, 287, the certificate of the key's public
- *  key]. Status and transport errors map as in est_translate_response (SPEC
- *  D); a 200 without a certificate for the key is 5.02. Always fills @p out
+ *  key]. Status and transport errors map as in est_translate_response
+ *  (D); a 200 without a certificate for the key is 5.02. Always fills @p out
  *  and returns 0, or -ENOMEM. The payload holds the key: it is the
  *  receiver's to zero. */
 int est_translate_keygen_enroll(const struct est_op_desc *op, int resp_cf,
@@ -212,7 +212,7 @@ int est_translate_keygen_enroll(const struct est_op_desc *op, int resp_cf,
 int est_coap_resp_error(struct est_coap_resp *out, uint8_t code,
 			const char *diag);
 
-/** Choose the one certificate for Accept 287 (SPEC B4). With @p want_spki
+/** Choose the one certificate for Accept 287 (B4). With @p want_spki
  *  (sen/sren): the certificate whose SubjectPublicKeyInfo equals it. Without
  *  (crts): the only certificate, else the only self-signed one. -ENOENT when
  *  none or ambiguous (answer 4.06). */
@@ -221,10 +221,10 @@ int est_pick_single_cert(const struct est_slice *certs, size_t n,
 			 struct est_slice *out);
 
 /** Bit in est_link_opts.ops_enabled: also list the cBRSKI resources
- *  under /.well-known/brski (SPEC H1). */
+ *  under /.well-known/brski (H1). */
 #define EST_LINKS_BRSKI (1u << 31)
 
-/** What discovery lists (SPEC A3). */
+/** What discovery lists (A3). */
 struct est_link_opts {
 	const char *root;          /**< the root to list under, e.g. "/est" */
 	unsigned ops_enabled;      /**< bit (1u << op) per operation served */
@@ -232,7 +232,7 @@ struct est_link_opts {
 };
 
 /** Build the /.well-known/core answer, filtered by the Uri-Query values in
- *  @p queries (SPEC A4: "rt=" and "ct=", exact or prefix when ending in '*';
+ *  @p queries (A4: "rt=" and "ct=", exact or prefix when ending in '*';
  *  other parameters ignored). @p out is malloc'd text (may be empty). */
 int est_link_format(const struct est_link_opts *o,
 		    const struct est_slice *queries, size_t nq, char **out,

@@ -1,5 +1,5 @@
 /* voucher.h - pure cBRSKI data: voucher(-request) CBOR, status telemetry,
- * IDevID certificate facts and MASA URLs (SPEC H1-H3).
+ * IDevID certificate facts and MASA URLs (docs/conformance.md H1-H3).
  *
  * Owns: decoding voucher and voucher-request data (RFC 8366bis YANG in CBOR,
  * RFC 9254: SID keys as deltas, absolute SIDs with tag 47, or names; mixed),
@@ -50,7 +50,7 @@ struct vr_fields {
 int vr_decode(const uint8_t *p, size_t len, enum vr_kind kind,
 	      struct vr_fields *out);
 
-/** What the Registrar voucher request carries (design/cbrski.md 1.2). */
+/** What the Registrar voucher request carries (RFC 8995 5.5; docs/brski.md). */
 struct rvr_in {
 	int assertion;               /**< copied from the PVR, -1: leave out */
 	const char *created_on;      /**< RFC 3339 */

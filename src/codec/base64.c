@@ -1,10 +1,10 @@
-/* base64.c - RFC 4648 Base64 for EST bodies (SPEC B1, B5).
+/* base64.c - RFC 4648 Base64 for EST bodies (docs/conformance.md B1, B5).
  *
  * Owns: encoding (padded; one line, or MIME lines for request bodies) and a
  * strict-but-tolerant decoder.
  * Must not: allocate, log, or accept what it cannot decode completely. We do
  * not use mbedtls_base64_decode: it truncates unpadded input silently and
- * rejects spaces and tabs inside lines (NOTES-mbedtls-2.28.md).
+ * rejects spaces and tabs inside lines (docs/libraries.md, mbedTLS 2.28).
  */
 #include "estgw/codec.h"
 
@@ -98,7 +98,7 @@ int est_b64_encode(const uint8_t *in, size_t inlen, char *out, size_t outsize,
 	return 0;
 }
 
-/* MIME lines (RFC 2045 §6.8; SPEC B5). Some EST servers cannot read one long
+/* MIME lines (RFC 2045 §6.8; B5). Some EST servers cannot read one long
  * line: libest decodes with OpenSSL's base64 BIO, which does not start
  * decoding before it has seen a line end, so a CSR on one line reads as
  * nothing ("Problem reading DER encoded certificate request"). RFC 2045

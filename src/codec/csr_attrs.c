@@ -1,5 +1,5 @@
 /* csr_attrs.c - bounded walker over a PKCS#10 CSR's attributes and over the
- * serialNumber of an X.501 Name (SPEC F3, G4, G6).
+ * serialNumber of an X.501 Name (docs/conformance.md F3, G4, G6).
  *
  * Owns: finding challengePassword (RFC 2985 5.4.1; RFC 7030 3.5 puts the
  * Base64 tls-unique there), the presence of SMIMECapabilities (RFC 2985

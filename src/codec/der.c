@@ -1,4 +1,5 @@
-/* der.c - bounded DER walking: PKCS#7 certs-only, X.509 and PKCS#10 (SPEC B5, G6).
+/* der.c - bounded DER walking: PKCS#7 certs-only, X.509 and PKCS#10 (B5,
+ * G6 in docs/conformance.md).
  *
  * Owns: reading TLV headers, telling binary DER from Base64 bodies, and the
  * flat walkers that find certificates, names and SubjectPublicKeyInfo.

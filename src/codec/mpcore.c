@@ -1,5 +1,5 @@
 /* mpcore.c - application/multipart-core writer (RFC 8710; RFC 9148 4.3,
- * Figure 2; SPEC F3).
+ * Figure 2; docs/conformance.md F3).
  *
  * Owns: the CBOR array [cf, bstr, cf, bstr, ...] of a /skg or /skc answer,
  * written with libcbor's encoders straight into one buffer of the exact

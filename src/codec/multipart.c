@@ -1,5 +1,5 @@
 /* multipart.c - media types, parameters and multipart/mixed bodies
- * (RFC 9110 8.3, RFC 2046 5.1; SPEC B6, F2, G6).
+ * (RFC 9110 8.3, RFC 2046 5.1; docs/conformance.md B6, F2, G6).
  *
  * Owns: splitting a Content-Type value, reading one parameter of it, and
  * cutting an upstream /serverkeygen answer into its body parts.

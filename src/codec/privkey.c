@@ -1,5 +1,5 @@
 /* privkey.c - private keys, encrypted-key CMS and CSR attributes for
- * server-side key generation (SPEC B6, F3, F4, G6, G7).
+ * server-side key generation (docs/conformance.md B6, F3, F4, G6, G7).
  *
  * Owns: telling PKCS#8 from SEC1 (RFC 5915) and PKCS#1 (RFC 8017 A.1.2)
  * keys and wrapping the latter two into PKCS#8 PrivateKeyInfo (RFC 5958);

@@ -1,5 +1,6 @@
 /* status_json.c - the vs/es status telemetry as JSON (CF 50, RFC 8995 5.7,
- * 5.9.4; SPEC H3): a bounded recursive-descent reader for one object.
+ * 5.9.4; H3 in docs/conformance.md): a bounded recursive-descent reader for
+ * one object.
  * Pure. Nesting depth is fixed here (STATUS_JSON_DEPTH), never taken from
  * the input; strings are checked (no control characters, valid escapes)
  * but not unescaped: "reason" is a slice of the raw text for the log. */

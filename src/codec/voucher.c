@@ -1,5 +1,6 @@
 /* voucher.c - voucher(-request) CBOR with SID or name keys, the Registrar
- * voucher request, and vs/es status telemetry (pure; SPEC H1-H3). */
+ * voucher request, and vs/es status telemetry (pure; H1-H3 in
+ * docs/conformance.md). */
 #include "estgw/voucher.h"
 
 #include <errno.h>

@@ -1,5 +1,5 @@
 /* fuzz_base64.c - libFuzzer: Base64 decode, and encode/decode round trips
- * (one line and MIME lines) of whatever decoded (SPEC B5, G6). */
+ * (one line and MIME lines) of whatever decoded (B5, G6). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,6 @@
-/* fuzz_cose.c - libFuzzer: COSE_Sign1 from the network (SPEC H2, G6). Every
- * slice stays inside the input; a parsed object strips and re-parses to the
- * same protected header, payload and signature. */
+/* fuzz_cose.c - libFuzzer: COSE_Sign1 from the network (docs/conformance.md
+ * H2, G6). Every slice stays inside the input; a parsed object strips and
+ * re-parses to the same protected header, payload and signature. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,5 +1,5 @@
-/* fuzz_csr.c - libFuzzer: a device's CSR (SPEC B2, G6): the check and the
- * SPKI extraction must agree and stay inside the input. */
+/* fuzz_csr.c - libFuzzer: a device's CSR (docs/conformance.md B2, G6): the
+ * check and the SPKI extraction must agree and stay inside the input. */
 #include <stdint.h>
 #include <stdlib.h>
 

@@ -1,7 +1,8 @@
 /* fuzz_csr_attrs.c - libFuzzer: the CSR attribute walker and the Name
- * serialNumber lookup (SPEC G4, G6), fed the same bytes as a CSR, as a
- * certificate (its subject) and as a bare Name. Every slice returned must
- * lie inside the input; a CSR the walker accepts must pass est_csr_check. */
+ * serialNumber lookup (docs/conformance.md G4, G6), fed the same bytes as a
+ * CSR, as a certificate (its subject) and as a bare Name. Every slice
+ * returned must lie inside the input; a CSR the walker accepts must pass
+ * est_csr_check. */
 #include <stdint.h>
 #include <stdlib.h>
 

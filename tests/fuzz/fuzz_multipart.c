@@ -1,6 +1,7 @@
-/* fuzz_multipart.c - libFuzzer driver for the serverkeygen path (SPEC B6, F,
- * G6): media type parameters, the multipart/mixed parser, the key-form and
- * CMS checks, the CSR attribute queries, and the whole skg/skc translation.
+/* fuzz_multipart.c - libFuzzer driver for the serverkeygen path
+ * (docs/conformance.md B6, F, G6): media type parameters, the multipart/mixed
+ * parser, the key-form and CMS checks, the CSR attribute queries, and the
+ * whole skg/skc translation.
  *
  * Input: 1 selector byte (bit 0: skg or skc; bit 1: Accept 62 or absent in
  * the registrar path; bit 2: boundary quoted), 1 boundary length byte (taken

@@ -1,6 +1,6 @@
-/* fuzz_pkcs7.c - libFuzzer: an upstream /cacerts or /simpleenroll body as
- * the proxy sees it (SPEC B4, B5, G6): body -> DER -> certificates -> the
- * SPKI and names of each. */
+/* fuzz_pkcs7.c - libFuzzer: an upstream /cacerts or /simpleenroll body as the
+ * proxy sees it (docs/conformance.md B4, B5, G6): body -> DER -> certificates
+ * -> the SPKI and names of each. */
 #include <stdint.h>
 #include <stdlib.h>
 

@@ -1,4 +1,5 @@
-/* fuzz_translate.c - libFuzzer driver for the translation core (SPEC A-D).
+/* fuzz_translate.c - libFuzzer driver for the translation core
+ * (docs/conformance.md A-D).
  *
  * Input: 6 header bytes (op, Accept choice, status choice, transport error,
  * method, flags), then length-prefixed chunks (2 bytes big-endian each):

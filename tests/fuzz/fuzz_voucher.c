@@ -1,5 +1,6 @@
 /* fuzz_voucher.c - libFuzzer: voucher(-request) CBOR, vs/es status CBOR and
- * the IDevID walkers (SPEC H2, H3, G6). First byte picks the parser. */
+ * the IDevID walkers (docs/conformance.md H2, H3, G6). First byte picks the
+ * parser. */
 #include <stdint.h>
 #include <stdlib.h>
 

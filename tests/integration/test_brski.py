@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""test_brski.py - constrained BRSKI end to end (SPEC H1-H5): coap-client-openssl as the pledge
-(no -C/-R: the provisional DTLS accept), estgw as the Registrar, tests/masa/masa.py as the MASA.
+"""test_brski.py - constrained BRSKI end to end (H1-H5 in docs/conformance.md):
+coap-client-openssl as the pledge (no -C/-R: the provisional DTLS accept), estgw as the
+Registrar, tests/masa/masa.py as the MASA.
 
 PKI: tests/pki/mkbrski.sh (registrar, pledges, manufacturers, MASA TLS); the EST side uses
 mkpki.sh's files. PVRs are built here with tests/masa/cbor_cose.py (Python + openssl CLI).
@@ -276,7 +277,7 @@ class TestBrskiVoucher(BrskiTest):
         self.assertRegex(log, r'es serial="TEST0001" session=.* status=failure '
                               r'reason="no EST server" client_cert=not-the-enrolled-cert')
         self.assertRegex(log, r'POST /.well-known/brski/rv upstream=200 code=2.04')
-        self.assertEqual(len(self.s.masa_requests()), 1)  # vs/es never go upstream (SPEC H3)
+        self.assertEqual(len(self.s.masa_requests()), 1)  # vs/es never go upstream (H3)
         self.s.stop()
         self.assertRegex(self.s.log(), r"brski: totals: rv=1 vouchers=1 rejected=0 .*"
                                        r"vs=1/0 es=0/1")
@@ -569,7 +570,7 @@ class TestBrskiEnrolledEs(BrskiTest):
 
 
 class TestBrskiStartup(unittest.TestCase):
-    """SPEC H4: estgw --check refuses a registrar certificate without the EKUs it needs."""
+    """H4: estgw --check refuses a registrar certificate without the EKUs it needs."""
 
     def check(self, registrar, extra=""):
         s = BrskiStack(masa=False, masa_url=False, registrar=registrar, brski_extra=extra)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Discovery lists only what works (SPEC A3; RFC 9148 §4.1: att, skg and skc are
+"""Discovery lists only what works (A3; RFC 9148 §4.1: att, skg and skc are
 "only included if implemented"): coap-client-openssl asks /.well-known/core of
 estgw, whose test EST CA lacks /csrattrs or /serverkeygen from the start
 (--no-csrattrs, --no-serverkeygen) or loses and regains them while estgw runs

@@ -2,7 +2,7 @@
 """estgw end to end: coap-client-openssl -> estgw (DTLS/CoAP) -> test EST CA (HTTPS).
 
 Run one test: test_est.py TestCore.test_C_sen_block1_block2
-SPEC IDs (../shared/SPEC.md) are in the test names.
+Requirement IDs (docs/conformance.md) are in the test names.
 """
 import os
 import re
@@ -48,7 +48,7 @@ class TestDiscovery(StackTest):
         self.assertEqual(links["/est/sen"], {"rt": "ace.est.sen", "ct": "281 287"})
         self.assertEqual(links["/est/sren"], {"rt": "ace.est.sren", "ct": "281 287"})
         self.assertEqual(links["/est/att"], {"rt": "ace.est.att", "ct": "285"})
-        # serverkeygen = upstream (the default) serves them (SPEC F).
+        # serverkeygen = upstream (the default) serves them (F).
         self.assertEqual(links["/est/skg"], {"rt": "ace.est.skg", "ct": "62"})
         self.assertEqual(links["/est/skc"], {"rt": "ace.est.skc", "ct": "62"})
 
@@ -125,7 +125,7 @@ class TestCore(StackTest):
             r = self.s.coap(WK + "/att")
             self.assertEqual(r.rc, 0, r)
         stats = self.s.ca_stats()
-        # 4 x /csrattrs, plus the start-up probe of /csrattrs (SPEC A3)
+        # 4 x /csrattrs, plus the start-up probe of /csrattrs (A3)
         self.assertEqual(stats["ops"].get("csrattrs"), 5)
         # 6 exchanges (/cacerts and the probe at start-up + 4 x /csrattrs) over at
         # most 2 connections (the two at start-up run at once)

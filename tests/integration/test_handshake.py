@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The server credentials are parsed once (NOTES-libcoap-4.3.1 "Handshake cost").
+"""The server credentials are parsed once (docs/libraries.md "Handshake cost").
 
 estgw tells libcoap 4.3.1 to load no PEM file in its per-ClientHello set-up and
 installs the chain and key it parsed at start-up from the TLS set-up hook. That
@@ -34,7 +34,7 @@ class TestHandshakeCost(StackTest):
     def test_G1_fast_path_active(self):
         """Fails on a libcoap other than 4.3.1: re-verify the trick, then move the gate."""
         self.assertIn("server credentials parsed once (libcoap 4.3.1)", self.s.log(),
-                      "libcoap changed: re-check NOTES 'Handshake cost' and creds_parsed_once()")
+                      "libcoap changed: re-check docs/libraries.md 'Handshake cost' and creds_parsed_once()")
 
     def test_G1_full_chain_and_ca_names_presented(self):
         rc, out = self.s_client()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Interop with strict EST servers (SPEC B5; RFC 2045 6.8, RFC 8951).
+"""Interop with strict EST servers (B5; RFC 2045 6.8, RFC 8951).
 
 libest's estserver (Cisco) reads a request body with OpenSSL's base64 BIO: one
 long line of Base64 gives it no CSR ("Problem reading DER encoded certificate

@@ -323,7 +323,7 @@ class TestShutdown(StackTest):
             self.s.gw.send_signal(signal.SIGTERM)
             wait_for(lambda: "shutting down" in self.s.log(), what="shutdown log")
             self.assertIn("1 request(s) in flight", self.s.log())
-            # a new request while draining gets 5.03 + Max-Age (SPEC D1)
+            # a new request while draining gets 5.03 + Max-Age (D1)
             r = self.s.coap(WK + "/crts", timeout=5, extra=["-v", "7"])
             self.assertEqual(r.code, "5.03", r)
             self.assertEqual(re.findall(r"Max-Age:(\d+)", r.stderr)[-1:], ["41"], r.stderr[-2000:])

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Piggybacked answers on the wire (SPEC D2; RFC 7252 §5.2.1): an answer that
+"""Piggybacked answers on the wire (D2; RFC 7252 §5.2.1): an answer that
 exists while estgw handles the request - /crts from the cache, discovery, a kept
 certificate, every local error - goes back in the ACK of the request, not as an
 empty ACK followed by a separate CON response (§5.2.2). Only answers that wait

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""estgw security policy end to end (SPEC G1-G6, RFC 9148 3, 5, 9; RFC 7030 3.5).
+"""estgw security policy end to end (docs/conformance.md G1-G6, RFC 9148 3, 5, 9; RFC 7030 3.5).
 
 Devices: Debian's coap-client-openssl, openssl s_client, and tests/tools/pop_client
 (libcoap + OpenSSL) which puts the DTLS tls-unique -- right, wrong or none -- into
@@ -164,7 +164,7 @@ class TestExpiredIdevidAllowed(TestAuthorization):
 
 
 class TestExpiredIdevidRefused(StackTest):
-    """Default policy: an expired IDevID fails the handshake (SPEC G3 is a MAY)."""
+    """Default policy: an expired IDevID fails the handshake (G3 is a MAY)."""
 
     def test_G3_expired_idevid_refused_by_default(self):
         r = self.s.coap(WK + "/sen", method="post", cf=286, payload=csr_der(self.s.pki),
@@ -218,7 +218,7 @@ class TestRateLimit(StackTest):
 
 
 class TestUpstreamUntrusted(StackTest):
-    """SPEC G5: the EST server's certificate must verify against [upstream] trust; a CA
+    """G5: the EST server's certificate must verify against [upstream] trust; a CA
     certificate from another hierarchy there makes every exchange fail (5.02)."""
 
     def setUp(self):
@@ -236,7 +236,7 @@ class TestUpstreamUntrusted(StackTest):
 
 
 class TestStartup(unittest.TestCase):
-    """Start-up refusals (SPEC G4, G5): not --check, a real start."""
+    """Start-up refusals (G4, G5): not --check, a real start."""
 
     def start(self, **kw):
         s = Stack(ca=False, upstream_url="https://127.0.0.1:9/.well-known/est", **kw)
@@ -285,7 +285,7 @@ def use_server_cert(s, name):
 
 
 class TestServerCmcra(unittest.TestCase):
-    """SPEC G8 (RFC 7030 3.6.1, RFC 9148 9.2): a DTLS server certificate without
+    """G8 (RFC 7030 3.6.1, RFC 9148 9.2): a DTLS server certificate without
     id-kp-cmcRA is a warning in --check and at start-up, not a refusal."""
 
     def check(self, name):

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Server-side key generation end to end (SPEC F, B6, D): /skg and /skc through
+"""Server-side key generation end to end (docs/conformance.md F, B6, D): /skg and /skc through
 coap-client-openssl -> estgw -> the test EST CA, upstream and registrar modes.
 
 The CBOR answer is decoded here by a small decoder of our own, and keys and
 certificates are checked with the openssl CLI: nothing is shared with estgw.
 Answers are large and separate, so requests use Block1 (-b 64): libcoap
-4.3.1 clients lose multi-block separate responses otherwise (NOTES).
+4.3.1 clients lose multi-block separate responses otherwise (docs/libraries.md,
+"Separate responses").
 Run one test: test_skg.py TestUpstreamKeygen.test_F_skg_block64
 """
 import base64

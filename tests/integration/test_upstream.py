@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Slow and failing CAs (SPEC D, D1, D2, J1; RFC 9148 4.7, 5; RFC 8516): every upstream
+"""Slow and failing CAs (D, D1, D2, J1; RFC 9148 4.7, 5; RFC 8516): every upstream
 fault mapped to its CoAP code with a diagnostic and a log line, 202/503 -> 5.03 and
 429 -> 4.29 with Max-Age, 204 to a POST -> 5.02, separate responses, coalescing, kept
 certificates, upstream limits, a CA that holds requests open (5.03 + Max-Age after
@@ -137,7 +137,7 @@ class TestSlowCA(StackTest):
 
     def test_D2_slow_ca_separate_response_block2(self):
         """A CA that takes 5 s: empty ACK at once, then a CON separate response,
-        continued with Block2 (request in Block1: NOTES, old-client bug)."""
+        continued with Block2 (request in Block1: old-client bug, docs/libraries.md)."""
         self.s.ca_control(mode="delay=5", op="simpleenroll")
         csr = csr_der(self.s.pki)
         t0 = time.time()
@@ -189,7 +189,7 @@ class TestSlowCA(StackTest):
 
 
 class TestFaults(StackTest):
-    """One test per upstream fault: code, diagnostic, log line (SPEC D, D1)."""
+    """One test per upstream fault: code, diagnostic, log line (D, D1)."""
     stack_kwargs = {"extra_upstream": "max_response = 2048"}
 
     def fault(self, mode, code, log_status, op="simpleenroll", diag=None, **kw):
@@ -400,7 +400,7 @@ MARGIN_MS = 1500  # estgw's event loop under a loaded test machine
 class TestStalledCA(StackTest):
     """A CA that holds the request open (manual approval, slow HSM): the device gets
     5.03 + Max-Age after answer_within, the exchange goes on, and the retry gets the
-    certificate the CA issued meanwhile; one issuance (RFC 9148 4.7, SPEC D2, J1)."""
+    certificate the CA issued meanwhile; one issuance (RFC 9148 4.7, D2, J1)."""
     stack_kwargs = {"timeout": 30, "extra_upstream": f"answer_within = {ANSWER_WITHIN}"}
 
     def sen(self, csr):
@@ -539,7 +539,7 @@ class TestFdLimitLow(FdLimitTest):
 
 
 class TestBusyMaxAge(StackTest):
-    """Every 5.03 estgw makes itself carries Max-Age = retry_default (SPEC D1)."""
+    """Every 5.03 estgw makes itself carries Max-Age = retry_default (D1)."""
     stack_kwargs = {"extra_server": "max_body = 4096\nreasm_total_bytes = 1024",
                     "extra_upstream": "retry_default = 33"}
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# mkbrski.sh OUTDIR - the test PKI of the cBRSKI tests (SPEC H), next to mkpki.sh's.
+# mkbrski.sh OUTDIR - the test PKI of the cBRSKI tests (section H of
+# docs/conformance.md), next to mkpki.sh's.
 #
 # Owns: the certificates and keys of the registrar, pledges, manufacturers and MASA.
 # Must not: depend on estgw code; bash and the openssl CLI only. EC P-256 everywhere.

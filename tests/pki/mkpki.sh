@@ -14,7 +14,7 @@
 #                            ldevid (an LDevID, same subject as device), ldevid-expired
 #                            (CN=device-004 serialNumber=SN004, 2020-01-01..2021-01-01),
 #                            and every LDevID the test CA issues
-#   gw-ca     <- gw (estgw's DTLS server certificate; serverAuth + id-kp-cmcRA, see SPEC H4, G8),
+#   gw-ca     <- gw (estgw's DTLS server certificate; serverAuth + id-kp-cmcRA, see H4, G8),
 #                gw-nocmc (serverAuth only), gw-noeku (no EKU extension): both warned about
 #   tls-ca    <- ca-server (the test CA's HTTPS certificate), ca-server-expired (expired 2021)
 # Bundles: client-trust.crt = mfg-ca + est-root + est-sub (devices estgw accepts),
@@ -191,7 +191,7 @@ issue_expired ldevid-expired "/CN=device-004/serialNumber=SN004" est-sub device
 root_ca gw-ca "/O=estgw test/CN=Test Gateway CA"
 issue gw "/O=estgw test/CN=localhost" gw-ca gw
 cat "$OUT/gw-ca.crt" >>"$OUT/gw.crt"
-# Without id-kp-cmcRA (SPEC G8: warned about at start-up and by --check).
+# Without id-kp-cmcRA (G8: warned about at start-up and by --check).
 issue gw-nocmc "/O=estgw test/CN=localhost" gw-ca gw_nocmc
 cat "$OUT/gw-ca.crt" >>"$OUT/gw-nocmc.crt"
 issue gw-noeku "/O=estgw test/CN=localhost" gw-ca gw_noeku

@@ -1,8 +1,9 @@
-/* pop_client.c - a test device for POP linking (SPEC G4, RFC 7030 3.5):
- * opens a DTLS session to estgw with libcoap, reads the session's
- * tls-unique (RFC 5929: the first Finished message) with OpenSSL, makes a
- * fresh P-256 key and a CSR whose challengePassword is the Base64 of that
- * tls-unique (or of a wrong one, or none), and POSTs it on the same session.
+/* pop_client.c - a test device for POP linking (docs/conformance.md G4,
+ * RFC 7030 3.5): opens a DTLS session to estgw with libcoap, reads the
+ * session's tls-unique (RFC 5929: the first Finished message) with OpenSSL,
+ * makes a fresh P-256 key and a CSR whose challengePassword is the Base64 of
+ * that tls-unique (or of a wrong one, or none), and POSTs it on the same
+ * session.
  *
  * Test-side code only: it shares nothing with estgw (no codec, no
  * translate) and is not installed.

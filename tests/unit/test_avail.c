@@ -1,4 +1,4 @@
-/* test_avail.c - the marks behind discovery's att/skg/skc links (SPEC A3:
+/* test_avail.c - the marks behind discovery's att/skg/skc links (A3:
  * RFC 9148 §4.1 lists them "only if implemented"; src/avail.c). */
 #include <setjmp.h>
 #include <stdarg.h>

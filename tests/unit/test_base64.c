@@ -1,4 +1,4 @@
-/* test_base64.c - Base64 codec (SPEC B1, B5): RFC 4648 vectors, the exact
+/* test_base64.c - Base64 codec (B1, B5): RFC 4648 vectors, the exact
  * MIME line layout of request bodies, and every malformed input the decoder
  * must refuse. */
 #include <errno.h>
@@ -86,7 +86,7 @@ static void b5_rfc4648_decode_unpadded(void **state)
 	expect_decode("Zm9vYmE", "fooba");
 }
 
-/* mbedtls_base64_decode returns 15 of 16 bytes for this (NOTES-mbedtls). */
+/* mbedtls_base64_decode returns 15 of 16 bytes for this (docs/libraries.md). */
 static void b5_unpadded_decodes_fully(void **state)
 {
 	uint8_t raw[16], out[32];
@@ -242,7 +242,7 @@ static void b5_documented_bound(void **state)
 	assert_int_equal(dec("Zm9vYg==", out, sizeof(out), &n), 0);
 }
 
-/* --- MIME lines for request bodies (SPEC B5; RFC 2045 §6.8) ------------- */
+/* --- MIME lines for request bodies (B5; RFC 2045 §6.8) ------------- */
 
 /** MIME-encode @p len bytes of @p raw into @p text; returns the length. */
 static size_t mime(const uint8_t *raw, size_t len, char *text, size_t size)

@@ -1,6 +1,6 @@
-/* test_brski_codec.c - cBRSKI codecs (SPEC H1-H5): COSE_Sign1 on the
- * constrained-voucher example vectors (fixtures/cv, transcribed from the
- * published draft examples), sign->verify, signature forms, x5bag forms,
+/* test_brski_codec.c - cBRSKI codecs (docs/conformance.md H1-H5): COSE_Sign1
+ * on the constrained-voucher example vectors (fixtures/cv, transcribed from
+ * the published draft examples), sign->verify, signature forms, x5bag forms,
  * SID/name decoding, RVR encoding, idevid-issuer, MASA URLs, vs/es status. */
 #include <errno.h>
 #include <setjmp.h>
@@ -78,7 +78,7 @@ static int slice_eq(struct est_slice s, const void *p, size_t n)
 	return s.ptr && s.len == n && memcmp(s.ptr, p, n) == 0;
 }
 
-/* ---- COSE on the published vectors (SPEC H2) ----------------------------- */
+/* ---- COSE on the published vectors (H2) ---------------------------------- */
 
 static void test_H2_cose_verify_cv_pvr(void **st)
 {
@@ -494,7 +494,7 @@ static void test_H2_masa_url_forms(void **st)
 	assert_int_equal(masa_request_url("m.example", 9, out, 20), -EINVAL);
 }
 
-/* ---- vs / es status (SPEC H3) ------------------------------------------- */
+/* ---- vs / es status (H3) ------------------------------------------------ */
 
 static void test_H3_status_decode(void **st)
 {

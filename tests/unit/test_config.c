@@ -292,7 +292,7 @@ ROW(other_error_before_syntax, S({ 2, "colour = x" }, { 15, "garbage" }), "2: [s
 ROW(indented_line, S({ 2, "  max_body = 2048" }), "2: indented line", "leading whitespace", -EINVAL)
 ROW(line_too_long, S({ 8, "url = https://" X100 X100 }), "8: line longer than", "characters", -EINVAL)
 
-/* [policy] and the security limits (SPEC G2-G4, E4) */
+/* [policy] and the security limits (G2-G4, E4) */
 ROW(G4_bad_pop, S({ 15, "[policy]\npop = maybe" }), "16: [policy] pop",
     "'maybe' is not a POP mode (off/if-present/required)", -EINVAL)
 ROW(G2_bad_ops, S({ 15, "[policy]\nidevid_ops = sen enroll" }), "16: [policy] idevid_ops",
@@ -404,7 +404,7 @@ static uint32_t op_mask(const enum est_op *ops, size_t n)
 	return m;
 }
 
-/** [policy] defaults: POP if present, IDevIDs may not re-enroll (SPEC G2, G4). */
+/** [policy] defaults: POP if present, IDevIDs may not re-enroll (G2, G4). */
 static void test_G_policy_defaults(void **state)
 {
 	struct estgw_config cfg;
@@ -506,7 +506,7 @@ static void test_log_levels(void **state)
 	}
 }
 
-/* SPEC F, F4: [server] serverkeygen = upstream|registrar|off, any case. */
+/* F, F4: [server] serverkeygen = upstream|registrar|off, any case. */
 static void test_F_serverkeygen_modes(void **state)
 {
 	static const struct {
@@ -912,7 +912,7 @@ static void test_pki_world_readable_key(void **state)
 	assert_null(strstr(warn, "\n"));
 }
 
-/** The RA key is refused when world-readable (SPEC G4: it vouches for POP). */
+/** The RA key is refused when world-readable (G4: it vouches for POP). */
 static void test_G4_pki_world_readable_ra_key_refused(void **state)
 {
 	char err[512], warn[512];
@@ -943,7 +943,7 @@ static void test_pki_warnings(void **state)
 	assert_non_null(strstr(warn, "ra-old.crt: the first certificate has expired"));
 }
 
-/** SPEC G8 (RFC 7030 3.6.1, RFC 9148 9.2): a DTLS server certificate
+/** G8 (RFC 7030 3.6.1, RFC 9148 9.2): a DTLS server certificate
  *  without id-kp-cmcRA is a warning, one line naming the key; the gateway
  *  still starts. With it (gw.crt) there is none (test_pki_valid). */
 static void test_G8_server_cert_without_cmcra_warns(void **state)

@@ -1,5 +1,5 @@
 /* test_csr_attrs.c - the CSR attribute walker and the Name serialNumber
- * lookup (SPEC F3, G4, G6): real CSRs from the openssl CLI
+ * lookup (docs/conformance.md F3, G4, G6): real CSRs from the openssl CLI
  * (fixtures/mk_policy_fixtures.sh) and one hand-built input per malformed
  * case. */
 #include <errno.h>

@@ -1,7 +1,8 @@
-/* test_der.c - DER walkers (SPEC B4, B5, G6): TLV headers, body detection,
- * PKCS#7 certs-only, certificate and CSR fields. Real fixtures come from
- * fixtures/mkfixtures.sh (openssl CLI) at build time; malformed inputs are
- * built here from small pieces. mbedTLS is the independent cross-check. */
+/* test_der.c - DER walkers (docs/conformance.md B4, B5, G6): TLV headers,
+ * body detection, PKCS#7 certs-only, certificate and CSR fields. Real
+ * fixtures come from fixtures/mkfixtures.sh (openssl CLI) at build time;
+ * malformed inputs are built here from small pieces. mbedTLS is the
+ * independent cross-check. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -555,7 +556,7 @@ static void b4_cert_chain_names(void **state)
 	assert_false(slice_eq(es, ss.ptr, ss.len));
 }
 
-/* SPEC B4: the end entity is found by the CSR's public key. */
+/* B4: the end entity is found by the CSR's public key. */
 static void b4_cert_spki_equals_csr_spki(void **state)
 {
 	struct est_slice cs, es, rs;

@@ -1,7 +1,8 @@
-/* test_keygen.c - registrar-side key generation (keygen.c, SPEC F4, G7).
- * The CSR estgw makes is checked with the openssl CLI (an independent
- * implementation): its signature verifies, its public key is the generated
- * key's, its subject and extensionRequest are the device CSR's bytes.
+/* test_keygen.c - registrar-side key generation (keygen.c,
+ * docs/conformance.md F4, G7). The CSR estgw makes is checked with the
+ * openssl CLI (an independent implementation): its signature verifies, its
+ * public key is the generated key's, its subject and extensionRequest are the
+ * device CSR's bytes.
  */
 #include <errno.h>
 #include <setjmp.h>

@@ -1,7 +1,8 @@
-/* test_policy.c - estgw_policy_check() row by row (SPEC G2, G3, G4; RFC 7030
- * 3.5, 4.2.2; RFC 9148 3, 9.1): POP linking, operations per certificate
- * kind, expired IDevIDs, serialNumber and re-enroll subject. Fixtures from
- * fixtures/mk_policy_fixtures.sh; the session's tls-unique is 00 01 .. 0b. */
+/* test_policy.c - estgw_policy_check() row by row (docs/conformance.md G2,
+ * G3, G4; RFC 7030 3.5, 4.2.2; RFC 9148 3, 9.1): POP linking, operations per
+ * certificate kind, expired IDevIDs, serialNumber and re-enroll subject.
+ * Fixtures from fixtures/mk_policy_fixtures.sh; the session's tls-unique is
+ * 00 01 .. 0b. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -61,7 +62,7 @@ static uint8_t decide(const struct estgw_config *c, const struct estgw_policy_re
 	return v->code;
 }
 
-/* ---- POP linking (SPEC G4) ---------------------------------------------- */
+/* ---- POP linking (G4) --------------------------------------------------- */
 
 static void test_G4_pop_match_allowed(void **state)
 {
@@ -148,7 +149,7 @@ static void test_G6_malformed_csr_4_00(void **state)
 	assert_int_equal(decide(&c, &r, &v), EST_CODE(4, 0));
 }
 
-/* ---- operations per certificate kind (SPEC G2) -------------------------- */
+/* ---- operations per certificate kind (G2) ------------------------------- */
 
 static void test_G2_idevid_may_not_reenroll(void **state)
 {
@@ -230,7 +231,7 @@ static void test_G2_match_serial(void **state)
 	assert_int_equal(decide(&c, &r, &v), 0);
 }
 
-/* ---- expired IDevIDs (SPEC G3) ------------------------------------------ */
+/* ---- expired IDevIDs (G3) ----------------------------------------------- */
 
 static void test_G3_expired_idevid_sen_only(void **state)
 {

@@ -1,9 +1,9 @@
-/* test_skg.c - server-side key generation codecs and translation (SPEC B6,
- * F, G6): media types, the multipart/mixed parser on hand-made bodies,
- * the multipart-core writer against RFC 9148 Figure 2 and Appendix A.3,
- * key forms, the CMS check, CSR attributes, and the skg/skc answers.
- * Keys and certificates come from mk_skg_fixtures.sh (openssl CLI at build
- * time); the A.3 bytes are the RFC's published example.
+/* test_skg.c - server-side key generation codecs and translation
+ * (docs/conformance.md B6, F, G6): media types, the multipart/mixed parser on
+ * hand-made bodies, the multipart-core writer against RFC 9148 Figure 2 and
+ * Appendix A.3, key forms, the CMS check, CSR attributes, and the skg/skc
+ * answers. Keys and certificates come from mk_skg_fixtures.sh (openssl CLI at
+ * build time); the A.3 bytes are the RFC's published example.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -511,7 +511,7 @@ static void test_F3_mpcore_minimal_forms(void **st)
 	free(out);
 }
 
-/* ---- key forms (SPEC B6) --------------------------------------------------- */
+/* ---- key forms (B6) -------------------------------------------------------- */
 
 static void expect_pkcs8(const uint8_t *in, size_t len, const uint8_t *want,
 			 size_t wlen, enum est_key_form want_form)
@@ -610,7 +610,7 @@ static void test_G6_privkey_trailing_bytes(void **st)
 			 -EINVAL);
 }
 
-/* ---- CMS (SPEC F3) ------------------------------------------------------- */
+/* ---- CMS (F3) ------------------------------------------------------------ */
 
 static void test_F3_cms_key_shapes(void **st)
 {
@@ -724,7 +724,7 @@ static void test_F4_csr_extension_request(void **st)
 	free(csr);
 }
 
-/* ---- the skg/skc answers (SPEC F, B6, D) --------------------------------- */
+/* ---- the skg/skc answers (F, B6, D) -------------------------------------- */
 
 #define CT_MP "multipart/mixed; boundary=estTestCaBoundary"
 #define CT_P8 "application/pkcs8"
@@ -904,7 +904,7 @@ static void test_B6_skg_pkcs1_key_wrapped(void **st)
 	free(body);
 }
 
-/* SPEC F3: an encrypted key goes to the device as CF 280, as the CA sent it. */
+/* F3: an encrypted key goes to the device as CF 280, as the CA sent it. */
 static void test_F3_skg_encrypted_key_280(void **st)
 {
 	struct est_coap_resp r;
@@ -925,7 +925,7 @@ static void test_F3_skg_encrypted_key_280(void **st)
 	free(body);
 }
 
-/* SPEC B6: a bare application/pkcs7-mime part is the certificates when the
+/* B6: a bare application/pkcs7-mime part is the certificates when the
  * key part is typed, and the encrypted key when the certificates are. */
 static void test_B6_skg_bare_pkcs7_mime(void **st)
 {
@@ -1072,7 +1072,7 @@ static void test_B3_skg_accept_281_4_06(void **st)
 	est_coap_resp_free(&r);
 }
 
-/* SPEC D: a CA without /serverkeygen. */
+/* D: a CA without /serverkeygen. */
 static void test_D_skg_status_mapping(void **st)
 {
 	static const struct { long status; uint8_t code; } rows[] = {
@@ -1091,7 +1091,7 @@ static void test_D_skg_status_mapping(void **st)
 	}
 }
 
-/* ---- registrar-side keygen answers (SPEC F4) ----------------------------- */
+/* ---- registrar-side keygen answers (F4) ---------------------------------- */
 
 static void enroll(enum est_op op, int accept, long status, const uint8_t *p7,
 		   size_t len, const uint8_t *csr, size_t csr_len,

@@ -1,6 +1,7 @@
 /* test_translate.c - the translation core, one test per table row.
- * SPEC IDs are in the test names. Certificates and PKCS#7 bundles come from
- * mk_translate_fixtures.sh (openssl CLI at build time).
+ * Requirement IDs (docs/conformance.md) are in the test names. Certificates
+ * and PKCS#7 bundles come from mk_translate_fixtures.sh (openssl CLI at
+ * build time).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -398,7 +399,7 @@ static void test_C_url_skg_skc(void **st)
 		   "https://ca/.well-known/est/x/serverkeygen");
 }
 
-/* SPEC B5: the CSR goes up as MIME Base64, 64-character lines each ending
+/* B5: the CSR goes up as MIME Base64, 64-character lines each ending
  * in CRLF (libest's estserver cannot read one long line). The expected text
  * is the one-line encoding cut by this test. */
 static void test_B5_post_body_mime_lines(void **st)
@@ -1184,7 +1185,7 @@ static void test_B_att_not_sequence_5_02(void **st)
 	est_coap_resp_free(&r);
 }
 
-/* A serverkeygen answer needs a multipart boundary (SPEC F2; the multipart
+/* A serverkeygen answer needs a multipart boundary (F2; the multipart
  * cases themselves are in test_skg.c). */
 static void test_F_skg_skc_no_boundary_5_02(void **st)
 {
