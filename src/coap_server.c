@@ -214,8 +214,8 @@ static void answer_error(coap_pdu_t *resp, uint8_t code, const char *diag)
 		coap_add_data(resp, strlen(diag), (const uint8_t *)diag);
 }
 
-/* A 5.03 estgw makes itself, with Max-Age [upstream] retry_default (
- * D1, RFC 9148 §4.7: the device learns when to come back). */
+/* A 5.03 estgw makes itself, with Max-Age [upstream] retry_default
+ * (D1; RFC 9148 §4.7: the device learns when to come back). */
 static void answer_busy(struct coap_server *srv, coap_pdu_t *resp,
 			const char *diag)
 {

@@ -135,7 +135,7 @@ class TestKeylogCapture(StackTest):
             self.s.cleanup()
             raise
 
-    def test_K_capture_decrypts_dtls_and_https(self):
+    def test_J_keylog_capture_decrypts_dtls_and_https(self):
         # /att goes to the CA (csrattrs); /crts would come from the cache
         r = self.s.coap(WK + "/att")
         self.assertEqual(r.code, OK, r)
@@ -172,7 +172,7 @@ class TestKeylogFile(StackTest):
         self.line = add_keylog(self.s, self.keylog)
         self.s.start()
 
-    def test_K_one_line_per_dtls_handshake_flushed_at_once(self):
+    def test_J_keylog_one_line_per_dtls_handshake_flushed_at_once(self):
         before = client_randoms(self.keylog)
         self.assertEqual(self.s.coap(WK + "/crts").code, OK)
         # read while estgw runs: nothing waits in a buffer
@@ -185,7 +185,7 @@ class TestKeylogFile(StackTest):
         self.assertEqual(stat.S_IMODE(os.stat(self.keylog).st_mode), 0o600)
         self.assertRegex(self.s.log(), r"warning keylog: KEY LOG ON: .*" + re.escape(self.keylog))
 
-    def test_K_reload_keeps_the_running_key_log(self):
+    def test_J_keylog_reload_keeps_the_running_key_log(self):
         other = os.path.join(self.s.dir, "other.log")
         set_keylog(self.s, other)
         n = self.s.log().count("configuration reloaded")
@@ -203,7 +203,7 @@ class TestKeylogFile(StackTest):
 
 class TestKeylogOff(StackTest):
 
-    def test_K_off_by_default_nothing_said(self):
+    def test_J_keylog_off_by_default_nothing_said(self):
         self.assertEqual(self.s.coap(WK + "/crts").code, OK)
         self.assertNotIn("keylog", self.s.log())
         self.assertNotIn("KEY LOG", self.s.log())
@@ -222,7 +222,7 @@ class TestKeylogCheck(unittest.TestCase):
                            check=False)
         return r.returncode, r.stdout.decode(), r.stderr.decode()
 
-    def test_K_check_warns_and_creates_nothing(self):
+    def test_J_keylog_check_warns_and_creates_nothing(self):
         s = self.stack()
         keylog = os.path.join(s.dir, "keys.log")
         line = add_keylog(s, keylog)
@@ -235,12 +235,12 @@ class TestKeylogCheck(unittest.TestCase):
         self.assertEqual(len(err.strip().splitlines()), 1, err)
         self.assertFalse(os.path.exists(keylog))
 
-    def test_K_check_without_keylog_says_nothing(self):
+    def test_J_keylog_check_without_keylog_says_nothing(self):
         rc, out, err = self.run_estgw(self.stack(), "--check")
         self.assertEqual(rc, 0, err)
         self.assertEqual(err, "")
 
-    def test_K_check_refuses_a_key_log_others_can_read(self):
+    def test_J_keylog_check_refuses_a_key_log_others_can_read(self):
         s = self.stack()
         keylog = os.path.join(s.dir, "keys.log")
         open(keylog, "w").close()
@@ -251,7 +251,7 @@ class TestKeylogCheck(unittest.TestCase):
         self.assertIn(f"{s.conf}:{line}: [log] keylog_file: {keylog} is accessible to others "
                       "(mode 0644)", err)
 
-    def test_K_start_refuses_a_key_log_of_another_user(self):
+    def test_J_keylog_start_refuses_a_key_log_of_another_user(self):
         if os.geteuid() != 0:
             self.skipTest("needs root to give the file to another user")
         s = self.stack()
