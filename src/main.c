@@ -183,11 +183,13 @@ static void apply_log_settings(const struct gateway *gw)
 
 /** The restart-only keys (the schema's RESTART column) a reload found
  *  changed: named once the reload is known to go through. */
+struct kept_key {
+	const char *section, *key; /* the schema's own strings */
+	unsigned line;
+};
+
 struct kept_keys {
-	struct {
-		const char *section, *key; /* the schema's own strings */
-		unsigned line;
-	} k[ESTGW_CFG_MAX_KEYS];
+	struct kept_key k[ESTGW_CFG_MAX_KEYS];
 	size_t n;
 };
 
@@ -196,7 +198,7 @@ static void note_kept(void *arg, const char *section, const char *key, unsigned 
 	struct kept_keys *kk = arg;
 
 	if (kk->n < ESTGW_CFG_MAX_KEYS)
-		kk->k[kk->n++] = (typeof(kk->k[0])){ section, key, line };
+		kk->k[kk->n++] = (struct kept_key){ section, key, line };
 }
 
 static void log_kept(const struct kept_keys *kk, const char *path)
