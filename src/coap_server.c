@@ -990,41 +990,21 @@ static struct estgw_dtls *load_dtls(const struct estgw_config *cfg)
 	return d;
 }
 
-/* "host:port" or "[v6]:port" -> an endpoint. */
-static int add_endpoint(struct coap_server *srv, const char *listen)
+/* One [server] listen address, parsed by config.c: bound as it is. */
+static int add_endpoint(struct coap_server *srv, const struct estgw_addr *a)
 {
-	char host[64];
-	const char *port;
-	struct addrinfo hints = { .ai_family = AF_UNSPEC,
-				  .ai_socktype = SOCK_DGRAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-	struct addrinfo *res = NULL;
-
-	if (listen[0] == '[') {
-		const char *end = strchr(listen, ']');
-		if (!end || end[1] != ':' || (size_t)(end - listen - 1) >= sizeof(host))
-			return -EINVAL;
-		snprintf(host, sizeof(host), "%.*s", (int)(end - listen - 1), listen + 1);
-		port = end + 2;
-	} else {
-		const char *colon = strrchr(listen, ':');
-		if (!colon || (size_t)(colon - listen) >= sizeof(host))
-			return -EINVAL;
-		snprintf(host, sizeof(host), "%.*s", (int)(colon - listen), listen);
-		port = colon + 1;
-	}
-	if (getaddrinfo(host, port, &hints, &res) != 0 || !res)
-		return -EINVAL;
 	coap_address_t addr;
+
 	coap_address_init(&addr);
-	addr.size = res->ai_addrlen;
-	memcpy(&addr.addr, res->ai_addr, res->ai_addrlen);
-	freeaddrinfo(res);
+	if (a->salen > sizeof(addr.addr))
+		return -EAFNOSUPPORT;
+	addr.size = a->salen;
+	memcpy(&addr.addr, &a->sa, a->salen);
 	if (!coap_new_endpoint(srv->ctx, &addr, COAP_PROTO_DTLS)) {
-		log_err("coap", "cannot listen on %s (DTLS)", listen);
+		log_err("coap", "cannot listen on %s (DTLS)", a->text);
 		return -EADDRINUSE;
 	}
-	log_info("coap", "listening on %s (DTLS)", listen);
+	log_info("coap", "listening on %s (DTLS)", a->text);
 	return 0;
 }
 
@@ -1089,7 +1069,7 @@ struct coap_server *coap_server_new(struct event_base *base,
 	if (setup_pki(srv) != 0 || add_resources(srv) != 0)
 		goto fail;
 	for (size_t i = 0; i < cfg->server.nlisten; i++)
-		if (add_endpoint(srv, cfg->server.listen[i]) != 0)
+		if (add_endpoint(srv, &cfg->server.listen[i]) != 0)
 			goto fail;
 	srv->ev = event_new(base, coap_context_get_coap_fd(srv->ctx),
 			    EV_READ | EV_PERSIST, on_coap_io, srv);
@@ -1141,13 +1121,38 @@ const char *coap_server_lib_version(void)
 	return buf;
 }
 
+/* [server] rate_limit on reload. A changed rate applies at once to the
+ * buckets in use (what a client has spent stays spent, up to the new burst);
+ * 0 drops the limiter, and a limit set again starts from full buckets.
+ * @p fresh: the limiter made beforehand when there was none. */
+static void reload_rate(struct coap_server *srv, uint32_t per_minute,
+			struct estgw_rate *fresh)
+{
+	if (!per_minute) {
+		estgw_rate_free(srv->rate);
+		srv->rate = NULL;
+	} else if (fresh) {
+		srv->rate = fresh;
+	} else {
+		estgw_rate_set(srv->rate, per_minute);
+	}
+}
+
 int coap_server_reload(struct coap_server *srv, const struct estgw_config *cfg)
 {
-	struct estgw_dtls *d = load_dtls(cfg);
-	struct estgw_dtls *old = srv->dtls;
+	struct estgw_rate *fresh = NULL;
+	struct estgw_dtls *d, *old = srv->dtls;
 
-	if (!d)
+	if (cfg->server.rate_limit && !srv->rate) {
+		fresh = estgw_rate_new(cfg->server.rate_limit, RATE_CLIENTS);
+		if (!fresh)
+			return -ENOMEM;
+	}
+	d = load_dtls(cfg);
+	if (!d) {
+		estgw_rate_free(fresh);
 		return -EINVAL;
+	}
 	/* New handshakes use the new credentials; sessions already set up keep
 	 * their own references (SSL objects) to the old ones. libcoap's copy
 	 * of coap_dtls_pki_t points at the config's strings: replace it. */
@@ -1158,6 +1163,10 @@ int coap_server_reload(struct coap_server *srv, const struct estgw_config *cfg)
 		srv->roots[srv->nroots++] = cfg->server.root;
 	coap_context_set_max_idle_sessions(srv->ctx, cfg->server.max_sessions);
 	coap_context_set_session_timeout(srv->ctx, cfg->server.idle_timeout);
+	/* libcoap 4.3.1 compares the count of sessions in handshake with this
+	 * value each time a new one arrives: setting it again is enough. */
+	coap_context_set_max_handshake_sessions(srv->ctx, cfg->server.max_handshakes);
+	reload_rate(srv, cfg->server.rate_limit, fresh);
 	if (setup_pki(srv) != 0)
 		log_err("coap", "reload: libcoap refused the new credentials");
 	estgw_dtls_free(old);

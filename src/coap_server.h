@@ -26,9 +26,11 @@ struct brski;
 void coap_server_set_brski(struct coap_server *srv, struct brski *b);
 
 /** Switch to @p cfg (SIGHUP): new DTLS handshakes use its certificate, key
- *  and client trust; open sessions and pending requests are left alone.
- *  Listen addresses are not changed. On error (-EINVAL: the credentials do
- *  not load) nothing changed. @p cfg must outlive the server or the next
+ *  and client trust; the session, idle and handshake caps and the rate
+ *  limit apply at once; open sessions and pending requests are left alone.
+ *  Listen addresses are not changed (restart-only: main.c put the running
+ *  ones into @p cfg). On error (-EINVAL: the credentials do not load,
+ *  -ENOMEM) nothing changed. @p cfg must outlive the server or the next
  *  reload. */
 int coap_server_reload(struct coap_server *srv, const struct estgw_config *cfg);
 

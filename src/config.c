@@ -1,12 +1,15 @@
 /* config.c - estgw's configuration: INI file -> struct estgw_config.
  *
  * Owns: the key schema (one table row per key: section, name, setter,
- * default, bounds, offsets), parsing with libinih, value checks, resolving
- * relative paths against the file's directory, and the file checks that need
- * no crypto (the file exists, is a regular file, can be opened for reading;
- * for the key log: can be appended to or created, and only by its owner).
- * Must not: parse certificates (pki.c does), open sockets, or log: the caller
- * logs the one error line this file writes.
+ * default, bounds, offsets, applied on reload or only at a restart), parsing
+ * with libinih, value checks, listen addresses parsed into socket addresses
+ * (the only parser of them), resolving relative paths against the file's
+ * directory, the file checks that need no crypto (the file exists, is a
+ * regular file, can be opened for reading; for the key log: can be appended
+ * to or created, and only by its owner), and on reload the walk that keeps
+ * the running value of every restart-only key.
+ * Must not: parse certificates (pki.c does), open sockets, resolve names, or
+ * log: the caller logs the one error line this file writes.
  *
  * Lines are read by our own reader (read_line), so we know the physical line
  * number of every key, can name a [section] line, and can refuse indented
@@ -41,6 +44,12 @@ enum key_flags {
 	K_MULTI = 2,    /* may repeat (listen) */
 };
 
+/** When a new value takes effect (the last column of the schema). */
+enum key_apply {
+	LIVE,    /* on SIGHUP: what reads it is given the new config */
+	RESTART, /* only at start-up: a reload names it and keeps the old value */
+};
+
 struct load;
 struct cfg_key;
 
@@ -58,6 +67,7 @@ struct cfg_key {
 	size_t off;        /**< the value inside struct estgw_config */
 	size_t src;        /**< its struct estgw_cfg_src, or NO_SRC */
 	unsigned flags;    /**< enum key_flags */
+	enum key_apply apply;
 };
 
 static int set_listen(struct load *, const struct cfg_key *, const char *, unsigned);
@@ -75,7 +85,7 @@ static int set_skg(struct load *, const struct cfg_key *, const char *, unsigned
 static int set_masa_url(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_manufacturer(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_format(struct load *, const struct cfg_key *, const char *, unsigned);
-static int set_hostport(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_addr(struct load *, const struct cfg_key *, const char *, unsigned);
 
 #define SRV(f) offsetof(struct estgw_config, server.f)
 #define UP(f) offsetof(struct estgw_config, upstream.f)
@@ -87,67 +97,72 @@ static int set_hostport(struct load *, const struct cfg_key *, const char *, uns
 #define REQ K_REQUIRED
 #define MULTI K_MULTI
 
-/* Columns as in struct cfg_key. Keep docs/configuration.md and
- * config/estgw.conf in step with this table. */
+/* Columns as in struct cfg_key; the last one says whether a reload applies
+ * the key (LIVE: what reads it gets the new config in coap_server_reload,
+ * upstream_reload, proxy_reload or main.c) or only a restart (RESTART: the
+ * sockets, and [brski], whose state is made once from the start-up config).
+ * Keep docs/configuration.md, docs/man/estgw.conf.5 and config/estgw.conf in
+ * step with this table (tests/unit/test_config_docs.c checks them). */
 static const struct cfg_key schema[] = {
-	{ "server",   "listen",          set_listen, NULL,      0,    0,          SRV(listen),         NO_SRC,                REQ | MULTI },
-	{ "server",   "certificate",     set_file,   NULL,      0,    0,          SRV(certificate),    SRV(certificate_src),  REQ },
-	{ "server",   "private_key",     set_file,   NULL,      0,    0,          SRV(private_key),    SRV(private_key_src),  REQ },
-	{ "server",   "client_trust",    set_file,   NULL,      0,    0,          SRV(client_trust),   SRV(client_trust_src), REQ },
-	{ "server",   "root",            set_root,   NULL,      0,    0,          SRV(root),           SRV(root_src),         0 },
-	{ "server",   "max_body",        set_u32,    "16384",   1024, 1048576,    SRV(max_body),       NO_SRC,                0 },
-	{ "server",   "idle_timeout",    set_u32,    "300",     1,    86400,      SRV(idle_timeout),   NO_SRC,                0 },
-	{ "server",   "max_sessions",    set_u32,    "1000",    1,    1000000,    SRV(max_sessions),   NO_SRC,                0 },
-	{ "server",   "max_handshakes",  set_u32,    "100",     1,    100000,     SRV(max_handshakes), NO_SRC,                0 },
-	{ "server",   "reasm_per_session", set_u32,  "4",       1,    64,         SRV(reasm_per_session), NO_SRC,             0 },
-	{ "server",   "reasm_total",     set_u32,    "256",     1,    100000,     SRV(reasm_total),    NO_SRC,                0 },
-	{ "server",   "reasm_total_bytes", set_u32,  "67108864", 1024, 1073741824, SRV(reasm_total_bytes), NO_SRC,            0 },
-	{ "server",   "rate_limit",      set_u32,    "600",     0,    1000000,    SRV(rate_limit),     NO_SRC,                0 },
-	{ "server",   "serverkeygen",    set_skg,    "upstream", 0,   0,          SRV(serverkeygen),   NO_SRC,                0 },
-	{ "server",   "shutdown_grace",  set_u32,    "10",      0,    3600,       SRV(shutdown_grace), NO_SRC,                0 },
-	{ "upstream", "url",             set_url,    NULL,      0,    0,          UP(url),             UP(url_src),           REQ },
-	{ "upstream", "trust",           set_file,   NULL,      0,    0,          UP(trust),           UP(trust_src),         REQ },
-	{ "upstream", "certificate",     set_file,   NULL,      0,    0,          UP(certificate),     UP(certificate_src),   REQ },
-	{ "upstream", "private_key",     set_file,   NULL,      0,    0,          UP(private_key),     UP(private_key_src),   REQ },
-	{ "upstream", "timeout",         set_u32,    "30",      1,    3600,       UP(timeout),         NO_SRC,                0 },
-	{ "upstream", "connect_timeout", set_u32,    "10",      1,    3600,       UP(connect_timeout), NO_SRC,                0 },
-	{ "upstream", "answer_within",   set_u32,    "5",       1,    3600,       UP(answer_within),   NO_SRC,                0 },
-	{ "upstream", "max_response",    set_u32,    "1048576", 1024, 67108864,   UP(max_response),    NO_SRC,                0 },
-	{ "upstream", "crts_refresh",    set_u32,    "300",     1,    604800,     UP(crts_refresh),    NO_SRC,                0 },
-	{ "upstream", "retry_default",   set_u32,    "60",      0,    UINT32_MAX, UP(retry_default),   NO_SRC,                0 },
-	{ "upstream", "max_age_min",     set_u32,    "1",       0,    UINT32_MAX, UP(max_age_min),     NO_SRC,                0 },
-	{ "upstream", "max_age_max",     set_u32,    "86400",   0,    UINT32_MAX, UP(max_age_max),     NO_SRC,                0 },
-	{ "upstream", "send_cte",        set_bool,   "yes",     0,    0,          UP(send_cte),        NO_SRC,                0 },
-	{ "upstream", "max_concurrent",  set_u32,    "32",      1,    4096,       UP(max_concurrent),  NO_SRC,                0 },
-	{ "upstream", "queue",           set_u32,    "256",     0,    65536,      UP(queue),           NO_SRC,                0 },
-	{ "upstream", "keep_issued",     set_u32,    "600",     0,    86400,      UP(keep_issued),     NO_SRC,                0 },
-	{ "upstream", "max_kept",        set_u32,    "1024",    1,    1048576,    UP(max_kept),        NO_SRC,                0 },
-	{ "policy",   "pop",             set_pop,    "if-present", 0, 0,          POL(pop),            NO_SRC,                0 },
-	{ "policy",   "match_serial",    set_bool,   "no",      0,    0,          POL(match_serial),   NO_SRC,                0 },
-	{ "policy",   "allow_expired_idevid", set_bool_src, "no", 0,  0,          POL(allow_expired_idevid), POL(allow_expired_idevid_src), 0 },
-	{ "policy",   "idevid_trust",    set_file,   NULL,      0,    0,          POL(idevid_trust),   POL(idevid_trust_src), 0 },
-	{ "policy",   "ldevid_trust",    set_file,   NULL,      0,    0,          POL(ldevid_trust),   POL(ldevid_trust_src), 0 },
-	{ "policy",   "idevid_ops",      set_ops,    "crts att sen skg skc", 0, 0, POL(idevid_ops),    NO_SRC,                0 },
-	{ "policy",   "ldevid_ops",      set_ops,    ALL_OPS,   0,    0,          POL(ldevid_ops),     NO_SRC,                0 },
-	{ "policy",   "other_ops",       set_ops,    ALL_OPS,   0,    0,          POL(other_ops),      NO_SRC,                0 },
-	{ "log",      "level",           set_level,  "info",    0,    0,          LG(level),           NO_SRC,                0 },
-	{ "brski",    "enabled",         set_bool,   "no",      0,    0,          BR(enabled),         BR(enabled_src),       0 },
-	{ "brski",    "manufacturer_trust", set_file, NULL,     0,    0,          BR(manufacturer_trust), BR(manufacturer_trust_src), 0 },
-	{ "brski",    "masa_trust",      set_file,   NULL,      0,    0,          BR(masa_trust),      BR(masa_trust_src),    0 },
-	{ "brski",    "masa_url",        set_masa_url, NULL,    0,    0,          BR(masa_url),        BR(masa_url_src),      0 },
-	{ "brski",    "masa_certificate", set_file,  NULL,      0,    0,          BR(masa_certificate), BR(masa_certificate_src), 0 },
-	{ "brski",    "masa_private_key", set_file,  NULL,      0,    0,          BR(masa_private_key), BR(masa_private_key_src), 0 },
-	{ "brski",    "masa_timeout",    set_u32,    "30",      1,    3600,       BR(masa_timeout),    NO_SRC,                0 },
-	{ "brski",    "max_pending",     set_u32,    "64",      1,    4096,       BR(max_pending),     NO_SRC,                0 },
-	{ "brski",    "legacy_media_type", set_bool, "no",      0,    0,          BR(legacy_media_type), NO_SRC,              0 },
-	{ "brski",    "manufacturer",    set_manufacturer, NULL, 0,   0,          BR(mfr),             NO_SRC,                MULTI },
-	{ "log",      "format",          set_format, "text",    0,    0,          LG(format),          NO_SRC,                0 },
-	{ "log",      "keylog_file",     set_outfile, NULL,     0,    0,          LG(keylog_file),     LG(keylog_file_src),   0 },
-	{ "metrics",  "listen",          set_hostport, NULL,    0,    0,          MT(listen),          MT(listen_src),        0 },
-	{ "metrics",  "crts_max_age",    set_u32,    "900",     1,    2592000,    MT(crts_max_age),    NO_SRC,                0 },
+	{ "server",   "listen",          set_listen, NULL,      0,    0,          SRV(listen),         NO_SRC,                REQ | MULTI, RESTART },
+	{ "server",   "certificate",     set_file,   NULL,      0,    0,          SRV(certificate),    SRV(certificate_src),  REQ, LIVE },
+	{ "server",   "private_key",     set_file,   NULL,      0,    0,          SRV(private_key),    SRV(private_key_src),  REQ, LIVE },
+	{ "server",   "client_trust",    set_file,   NULL,      0,    0,          SRV(client_trust),   SRV(client_trust_src), REQ, LIVE },
+	{ "server",   "root",            set_root,   NULL,      0,    0,          SRV(root),           SRV(root_src),         0, LIVE },
+	{ "server",   "max_body",        set_u32,    "16384",   1024, 1048576,    SRV(max_body),       NO_SRC,                0, LIVE },
+	{ "server",   "idle_timeout",    set_u32,    "300",     1,    86400,      SRV(idle_timeout),   NO_SRC,                0, LIVE },
+	{ "server",   "max_sessions",    set_u32,    "1000",    1,    1000000,    SRV(max_sessions),   NO_SRC,                0, LIVE },
+	{ "server",   "max_handshakes",  set_u32,    "100",     1,    100000,     SRV(max_handshakes), NO_SRC,                0, LIVE },
+	{ "server",   "reasm_per_session", set_u32,  "4",       1,    64,         SRV(reasm_per_session), NO_SRC,             0, LIVE },
+	{ "server",   "reasm_total",     set_u32,    "256",     1,    100000,     SRV(reasm_total),    NO_SRC,                0, LIVE },
+	{ "server",   "reasm_total_bytes", set_u32,  "67108864", 1024, 1073741824, SRV(reasm_total_bytes), NO_SRC,            0, LIVE },
+	{ "server",   "rate_limit",      set_u32,    "600",     0,    1000000,    SRV(rate_limit),     NO_SRC,                0, LIVE },
+	{ "server",   "serverkeygen",    set_skg,    "upstream", 0,   0,          SRV(serverkeygen),   NO_SRC,                0, LIVE },
+	{ "server",   "shutdown_grace",  set_u32,    "10",      0,    3600,       SRV(shutdown_grace), NO_SRC,                0, LIVE },
+	{ "upstream", "url",             set_url,    NULL,      0,    0,          UP(url),             UP(url_src),           REQ, LIVE },
+	{ "upstream", "trust",           set_file,   NULL,      0,    0,          UP(trust),           UP(trust_src),         REQ, LIVE },
+	{ "upstream", "certificate",     set_file,   NULL,      0,    0,          UP(certificate),     UP(certificate_src),   REQ, LIVE },
+	{ "upstream", "private_key",     set_file,   NULL,      0,    0,          UP(private_key),     UP(private_key_src),   REQ, LIVE },
+	{ "upstream", "timeout",         set_u32,    "30",      1,    3600,       UP(timeout),         NO_SRC,                0, LIVE },
+	{ "upstream", "connect_timeout", set_u32,    "10",      1,    3600,       UP(connect_timeout), NO_SRC,                0, LIVE },
+	{ "upstream", "answer_within",   set_u32,    "5",       1,    3600,       UP(answer_within),   NO_SRC,                0, LIVE },
+	{ "upstream", "max_response",    set_u32,    "1048576", 1024, 67108864,   UP(max_response),    NO_SRC,                0, LIVE },
+	{ "upstream", "crts_refresh",    set_u32,    "300",     1,    604800,     UP(crts_refresh),    NO_SRC,                0, LIVE },
+	{ "upstream", "retry_default",   set_u32,    "60",      0,    UINT32_MAX, UP(retry_default),   NO_SRC,                0, LIVE },
+	{ "upstream", "max_age_min",     set_u32,    "1",       0,    UINT32_MAX, UP(max_age_min),     NO_SRC,                0, LIVE },
+	{ "upstream", "max_age_max",     set_u32,    "86400",   0,    UINT32_MAX, UP(max_age_max),     NO_SRC,                0, LIVE },
+	{ "upstream", "send_cte",        set_bool,   "yes",     0,    0,          UP(send_cte),        NO_SRC,                0, LIVE },
+	{ "upstream", "max_concurrent",  set_u32,    "32",      1,    4096,       UP(max_concurrent),  NO_SRC,                0, LIVE },
+	{ "upstream", "queue",           set_u32,    "256",     0,    65536,      UP(queue),           NO_SRC,                0, LIVE },
+	{ "upstream", "keep_issued",     set_u32,    "600",     0,    86400,      UP(keep_issued),     NO_SRC,                0, LIVE },
+	{ "upstream", "max_kept",        set_u32,    "1024",    1,    1048576,    UP(max_kept),        NO_SRC,                0, LIVE },
+	{ "policy",   "pop",             set_pop,    "if-present", 0, 0,          POL(pop),            NO_SRC,                0, LIVE },
+	{ "policy",   "match_serial",    set_bool,   "no",      0,    0,          POL(match_serial),   NO_SRC,                0, LIVE },
+	{ "policy",   "allow_expired_idevid", set_bool_src, "no", 0,  0,          POL(allow_expired_idevid), POL(allow_expired_idevid_src), 0, LIVE },
+	{ "policy",   "idevid_trust",    set_file,   NULL,      0,    0,          POL(idevid_trust),   POL(idevid_trust_src), 0, LIVE },
+	{ "policy",   "ldevid_trust",    set_file,   NULL,      0,    0,          POL(ldevid_trust),   POL(ldevid_trust_src), 0, LIVE },
+	{ "policy",   "idevid_ops",      set_ops,    "crts att sen skg skc", 0, 0, POL(idevid_ops),    NO_SRC,                0, LIVE },
+	{ "policy",   "ldevid_ops",      set_ops,    ALL_OPS,   0,    0,          POL(ldevid_ops),     NO_SRC,                0, LIVE },
+	{ "policy",   "other_ops",       set_ops,    ALL_OPS,   0,    0,          POL(other_ops),      NO_SRC,                0, LIVE },
+	{ "log",      "level",           set_level,  "info",    0,    0,          LG(level),           NO_SRC,                0, LIVE },
+	{ "brski",    "enabled",         set_bool,   "no",      0,    0,          BR(enabled),         BR(enabled_src),       0, RESTART },
+	{ "brski",    "manufacturer_trust", set_file, NULL,     0,    0,          BR(manufacturer_trust), BR(manufacturer_trust_src), 0, RESTART },
+	{ "brski",    "masa_trust",      set_file,   NULL,      0,    0,          BR(masa_trust),      BR(masa_trust_src),    0, RESTART },
+	{ "brski",    "masa_url",        set_masa_url, NULL,    0,    0,          BR(masa_url),        BR(masa_url_src),      0, RESTART },
+	{ "brski",    "masa_certificate", set_file,  NULL,      0,    0,          BR(masa_certificate), BR(masa_certificate_src), 0, RESTART },
+	{ "brski",    "masa_private_key", set_file,  NULL,      0,    0,          BR(masa_private_key), BR(masa_private_key_src), 0, RESTART },
+	{ "brski",    "masa_timeout",    set_u32,    "30",      1,    3600,       BR(masa_timeout),    NO_SRC,                0, RESTART },
+	{ "brski",    "max_pending",     set_u32,    "64",      1,    4096,       BR(max_pending),     NO_SRC,                0, RESTART },
+	{ "brski",    "legacy_media_type", set_bool, "no",      0,    0,          BR(legacy_media_type), NO_SRC,              0, RESTART },
+	{ "brski",    "manufacturer",    set_manufacturer, NULL, 0,   0,          BR(mfr),             NO_SRC,                MULTI, RESTART },
+	{ "log",      "format",          set_format, "text",    0,    0,          LG(format),          NO_SRC,                0, LIVE },
+	{ "log",      "keylog_file",     set_outfile, NULL,     0,    0,          LG(keylog_file),     LG(keylog_file_src),   0, RESTART },
+	{ "metrics",  "listen",          set_addr,   NULL,      0,    0,          MT(listen),          MT(listen_src),        0, RESTART },
+	{ "metrics",  "crts_max_age",    set_u32,    "900",     1,    2592000,    MT(crts_max_age),    NO_SRC,                0, LIVE },
 };
 
 #define N_KEYS ARRAY_SIZE(schema)
+_Static_assert(N_KEYS <= ESTGW_CFG_MAX_KEYS, "raise ESTGW_CFG_MAX_KEYS");
 
 /** Pairs of keys in one section where the first must not exceed the second. */
 static const struct {
@@ -238,7 +253,14 @@ static int store_str(struct load *ld, const struct cfg_key *k, const char *val,
 	return 0;
 }
 
-/* ---- listen ------------------------------------------------------------ */
+/* ---- listen addresses -------------------------------------------------- */
+
+/* "IPv4:port" or "[IPv6]:port" into a socket address, here and only here:
+ * coap_server.c and metrics_http.c bind what this made. A host name is
+ * refused rather than resolved: a reload reads the file on the event loop,
+ * where a getaddrinfo() could wait for DNS, a name may stand for several
+ * addresses (only one could be bound), and a numeric address means --check
+ * and start-up cannot disagree. */
 
 static int parse_port(const char *s)
 {
@@ -254,34 +276,34 @@ static int parse_port(const char *s)
 	return v >= 1 && v <= 65535 ? (int)v : -1;
 }
 
-/** Host part without brackets: an IPv4 literal or a DNS name. */
-static const char *host_problem(const char *h, size_t len)
+/** Host part without brackets: an IPv4 address. */
+static const char *v4_host(const char *h, size_t len, struct sockaddr_in *sin)
 {
 	char ip[INET_ADDRSTRLEN];
-	struct in_addr a;
 
 	if (len == 0)
 		return "the host is empty";
-	if (len > 253)
-		return "the host name is too long";
-	if (strspn(h, "0123456789.") >= len) {
-		if (len >= sizeof(ip))
-			return "not an IPv4 address";
-		memcpy(ip, h, len);
-		ip[len] = '\0';
-		return inet_pton(AF_INET, ip, &a) == 1 ? NULL : "not an IPv4 address";
+	if (strspn(h, "0123456789.") < len) {
+		for (size_t i = 0; i < len; i++)
+			if (!isalnum((unsigned char)h[i]) && h[i] != '-' && h[i] != '.')
+				return "not an IP address";
+		return "a host name; names are not resolved: write an IP address "
+		       "(127.0.0.1:5684, [::1]:5684, [::]:5684)";
 	}
-	for (size_t i = 0; i < len; i++)
-		if (!isalnum((unsigned char)h[i]) && h[i] != '-' && h[i] != '.')
-			return "the host has characters other than letters, digits, '-' and '.'";
+	if (len >= sizeof(ip))
+		return "not an IPv4 address";
+	memcpy(ip, h, len);
+	ip[len] = '\0';
+	if (inet_pton(AF_INET, ip, &sin->sin_addr) != 1)
+		return "not an IPv4 address";
+	sin->sin_family = AF_INET;
 	return NULL;
 }
 
-/** "[v6]:port" */
-static const char *v6_problem(const char *v, const char **port)
+/** "[v6]:port": the address, and where the port starts. */
+static const char *v6_host(const char *v, const char **port, struct sockaddr_in6 *sin6)
 {
 	char ip[INET6_ADDRSTRLEN];
-	struct in6_addr a;
 	const char *close = strchr(v, ']');
 	size_t len;
 
@@ -292,56 +314,108 @@ static const char *v6_problem(const char *v, const char **port)
 		return "not an IPv6 address between [ and ]";
 	memcpy(ip, v + 1, len);
 	ip[len] = '\0';
-	if (inet_pton(AF_INET6, ip, &a) != 1)
+	if (inet_pton(AF_INET6, ip, &sin6->sin6_addr) != 1)
 		return "not an IPv6 address between [ and ]";
+	sin6->sin6_family = AF_INET6;
 	*port = close + 2;
 	return NULL;
 }
 
-/** NULL if @p v is "host:port" or "[v6]:port", else the reason. */
-static const char *listen_problem(const char *v)
+/** "::1:5684": the host part, or all of @p v, is an IPv6 address. */
+static int v6_unbracketed(const char *v, size_t hostlen)
 {
-	const char *port, *colon, *why;
+	char ip[INET6_ADDRSTRLEN];
+	struct in6_addr a;
+	size_t len = strlen(v);
 
+	if (hostlen < sizeof(ip)) {
+		memcpy(ip, v, hostlen);
+		ip[hostlen] = '\0';
+		if (inet_pton(AF_INET6, ip, &a) == 1)
+			return 1;
+	}
+	return len < sizeof(ip) && inet_pton(AF_INET6, v, &a) == 1;
+}
+
+/** @p v into @p a (zeroed first); NULL, or the reason it is not an address. */
+static const char *parse_addr(const char *v, struct estgw_addr *a)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)&a->sa;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a->sa;
+	const char *port, *colon, *why;
+	int p = 0;
+
+	memset(a, 0, sizeof(*a));
 	if (v[0] == '[') {
-		why = v6_problem(v, &port);
-		if (why)
-			return why;
+		why = v6_host(v, &port, sin6);
 	} else {
 		colon = strrchr(v, ':');
 		if (!colon)
-			return "expected host:port or [IPv6-address]:port";
+			return "expected IPv4-address:port or [IPv6-address]:port";
 		if (memchr(v, ':', (size_t)(colon - v)))
-			return "an IPv6 address needs brackets: [address]:port";
-		why = host_problem(v, (size_t)(colon - v));
-		if (why)
-			return why;
+			return v6_unbracketed(v, (size_t)(colon - v)) ?
+				       "an IPv6 address needs brackets: [address]:port" :
+				       "expected IPv4-address:port or [IPv6-address]:port";
+		why = v4_host(v, (size_t)(colon - v), sin);
 		port = colon + 1;
 	}
-	return parse_port(port) < 0 ? "the port must be a number from 1 to 65535" : NULL;
+	if (!why && (p = parse_port(port)) < 0)
+		why = "the port must be a number from 1 to 65535";
+	if (!why && strlen(v) >= sizeof(a->text))
+		why = "too long"; /* cannot happen: the longest form has 53 characters */
+	if (why) {
+		memset(a, 0, sizeof(*a));
+		return why;
+	}
+	if (a->sa.ss_family == AF_INET6) {
+		sin6->sin6_port = htons((uint16_t)p);
+		a->salen = sizeof(*sin6);
+	} else {
+		sin->sin_port = htons((uint16_t)p);
+		a->salen = sizeof(*sin);
+	}
+	strcpy(a->text, v);
+	return NULL;
 }
 
+static int addr_equal(const struct estgw_addr *a, const struct estgw_addr *b)
+{
+	return a->salen == b->salen && memcmp(&a->sa, &b->sa, a->salen) == 0;
+}
+
+/** [server] listen: one more address (the key repeats). */
 static int set_listen(struct load *ld, const struct cfg_key *k, const char *val,
 		      unsigned line)
 {
 	struct estgw_config *cfg = ld->cfg;
 	size_t n = cfg->server.nlisten;
-	const char *why = listen_problem(val);
+	struct estgw_addr a;
+	const char *why = parse_addr(val, &a);
 
 	if (why)
 		return fail_key(ld, k, line, -EINVAL, "bad address '%s': %s", val, why);
 	for (size_t i = 0; i < n; i++)
-		if (strcmp(cfg->server.listen[i], val) == 0)
+		if (addr_equal(&cfg->server.listen[i], &a))
 			return fail_key(ld, k, line, -EINVAL, "'%s' is already listed on line %u",
 					val, cfg->server.listen_src[i].line);
 	if (n >= ESTGW_MAX_LISTEN)
 		return fail_key(ld, k, line, -E2BIG, "too many listen addresses (at most %d)",
 				ESTGW_MAX_LISTEN);
-	cfg->server.listen[n] = strdup(val);
-	if (!cfg->server.listen[n])
-		return fail_key(ld, k, line, -ENOMEM, "out of memory");
+	cfg->server.listen[n] = a;
 	cfg->server.listen_src[n].line = line;
 	cfg->server.nlisten = n + 1;
+	return 0;
+}
+
+/** One address (the metrics listener): same forms as [server] listen. */
+static int set_addr(struct load *ld, const struct cfg_key *k, const char *val,
+		    unsigned line)
+{
+	const char *why = parse_addr(val, field(ld, k->off));
+
+	if (why)
+		return fail_key(ld, k, line, -EINVAL, "bad address '%s': %s", val, why);
+	set_src(ld, k, line);
 	return 0;
 }
 
@@ -777,17 +851,6 @@ static int set_format(struct load *ld, const struct cfg_key *k, const char *val,
 	return fail_key(ld, k, line, -EINVAL, "'%s' is not a log format (text/json)", val);
 }
 
-/** One "host:port" (the metrics listener): same forms as [server] listen. */
-static int set_hostport(struct load *ld, const struct cfg_key *k, const char *val,
-			unsigned line)
-{
-	const char *why = listen_problem(val);
-
-	if (why)
-		return fail_key(ld, k, line, -EINVAL, "bad address '%s': %s", val, why);
-	return store_str(ld, k, val, strlen(val), line);
-}
-
 /* ---- reading lines ----------------------------------------------------- */
 
 static int section_known(const char *name, size_t len)
@@ -1020,15 +1083,25 @@ int estgw_config_load(const char *path, struct estgw_config *cfg, char *err,
 	free(ld.dir);
 	if (rc)
 		estgw_config_free(cfg);
+	else
+		memcpy(cfg->key_line, ld.seen, sizeof(ld.seen));
 	return rc;
+}
+
+static void mfr_free(struct estgw_brski_mfr *m)
+{
+	free(m->ca);
+	free(m->masa_url);
+	free(m->trust);
+	free(m->certificate);
+	free(m->private_key);
+	memset(m, 0, sizeof(*m));
 }
 
 void estgw_config_free(struct estgw_config *cfg)
 {
 	if (!cfg)
 		return;
-	for (size_t i = 0; i < cfg->server.nlisten; i++)
-		free(cfg->server.listen[i]);
 	free(cfg->path);
 	free(cfg->server.certificate);
 	free(cfg->server.private_key);
@@ -1045,33 +1118,204 @@ void estgw_config_free(struct estgw_config *cfg)
 	free(cfg->brski.masa_url);
 	free(cfg->brski.masa_certificate);
 	free(cfg->brski.masa_private_key);
-	for (size_t i = 0; i < cfg->brski.nmfr; i++) {
-		struct estgw_brski_mfr *m = &cfg->brski.mfr[i];
-		free(m->ca);
-		free(m->masa_url);
-		free(m->trust);
-		free(m->certificate);
-		free(m->private_key);
-	}
-	free(cfg->metrics.listen);
+	for (size_t i = 0; i < cfg->brski.nmfr; i++)
+		mfr_free(&cfg->brski.mfr[i]);
 	free(cfg->log.keylog_file);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
-/* ---- the schema for docs and drift tests -------------------------------- */
+/* ---- value kinds: the type name, comparing and copying a value ---------- */
+
+/** How a setter stores its value at the key's offset. */
+enum value_kind {
+	V_STR,    /* char *, NULL: unset */
+	V_U32,    /* uint32_t */
+	V_INT,    /* int: booleans and enums */
+	V_LISTEN, /* [server] listen: the address array and its count */
+	V_ADDR,   /* one struct estgw_addr */
+	V_MFR,    /* [brski] manufacturer lines */
+};
 
 static const struct {
 	cfg_setter set;
-	const char *type;
+	const char *type; /* for docs: estgw.conf(5) "Type:" */
+	enum value_kind kind;
 } setter_types[] = {
-	{ set_listen, "address" }, { set_file, "file" },     { set_root, "path" },
-	{ set_outfile, "output file" },
-	{ set_url, "url" },        { set_u32, "integer" },   { set_bool, "boolean" },
-	{ set_level, "enum" },     { set_format, "enum" },   { set_hostport, "address" },
-	{ set_pop, "enum" },       { set_skg, "enum" },      { set_bool_src, "boolean" },
-	{ set_ops, "operations" }, { set_masa_url, "MASA URL" },
-	{ set_manufacturer, "line" },
+	{ set_listen, "address", V_LISTEN },  { set_file, "file", V_STR },
+	{ set_root, "path", V_STR },          { set_url, "url", V_STR },
+	{ set_u32, "integer", V_U32 },        { set_bool, "boolean", V_INT },
+	{ set_level, "enum", V_INT },         { set_format, "enum", V_INT },
+	{ set_addr, "address", V_ADDR },      { set_pop, "enum", V_INT },
+	{ set_skg, "enum", V_INT },           { set_bool_src, "boolean", V_INT },
+	{ set_ops, "operations", V_U32 },     { set_masa_url, "MASA URL", V_STR },
+	{ set_manufacturer, "line", V_MFR }, { set_outfile, "output file", V_STR },
 };
+
+static int kind_of(const struct cfg_key *k, enum value_kind *kind)
+{
+	for (size_t t = 0; t < ARRAY_SIZE(setter_types); t++) {
+		if (setter_types[t].set == k->set) {
+			*kind = setter_types[t].kind;
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+static const void *cfield(const struct estgw_config *cfg, size_t off)
+{
+	return (const char *)cfg + off;
+}
+
+static int str_equal(const char *a, const char *b)
+{
+	return a && b ? strcmp(a, b) == 0 : a == b;
+}
+
+/** The same set of addresses, in any order (each is listed once). */
+static int listen_equal(const struct estgw_config *a, const struct estgw_config *b)
+{
+	if (a->server.nlisten != b->server.nlisten)
+		return 0;
+	for (size_t i = 0; i < a->server.nlisten; i++) {
+		size_t j = 0;
+
+		while (j < b->server.nlisten && !addr_equal(&a->server.listen[i], &b->server.listen[j]))
+			j++;
+		if (j == b->server.nlisten)
+			return 0;
+	}
+	return 1;
+}
+
+static int mfr_equal(const struct estgw_brski_mfr *a, const struct estgw_brski_mfr *b)
+{
+	return str_equal(a->ca, b->ca) && str_equal(a->masa_url, b->masa_url) &&
+	       str_equal(a->trust, b->trust) && str_equal(a->certificate, b->certificate) &&
+	       str_equal(a->private_key, b->private_key) && a->legacy == b->legacy;
+}
+
+/** Manufacturer lines in order (an IDevID's first matching line counts). */
+static int mfrs_equal(const struct estgw_config *a, const struct estgw_config *b)
+{
+	if (a->brski.nmfr != b->brski.nmfr)
+		return 0;
+	for (size_t i = 0; i < a->brski.nmfr; i++)
+		if (!mfr_equal(&a->brski.mfr[i], &b->brski.mfr[i]))
+			return 0;
+	return 1;
+}
+
+static int value_equal(enum value_kind kind, const struct estgw_config *a,
+		       const struct estgw_config *b, size_t off)
+{
+	switch (kind) {
+	case V_STR:
+		return str_equal(*(char *const *)cfield(a, off), *(char *const *)cfield(b, off));
+	case V_U32:
+		return *(const uint32_t *)cfield(a, off) == *(const uint32_t *)cfield(b, off);
+	case V_INT:
+		return *(const int *)cfield(a, off) == *(const int *)cfield(b, off);
+	case V_ADDR:
+		return addr_equal(cfield(a, off), cfield(b, off));
+	case V_LISTEN:
+		return listen_equal(a, b);
+	case V_MFR:
+		return mfrs_equal(a, b);
+	}
+	return 0;
+}
+
+static int dup_str(char **dst, const char *src)
+{
+	char *copy = src ? strdup(src) : NULL;
+
+	if (src && !copy)
+		return -ENOMEM;
+	free(*dst);
+	*dst = copy;
+	return 0;
+}
+
+static int mfr_copy(struct estgw_brski_mfr *dst, const struct estgw_brski_mfr *src)
+{
+	int rc = dup_str(&dst->ca, src->ca);
+
+	if (!rc)
+		rc = dup_str(&dst->masa_url, src->masa_url);
+	if (!rc)
+		rc = dup_str(&dst->trust, src->trust);
+	if (!rc)
+		rc = dup_str(&dst->certificate, src->certificate);
+	if (!rc)
+		rc = dup_str(&dst->private_key, src->private_key);
+	dst->legacy = src->legacy;
+	dst->line = src->line;
+	return rc;
+}
+
+static int mfrs_copy(struct estgw_config *dst, const struct estgw_config *src)
+{
+	for (size_t i = 0; i < dst->brski.nmfr; i++)
+		mfr_free(&dst->brski.mfr[i]);
+	dst->brski.nmfr = 0;
+	for (size_t i = 0; i < src->brski.nmfr; i++) {
+		dst->brski.nmfr = i + 1; /* freed with @p dst whatever happens */
+		if (mfr_copy(&dst->brski.mfr[i], &src->brski.mfr[i]) != 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/** @p src's value of the key at @p off into @p dst. */
+static int value_copy(enum value_kind kind, struct estgw_config *dst,
+		      const struct estgw_config *src, size_t off)
+{
+	switch (kind) {
+	case V_STR:
+		return dup_str((char **)((char *)dst + off), *(char *const *)cfield(src, off));
+	case V_U32:
+		*(uint32_t *)((char *)dst + off) = *(const uint32_t *)cfield(src, off);
+		return 0;
+	case V_INT:
+		*(int *)((char *)dst + off) = *(const int *)cfield(src, off);
+		return 0;
+	case V_ADDR:
+		memcpy((char *)dst + off, cfield(src, off), sizeof(struct estgw_addr));
+		return 0;
+	case V_LISTEN:
+		memcpy(dst->server.listen, src->server.listen, sizeof(dst->server.listen));
+		memcpy(dst->server.listen_src, src->server.listen_src,
+		       sizeof(dst->server.listen_src));
+		dst->server.nlisten = src->server.nlisten;
+		return 0;
+	case V_MFR:
+		return mfrs_copy(dst, src);
+	}
+	return -EINVAL;
+}
+
+/* ---- reload: the schema's RESTART column --------------------------------- */
+
+int estgw_config_keep_restart(const struct estgw_config *cur, struct estgw_config *next,
+			      estgw_cfg_kept_fn kept, void *arg)
+{
+	for (size_t i = 0; i < N_KEYS; i++) {
+		const struct cfg_key *k = &schema[i];
+		enum value_kind kind;
+
+		if (k->apply != RESTART || kind_of(k, &kind) != 0 ||
+		    value_equal(kind, cur, next, k->off))
+			continue;
+		if (kept)
+			kept(arg, k->section, k->name, next->key_line[i]);
+		if (value_copy(kind, next, cur, k->off) != 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* ---- the schema for docs and drift tests -------------------------------- */
 
 int estgw_config_key_info(size_t i, struct estgw_cfg_keyinfo *out)
 {
@@ -1086,6 +1330,7 @@ int estgw_config_key_info(size_t i, struct estgw_cfg_keyinfo *out)
 	out->max = k->max;
 	out->required = !!(k->flags & K_REQUIRED);
 	out->multi = !!(k->flags & K_MULTI);
+	out->live = k->apply == LIVE;
 	out->type = "?";
 	for (size_t t = 0; t < ARRAY_SIZE(setter_types); t++)
 		if (setter_types[t].set == k->set)

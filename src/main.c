@@ -216,77 +216,57 @@ static void apply_log_settings(const struct gateway *gw)
 	estgw_log_set_level(gw->opt->verbose ? LOG_DEBUG : gw->cfg->log.level);
 }
 
-static int same_listen(const struct estgw_config *a, const struct estgw_config *b)
+/** The restart-only keys (the schema's RESTART column) a reload found
+ *  changed: named once the reload is known to go through. */
+struct kept_key {
+	const char *section, *key; /* the schema's own strings */
+	unsigned line;
+};
+
+struct kept_keys {
+	struct kept_key k[ESTGW_CFG_MAX_KEYS];
+	size_t n;
+};
+
+static void note_kept(void *arg, const char *section, const char *key, unsigned line)
 {
-	if (a->server.nlisten != b->server.nlisten)
-		return 0;
-	for (size_t i = 0; i < a->server.nlisten; i++)
-		if (strcmp(a->server.listen[i], b->server.listen[i]) != 0)
-			return 0;
-	return 1;
+	struct kept_keys *kk = arg;
+
+	if (kk->n < ESTGW_CFG_MAX_KEYS)
+		kk->k[kk->n++] = (struct kept_key){ section, key, line };
 }
 
-/** [log] keylog_file is opened once: a reload that changes it says so and
- *  keeps the running file (or none). */
-static void keep_keylog(const struct estgw_config *cur, struct estgw_config *next)
+static void log_kept(const struct kept_keys *kk, const char *path)
 {
-	const char *ck = cur->log.keylog_file, *nk = next->log.keylog_file;
-
-	if (!ck && !nk)
-		return;
-	if (!ck || !nk || strcmp(ck, nk) != 0)
-		log_warn("reload", "%s:%u: [log] keylog_file changed: needs a restart, the "
-			 "key log stays %s%s", next->path, next->log.keylog_file_src.line,
-			 ck ? "on: " : "off", ck ? ck : "");
-	free(next->log.keylog_file);
-	next->log.keylog_file = ck ? strdup(ck) : NULL;
-	next->log.keylog_file_src = cur->log.keylog_file_src;
-}
-
-/** Keys only a restart applies: name them, and keep the running values in
- *  @p next so that it describes what is in force. */
-static void keep_restart_keys(const struct estgw_config *cur, struct estgw_config *next)
-{
-	const char *ml = cur->metrics.listen, *nl = next->metrics.listen;
-
-	if (!same_listen(cur, next))
-		log_warn("reload", "%s:%u: [server] listen changed: needs a restart, "
-			 "still listening on the old addresses", next->path,
-			 next->server.listen_src[0].line);
-	if ((ml || nl) && (!ml || !nl || strcmp(ml, nl) != 0))
-		log_warn("reload", "%s:%u: [metrics] listen changed: needs a restart, "
-			 "still serving the old address", next->path,
-			 next->metrics.listen_src.line);
-	for (size_t i = 0; i < next->server.nlisten; i++)
-		free(next->server.listen[i]);
-	next->server.nlisten = 0;
-	for (size_t i = 0; i < cur->server.nlisten; i++) {
-		next->server.listen[i] = strdup(cur->server.listen[i]);
-		if (!next->server.listen[i])
-			break; /* only names what is in force; nothing reads it again */
-		next->server.listen_src[i] = cur->server.listen_src[i];
-		next->server.nlisten = i + 1;
-	}
-	free(next->metrics.listen);
-	next->metrics.listen = ml ? strdup(ml) : NULL;
-	keep_keylog(cur, next);
+	for (size_t i = 0; i < kk->n; i++)
+		log_warn("reload", "%s:%u: [%s] %s changed: needs a restart; the running "
+			 "value stays", path, kk->k[i].line, kk->k[i].section, kk->k[i].key);
 }
 
 /** SIGHUP: read everything again; on any error keep the running config. */
 static void reload(struct gateway *gw)
 {
 	char err[512] = "", warn[2048] = "";
+	struct kept_keys kept = { .n = 0 };
 	struct estgw_config *next;
+	int rc;
 
 	notify("RELOADING=1");
 	next = read_config(gw->opt->config, err, sizeof(err), warn, sizeof(warn));
-	if (next) {
-		keep_restart_keys(gw->cfg, next);
-		warn_keylog(next, warn, sizeof(warn)); /* the one in force */
+	if (next && estgw_config_keep_restart(gw->cfg, next, note_kept, &kept) != 0) {
+		snprintf(err, sizeof(err), "%s: out of memory", next->path);
+		free_config(next);
+		next = NULL;
 	}
-	if (next && coap_server_reload(gw->srv, next) != 0) {
-		snprintf(err, sizeof(err), "%s:%u: [server] certificate: the DTLS credentials "
-			 "do not load", next->path, next->server.certificate_src.line);
+	if (next)
+		warn_keylog(next, warn, sizeof(warn)); /* the one in force */
+	if (next && (rc = coap_server_reload(gw->srv, next)) != 0) {
+		if (rc == -ENOMEM)
+			snprintf(err, sizeof(err), "%s: out of memory", next->path);
+		else
+			snprintf(err, sizeof(err), "%s:%u: [server] certificate: the DTLS "
+				 "credentials do not load", next->path,
+				 next->server.certificate_src.line);
 		free_config(next);
 		next = NULL;
 	}
@@ -299,13 +279,15 @@ static void reload(struct gateway *gw)
 	upstream_reload(gw->up, next);
 	proxy_reload(gw->px, next);
 	metrics_server_set_max_age(gw->ms, next->metrics.crts_max_age);
-	/* brski keeps pointers into the config it was made with ([brski] and
-	 * the registrar key need a restart): that one lives until exit. */
+	log_kept(&kept, next->path);
+	/* brski keeps pointers into the config it was made with ([brski] keys
+	 * are restart-only, and it signs with the registrar key it loaded):
+	 * that one lives until exit. */
 	if (gw->cfg != gw->brski_cfg)
 		free_config(gw->cfg);
 	else if (gw->brski)
-		log_warn("reload", "[brski] settings and the registrar key of cBRSKI "
-			 "take effect at the next restart");
+		log_warn("reload", "cBRSKI keeps the registrar key and certificate it "
+			 "started with ([server] private_key, certificate) until a restart");
 	gw->cfg = next;
 	apply_log_settings(gw);
 	print_warnings(warn, "reload");
@@ -461,8 +443,8 @@ static int start(struct gateway *gw)
 			return -1;
 		coap_server_set_brski(gw->srv, gw->brski);
 	}
-	if (gw->cfg->metrics.listen) {
-		gw->ms = metrics_server_new(gw->base, gw->cfg->metrics.listen,
+	if (gw->cfg->metrics.listen.salen) {
+		gw->ms = metrics_server_new(gw->base, &gw->cfg->metrics.listen,
 					    gw->cfg->metrics.crts_max_age);
 		if (!gw->ms)
 			return -1;

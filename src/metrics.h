@@ -56,11 +56,13 @@ int metrics_render(time_t now, char **text, size_t *len);
 /** Forget everything (unit tests). */
 void metrics_reset(void);
 
-/** Serve GET /metrics and /healthz on @p hostport ("host:port" or
- *  "[v6]:port") with libevent's HTTP server on @p base. /healthz is 200
+struct estgw_addr;
+
+/** Serve GET /metrics and /healthz on @p addr ([metrics] listen, parsed by
+ *  config.c) with libevent's HTTP server on @p base. /healthz is 200
  *  while the CA certificate cache is at most @p crts_max_age seconds old. */
 struct metrics_server *metrics_server_new(struct event_base *base,
-					  const char *hostport,
+					  const struct estgw_addr *addr,
 					  uint32_t crts_max_age);
 /** A reload changed [metrics] crts_max_age. */
 void metrics_server_set_max_age(struct metrics_server *ms, uint32_t crts_max_age);

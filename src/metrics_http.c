@@ -2,6 +2,8 @@
  *
  * Runs on the gateway's event_base: answering at all shows the loop runs.
  * evhttp parses the requests; we bound header size, body size and time.
+ * The socket is bound to the address config.c parsed ([metrics] listen):
+ * no text is parsed here.
  */
 #include "metrics.h"
 
@@ -13,7 +15,9 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 
+#include "estgw/config.h"
 #include "estgw/log.h"
 
 struct metrics_server {
@@ -80,48 +84,39 @@ static void on_request(struct evhttp_request *req, void *arg)
 	log_debug("metrics", "GET %.80s", uri ? uri : "?");
 }
 
-/** "host:port" or "[v6]:port" into @p host and @p port. */
-static int split_hostport(const char *hp, char *host, size_t hostlen, unsigned *port)
+/** A TCP listener on the address config.c parsed; evhttp serves on it. */
+static int bind_addr(struct metrics_server *ms, struct event_base *base,
+		     const struct estgw_addr *addr)
 {
-	const char *colon;
-	size_t hl;
+	struct evconnlistener *lev;
 
-	if (hp[0] == '[') {
-		const char *end = strchr(hp, ']');
-		if (!end || end[1] != ':')
-			return -EINVAL;
-		hl = (size_t)(end - hp - 1);
-		hp++;
-		colon = end + 1;
-	} else {
-		colon = strrchr(hp, ':');
-		if (!colon)
-			return -EINVAL;
-		hl = (size_t)(colon - hp);
+	lev = evconnlistener_new_bind(base, NULL, NULL,
+				      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
+				      LEV_OPT_REUSEABLE, -1,
+				      (const struct sockaddr *)&addr->sa, (int)addr->salen);
+	if (!lev) {
+		int e = errno ? errno : EINVAL;
+
+		log_err("metrics", "cannot listen on %s (HTTP): %s", addr->text, strerror(e));
+		return -e;
 	}
-	if (hl == 0 || hl >= hostlen)
-		return -EINVAL;
-	memcpy(host, hp, hl);
-	host[hl] = '\0';
-	*port = (unsigned)strtoul(colon + 1, NULL, 10);
-	return *port >= 1 && *port <= 65535 ? 0 : -EINVAL;
+	if (!evhttp_bind_listener(ms->http, lev)) {
+		evconnlistener_free(lev);
+		log_err("metrics", "cannot serve HTTP on %s", addr->text);
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 struct metrics_server *metrics_server_new(struct event_base *base,
-					  const char *hostport,
+					  const struct estgw_addr *addr,
 					  uint32_t crts_max_age)
 {
 	struct metrics_server *ms = calloc(1, sizeof(*ms));
-	char host[256];
-	unsigned port;
 
 	if (!ms)
 		return NULL;
 	ms->crts_max_age = crts_max_age;
-	if (split_hostport(hostport, host, sizeof(host), &port) != 0) {
-		log_err("metrics", "bad listen address %s", hostport);
-		goto fail;
-	}
 	ms->http = evhttp_new(base);
 	if (!ms->http)
 		goto fail;
@@ -130,11 +125,9 @@ struct metrics_server *metrics_server_new(struct event_base *base,
 	evhttp_set_max_body_size(ms->http, 1024);
 	evhttp_set_timeout(ms->http, 10);
 	evhttp_set_gencb(ms->http, on_request, ms);
-	if (!evhttp_bind_socket_with_handle(ms->http, host, (uint16_t)port)) {
-		log_err("metrics", "cannot listen on %s (HTTP)", hostport);
+	if (bind_addr(ms, base, addr) != 0)
 		goto fail;
-	}
-	log_info("metrics", "serving /metrics and /healthz on http://%s", hostport);
+	log_info("metrics", "serving /metrics and /healthz on http://%s", addr->text);
 	return ms;
 fail:
 	metrics_server_free(ms);

@@ -52,6 +52,18 @@ void estgw_rate_free(struct estgw_rate *r)
 	free(r);
 }
 
+void estgw_rate_set(struct estgw_rate *r, uint32_t per_minute)
+{
+	const uint64_t cap = (uint64_t)per_minute * COST;
+
+	if (!r || !per_minute)
+		return;
+	r->per_minute = per_minute;
+	for (size_t i = 0; i < r->n; i++)
+		if (r->b[i].units > cap)
+			r->b[i].units = cap;
+}
+
 /** The client's bucket, or the least recently used one made new for it. */
 static struct bucket *find(struct estgw_rate *r, const char *client,
 			   uint64_t now_ms)

@@ -21,6 +21,11 @@ struct estgw_rate;
 struct estgw_rate *estgw_rate_new(uint32_t per_minute, size_t max_clients);
 void estgw_rate_free(struct estgw_rate *r);
 
+/** A new limit of @p per_minute (> 0) for the buckets in use (reload): a
+ *  bucket keeps what its client has spent, cut down to the new burst, and
+ *  refills at the new rate from now on. */
+void estgw_rate_set(struct estgw_rate *r, uint32_t per_minute);
+
 /** Take one request for @p client at @p now_ms (any monotonic clock).
  *  0: allowed. -EBUSY: over the limit, *retry_s = whole seconds until the
  *  next request will be allowed (at least 1). */

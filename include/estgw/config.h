@@ -1,6 +1,7 @@
 /* config.h - estgw's configuration: INI file -> one immutable struct.
  *
- * Owns: the key schema (a table: section, key, type, default, bounds),
+ * Owns: the key schema (a table: section, key, type, default, bounds,
+ * applied on reload or only at a restart), typed listen addresses,
  * parsing with libinih, and the checks that need no crypto (files exist and
  * are readable). Every error names "file:line: [section] key: reason".
  * Must not: open sockets or parse certificates: estgw_config_verify_pki()
@@ -11,9 +12,12 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #define ESTGW_MAX_LISTEN 8
 #define ESTGW_MAX_MFR 8 /**< [brski] manufacturer lines */
+#define ESTGW_CFG_MAX_KEYS 96 /**< rows the schema table may have */
+#define ESTGW_ADDR_TEXT 64    /**< "[IPv6]:port" fits (at most 53) */
 
 /** [policy] pop: POP linking of the CSR to the DTLS session (G4). */
 enum estgw_pop {
@@ -25,6 +29,16 @@ enum estgw_pop {
 /** Where a value came from, for error messages (line 0: the default). */
 struct estgw_cfg_src {
 	unsigned line;
+};
+
+/** A listen address, parsed once by config.c (at load and --check) and
+ *  bound as is by coap_server.c and metrics_http.c: nothing parses the text
+ *  again. Numeric only ("IPv4:port", "[IPv6]:port"): no name is resolved,
+ *  so --check and start-up agree and a reload never waits on DNS. */
+struct estgw_addr {
+	struct sockaddr_storage sa; /**< family, address, port; zero-padded */
+	socklen_t salen;            /**< 0: not set */
+	char text[ESTGW_ADDR_TEXT]; /**< as written in the file, for logs */
 };
 
 /** Who makes the key for /skg and /skc (F, F4). */
@@ -49,7 +63,7 @@ struct estgw_brski_mfr {
 struct estgw_config {
 	char *path; /**< the file that was read */
 	struct {
-		char *listen[ESTGW_MAX_LISTEN]; /**< "host:port", "[v6]:port" */
+		struct estgw_addr listen[ESTGW_MAX_LISTEN];
 		struct estgw_cfg_src listen_src[ESTGW_MAX_LISTEN];
 		size_t nlisten;
 		char *certificate;  /**< PEM chain of the DTLS server cert */
@@ -124,10 +138,12 @@ struct estgw_config {
 			masa_url_src, masa_certificate_src, masa_private_key_src;
 	} brski;
 	struct {
-		char *listen; /**< "host:port" of /metrics and /healthz, or NULL */
+		struct estgw_addr listen; /**< of /metrics and /healthz; salen 0: none */
 		uint32_t crts_max_age; /**< /healthz: 503 when the CA cache is older */
 		struct estgw_cfg_src listen_src;
 	} metrics;
+	/** Line of each schema row's (first) setting, 0: not in the file. */
+	unsigned key_line[ESTGW_CFG_MAX_KEYS];
 };
 
 /** Parse and check @p path into @p cfg (zeroed first). On error returns a
@@ -139,6 +155,19 @@ int estgw_config_load(const char *path, struct estgw_config *cfg, char *err,
 /** Release everything estgw_config_load allocated. */
 void estgw_config_free(struct estgw_config *cfg);
 
+/** A restart-only key whose new value is not taken: its section, name and
+ *  line in the new file (0: the key was removed, its default differs). */
+typedef void (*estgw_cfg_kept_fn)(void *arg, const char *section, const char *key,
+				  unsigned line);
+
+/** SIGHUP: for every key the schema marks restart-only whose value in
+ *  @p next differs from the one in @p cur, call @p kept and put @p cur's
+ *  value into @p next, so that @p next describes what is in force. Live
+ *  keys are left as @p next has them. Returns 0 or -ENOMEM (then free
+ *  @p next: it may hold a mix). */
+int estgw_config_keep_restart(const struct estgw_config *cur, struct estgw_config *next,
+			      estgw_cfg_kept_fn kept, void *arg);
+
 /** One row of the key schema, for documentation and drift tests. */
 struct estgw_cfg_keyinfo {
 	const char *section, *name;
@@ -146,6 +175,7 @@ struct estgw_cfg_keyinfo {
 	const char *def;  /**< default as spelled in the file, NULL: none */
 	uint32_t min, max; /**< bounds of integers */
 	int required, multi;
+	int live;         /**< 1: a reload (SIGHUP) applies it; 0: needs a restart */
 };
 
 /** Row @p i of the schema into @p out; -ENOENT past the last row. */

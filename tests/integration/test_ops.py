@@ -234,15 +234,51 @@ class TestReload(OpsTest):
         self.assertIn('estgw_config_reloads_total{result="failed"} 1', self.metrics())
 
     def test_J_sighup_restart_keys_named(self):
-        rewrite_conf(self.s, f"listen = 127.0.0.1:{self.s.port}",
-                     f"listen = 127.0.0.1:{self.s.port}\nlisten = 127.0.0.1:1")
+        """Restart-only keys (the schema's RESTART column): one warning each, with the
+        key's line in the new file, and the running value stays; the rest applies."""
+        new_port = harness.free_udp_port()
+        rewrite_conf(self.s, f"listen = 127.0.0.1:{self.s.port}", f"listen = 127.0.0.1:{new_port}")
         rewrite_conf(self.s, f"listen = 127.0.0.1:{self.mport}", "listen = 127.0.0.1:2")
+        with open(self.s.conf, "a") as f:
+            f.write("[brski]\nmax_pending = 5\n")
+        rewrite_conf(self.s, "[policy]\n", "[policy]\nother_ops = att\n")  # a live key
+        lines = read(self.s.conf).split("\n")
         self.hup_and_wait("configuration reloaded")
         log = self.s.log()
-        self.assertIn("[server] listen changed: needs a restart", log)
-        self.assertIn("[metrics] listen changed: needs a restart", log)
-        self.assertEqual(self.s.coap(WK + "/crts").code, OK)
-        self.metrics()  # still on the old port
+        for key, text in (("[server] listen", f"listen = 127.0.0.1:{new_port}"),
+                          ("[metrics] listen", "listen = 127.0.0.1:2"),
+                          ("[brski] max_pending", "max_pending = 5")):
+            want = (f"{self.s.conf}:{lines.index(text) + 1}: {key} changed: needs a restart; "
+                    "the running value stays")
+            self.assertEqual(log.count(want), 1, (want, log[-3000:]))
+        self.assertEqual(log.count("changed: needs a restart"), 3, log[-3000:])
+        # still on the old addresses, not on the new one ...
+        r = self.s.coap(WK + "/att")
+        self.assertEqual(r.code, OK, r)
+        self.metrics()
+        old_port, self.s.port = self.s.port, new_port
+        try:
+            self.assertIsNone(self.s.coap(WK + "/att", timeout=2).code)
+        finally:
+            self.s.port = old_port
+        # ... while the live key took effect: other_ops = att refuses /crts
+        self.assertEqual(self.s.coap(WK + "/crts").code, "4.03")
+
+    def test_J_sighup_rate_limit_applied(self):
+        """[server] rate_limit is live: lowered on SIGHUP, the client's next requests
+        over the new limit get 4.29 (RFC 8516); 0 turns the limit off."""
+        codes = [self.s.coap(WK + "/crts").code for _ in range(3)]
+        self.assertEqual(codes, [OK] * 3)  # the default 600 per minute
+        rewrite_conf(self.s, "[upstream]\n", "rate_limit = 2\n[upstream]\n")
+        self.hup_and_wait("configuration reloaded")
+        self.assertNotIn("needs a restart", self.s.log())
+        codes = [self.s.coap(WK + "/crts").code for _ in range(3)]
+        self.assertEqual(codes, [OK, OK, "4.29"], codes)
+        self.assertRegex(self.s.log(), r"GET /.well-known/est/crts upstream=- code=4\.29 .*rate limit")
+        rewrite_conf(self.s, "rate_limit = 2\n", "rate_limit = 0\n")
+        self.hup_and_wait("configuration reloaded")
+        codes = [self.s.coap(WK + "/crts").code for _ in range(3)]
+        self.assertEqual(codes, [OK] * 3)
 
     def test_J_sighup_new_ra_certificate_upstream(self):
         crt = issue(self.s, "ra", "est-sub", "0x5A11", "ra-reloaded",
@@ -573,6 +609,96 @@ class TestSignals(unittest.TestCase):
                     time.sleep(0.0005)
                 return s.gw.wait(timeout=15)
             self.run_stack(body)
+
+
+def free_udp6_port():
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sock.bind(("::1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def free_tcp6_port():
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    sock.bind(("::1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def check(conf):
+    exe = os.environ.get("ESTGW", "estgw")
+    return subprocess.run([exe, "--check", "-c", conf], capture_output=True, check=False,
+                          timeout=60)
+
+
+class TestListenAddresses(unittest.TestCase):
+    """A listen address is parsed once, by config.c, into the socket address that is
+    bound: what --check accepts is what estgw listens on, and what it refuses (a host
+    name: names are not resolved) start-up refuses with the same file:line reason."""
+
+    def setUp(self):
+        self.s = None
+
+    def tearDown(self):
+        if self.s:
+            self.s.stop()
+            log = self.s.log()
+            self.s.cleanup()
+            for bad in ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer"):
+                self.assertNotIn(bad, log)
+
+    def test_J_check_accepts_what_estgw_listens_on(self):
+        p6, m6 = free_udp6_port(), free_tcp6_port()
+        self.s = Stack()
+        rewrite_conf(self.s, f"listen = 127.0.0.1:{self.s.port}",
+                     f"listen = [::1]:{p6}\nlisten = 127.0.0.1:{self.s.port}")
+        rewrite_conf(self.s, "[policy]\n", f"[metrics]\nlisten = [::1]:{m6}\n[policy]\n")
+        r = check(self.s.conf)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b"configuration OK", r.stdout)
+        self.s.start()
+        log = self.s.log()
+        self.assertIn(f"listening on [::1]:{p6} (DTLS)", log)
+        self.assertIn(f"listening on 127.0.0.1:{self.s.port} (DTLS)", log)
+        # a real device on each address: IPv4 ...
+        self.assertEqual(self.s.coap(WK + "/crts").code, OK)
+        # ... and IPv6
+        v4_uri = self.s.uri
+        self.s.uri = lambda path: f"coaps://[::1]:{p6}{path}"
+        try:
+            r = self.s.coap(WK + "/crts")
+        finally:
+            self.s.uri = v4_uri
+        self.assertEqual(r.code, OK, r)
+        code, text = http_get(f"http://[::1]:{m6}/metrics")
+        self.assertEqual(code, 200, text)
+        self.assertIn("estgw_requests_total", text)
+        self.assertEqual(self.s.stop(), 0, self.s.log()[-3000:])
+
+    def test_J_host_name_refused_by_check_and_start_alike(self):
+        self.s = Stack(ca=False, upstream_url="https://127.0.0.1:1/.well-known/est")
+        rewrite_conf(self.s, f"listen = 127.0.0.1:{self.s.port}", f"listen = localhost:{self.s.port}")
+        line = read(self.s.conf).split("\n").index(f"listen = localhost:{self.s.port}") + 1
+        want = (f"{self.s.conf}:{line}: [server] listen: bad address 'localhost:{self.s.port}': "
+                "a host name; names are not resolved")
+        r = check(self.s.conf)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn(want, r.stderr.decode())
+        self.s.start(wait_ready=False)
+        self.assertEqual(self.s.gw.wait(timeout=60), 1)
+        self.assertIn(want, self.s.log())
+        self.assertNotIn("listening on", self.s.log())
+
+    def test_J_malformed_metrics_listen_refused_by_check(self):
+        self.s = Stack(ca=False, upstream_url="https://127.0.0.1:1/.well-known/est")
+        rewrite_conf(self.s, "[policy]\n", "[metrics]\nlisten = [::1]9684\n[policy]\n")
+        line = read(self.s.conf).split("\n").index("listen = [::1]9684") + 1
+        r = check(self.s.conf)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn(f"{self.s.conf}:{line}: [metrics] listen: bad address '[::1]9684': "
+                      "expected [IPv6-address]:port", r.stderr.decode())
 
 
 class TestCheckDefaults(unittest.TestCase):

@@ -12,6 +12,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -204,7 +205,7 @@ ROW(too_many_listen, S({ 2, "listen = 127.0.0.1:1\nlisten = 127.0.0.1:2\nlisten 
 ROW(listen_repeated_address, S({ 2, "listen = 127.0.0.1:5684" }), "3: [server] listen",
     "already listed on line 2", -EINVAL)
 ROW(listen_no_port, S({ 3, "listen = 127.0.0.1" }), "3: [server] listen",
-    "bad address '127.0.0.1': expected host:port", -EINVAL)
+    "bad address '127.0.0.1': expected IPv4-address:port or [IPv6-address]:port", -EINVAL)
 ROW(listen_port_0, S({ 3, "listen = 127.0.0.1:0" }), "3: [server] listen", "port must be", -EINVAL)
 ROW(listen_port_65536, S({ 3, "listen = 127.0.0.1:65536" }), "3: [server] listen", "port must be", -EINVAL)
 ROW(listen_port_empty, S({ 3, "listen = 127.0.0.1:" }), "3: [server] listen", "port must be", -EINVAL)
@@ -213,13 +214,46 @@ ROW(listen_port_junk, S({ 3, "listen = 127.0.0.1:56x" }), "3: [server] listen", 
 ROW(listen_port_long, S({ 3, "listen = 127.0.0.1:000005684" }), "3: [server] listen", "port must be", -EINVAL)
 ROW(listen_no_host, S({ 3, "listen = :5684" }), "3: [server] listen", "host is empty", -EINVAL)
 ROW(listen_bad_v4, S({ 3, "listen = 300.1.1.1:5684" }), "3: [server] listen", "not an IPv4 address", -EINVAL)
-ROW(listen_bad_name, S({ 3, "listen = gw_1:5684" }), "3: [server] listen", "the host has characters", -EINVAL)
+ROW(listen_bad_name, S({ 3, "listen = gw_1:5684" }), "3: [server] listen", "not an IP address", -EINVAL)
+ROW(listen_host_name, S({ 3, "listen = localhost:5684" }), "3: [server] listen",
+    "bad address 'localhost:5684': a host name; names are not resolved", -EINVAL)
+ROW(listen_dns_name, S({ 3, "listen = gw.example-1.net:5684" }), "3: [server] listen",
+    "a host name", -EINVAL)
+ROW(listen_garbage, S({ 3, "listen = !!" }), "3: [server] listen",
+    "bad address '!!': expected IPv4-address:port or [IPv6-address]:port", -EINVAL)
+ROW(listen_garbage_host, S({ 3, "listen = a b:5684" }), "3: [server] listen", "not an IP address", -EINVAL)
+ROW(listen_two_ports, S({ 3, "listen = 127.0.0.1:5684:1" }), "3: [server] listen",
+    "expected IPv4-address:port or [IPv6-address]:port", -EINVAL)
+ROW(listen_v4_short, S({ 3, "listen = 127.1:5684" }), "3: [server] listen", "not an IPv4 address", -EINVAL)
+ROW(listen_v4_leading_zero, S({ 3, "listen = 127.0.0.01:5684" }), "3: [server] listen",
+    "not an IPv4 address", -EINVAL)
+ROW(listen_empty, S({ 3, "listen =" }), "3: [server] listen", "expected IPv4-address:port", -EINVAL)
+ROW(listen_same_address_other_spelling, S({ 2, "listen = [::1]:5684" }, { 3, "listen = [0:0::1]:5684" }),
+    "3: [server] listen", "'[0:0::1]:5684' is already listed on line 2", -EINVAL)
 ROW(listen_v6_unbracketed, S({ 3, "listen = ::1:5684" }), "3: [server] listen", "needs brackets", -EINVAL)
 ROW(listen_v6_no_colon, S({ 3, "listen = [::1]5684" }), "3: [server] listen", "expected [IPv6-address]:port", -EINVAL)
 ROW(listen_v6_unclosed, S({ 3, "listen = [::1:5684" }), "3: [server] listen", "expected [IPv6-address]:port", -EINVAL)
 ROW(listen_v6_empty, S({ 3, "listen = []:5684" }), "3: [server] listen", "not an IPv6 address", -EINVAL)
 ROW(listen_v6_is_v4, S({ 3, "listen = [127.0.0.1]:5684" }), "3: [server] listen", "not an IPv6 address", -EINVAL)
 ROW(listen_v6_port_0, S({ 3, "listen = [::]:0" }), "3: [server] listen", "port must be", -EINVAL)
+ROW(listen_v6_port_65536, S({ 3, "listen = [::1]:65536" }), "3: [server] listen", "port must be", -EINVAL)
+ROW(listen_v6_no_port, S({ 3, "listen = [::1]" }), "3: [server] listen", "expected [IPv6-address]:port", -EINVAL)
+ROW(listen_v6_port_empty, S({ 3, "listen = [::1]:" }), "3: [server] listen", "port must be", -EINVAL)
+ROW(listen_v6_double_close, S({ 3, "listen = [::1]]:5684" }), "3: [server] listen",
+    "expected [IPv6-address]:port", -EINVAL)
+ROW(listen_v6_bad, S({ 3, "listen = [::g]:5684" }), "3: [server] listen", "not an IPv6 address", -EINVAL)
+ROW(listen_v6_scope, S({ 3, "listen = [fe80::1%eth0]:5684" }), "3: [server] listen",
+    "not an IPv6 address", -EINVAL)
+ROW(listen_v6_close_only, S({ 3, "listen = ::1]:5684" }), "3: [server] listen",
+    "expected IPv4-address:port", -EINVAL)
+ROW(listen_v6_long, S({ 3, "listen = [" X10 X10 X10 X10 X10 "]:5684" }), "3: [server] listen",
+    "not an IPv6 address", -EINVAL)
+ROW(metrics_listen_host_name, S({ 15, "[metrics]\nlisten = localhost:9684" }), "16: [metrics] listen",
+    "bad address 'localhost:9684': a host name", -EINVAL)
+ROW(metrics_listen_no_port, S({ 15, "[metrics]\nlisten = 127.0.0.1" }), "16: [metrics] listen",
+    "expected IPv4-address:port", -EINVAL)
+ROW(metrics_listen_port_0, S({ 15, "[metrics]\nlisten = [::1]:0" }), "16: [metrics] listen",
+    "port must be", -EINVAL)
 /* numbers, booleans, level */
 ROW(number_suffix, S({ 2, "max_body = 12k" }), "2: [server] max_body",
     "'12k' is not a number from 1024 to 1048576", -EINVAL)
@@ -320,7 +354,7 @@ static void test_defaults(void **state)
 	load_ok(NULL, &cfg);
 	assert_string_equal(cfg.path, conf);
 	assert_int_equal(cfg.server.nlisten, 1);
-	assert_string_equal(cfg.server.listen[0], "127.0.0.1:5684");
+	assert_string_equal(cfg.server.listen[0].text, "127.0.0.1:5684");
 	assert_int_equal(cfg.server.listen_src[0].line, 3);
 	path_in_tmp(want, sizeof(want), "gw.crt");
 	assert_string_equal(cfg.server.certificate, want);
@@ -368,9 +402,9 @@ static void test_every_key_set(void **state)
 
 	load_ok(subs, &cfg);
 	assert_int_equal(cfg.server.nlisten, 3);
-	assert_string_equal(cfg.server.listen[0], "[::1]:5684");
-	assert_string_equal(cfg.server.listen[1], "0.0.0.0:5685");
-	assert_string_equal(cfg.server.listen[2], "127.0.0.1:5684");
+	assert_string_equal(cfg.server.listen[0].text, "[::1]:5684");
+	assert_string_equal(cfg.server.listen[1].text, "0.0.0.0:5685");
+	assert_string_equal(cfg.server.listen[2].text, "127.0.0.1:5684");
 	assert_int_equal(cfg.server.listen_src[0].line, 2);
 	assert_int_equal(cfg.server.listen_src[2].line, 8);
 	assert_string_equal(cfg.server.root, "/est/v1");
@@ -530,23 +564,180 @@ static void test_F_serverkeygen_modes(void **state)
 	}
 }
 
+/* Each accepted form is parsed once, at load, into the socket address that
+ * coap_server.c and metrics_http.c bind (checked here with inet_ntop). */
+static void expect_addr(const struct estgw_addr *a, const char *text, int family,
+			const char *ip, unsigned port)
+{
+	char got[INET6_ADDRSTRLEN] = "";
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)&a->sa;
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&a->sa;
+
+	assert_string_equal(a->text, text);
+	assert_int_equal(a->sa.ss_family, family);
+	if (family == AF_INET) {
+		assert_int_equal(a->salen, sizeof(*sin));
+		assert_int_equal(ntohs(sin->sin_port), port);
+		assert_non_null(inet_ntop(AF_INET, &sin->sin_addr, got, sizeof(got)));
+	} else {
+		assert_int_equal(a->salen, sizeof(*sin6));
+		assert_int_equal(ntohs(sin6->sin6_port), port);
+		assert_int_equal(sin6->sin6_scope_id, 0);
+		assert_non_null(inet_ntop(AF_INET6, &sin6->sin6_addr, got, sizeof(got)));
+	}
+	assert_string_equal(got, ip);
+}
+
 static void test_listen_forms(void **state)
 {
-	static const char *const ok[] = {
-		"listen = [::]:5684", "listen = [2001:db8::1]:1", "listen = localhost:65535",
-		"listen = 0.0.0.0:5684", "listen = gw.example-1.net:5684",
+	static const struct {
+		const char *value;
+		int family;
+		const char *ip;
+		unsigned port;
+	} ok[] = {
+		{ "[::]:5684", AF_INET6, "::", 5684 },
+		{ "[::1]:5684", AF_INET6, "::1", 5684 },
+		{ "[2001:db8::1]:1", AF_INET6, "2001:db8::1", 1 },
+		{ "[2001:0DB8:0000::0001]:65535", AF_INET6, "2001:db8::1", 65535 },
+		{ "[::ffff:192.0.2.1]:5684", AF_INET6, "::ffff:192.0.2.1", 5684 },
+		{ "0.0.0.0:5684", AF_INET, "0.0.0.0", 5684 },
+		{ "127.0.0.1:5684", AF_INET, "127.0.0.1", 5684 },
+		{ "192.0.2.255:00080", AF_INET, "192.0.2.255", 80 },
 	};
 	struct estgw_config cfg;
-	char err[512];
+	char err[512], line[128], metrics[160];
 
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
-		const struct sub subs[] = { { 3, ok[i] }, { 0, NULL } };
+		const struct sub subs[] = { { 3, line }, { 15, metrics }, { 0, NULL } };
 
+		snprintf(line, sizeof(line), "listen = %s", ok[i].value);
+		snprintf(metrics, sizeof(metrics), "[metrics]\nlisten = %s", ok[i].value);
 		if (load(subs, &cfg, err, sizeof(err)) != 0)
-			fail_msg("%s: %s", ok[i], err);
-		assert_string_equal(cfg.server.listen[0], ok[i] + strlen("listen = "));
+			fail_msg("%s: %s", ok[i].value, err);
+		assert_int_equal(cfg.server.nlisten, 1);
+		expect_addr(&cfg.server.listen[0], ok[i].value, ok[i].family, ok[i].ip, ok[i].port);
+		expect_addr(&cfg.metrics.listen, ok[i].value, ok[i].family, ok[i].ip, ok[i].port);
+		assert_int_equal(cfg.metrics.listen_src.line, 16);
 		estgw_config_free(&cfg);
 	}
+	load_ok(NULL, &cfg); /* no [metrics] listen: none */
+	assert_int_equal(cfg.metrics.listen.salen, 0);
+	estgw_config_free(&cfg);
+}
+
+/* ---- reload: restart-only keys keep the running value -------------------- */
+
+struct kept_rec {
+	char what[8][64];
+	unsigned line[8];
+	size_t n;
+};
+
+static void rec_kept(void *arg, const char *section, const char *key, unsigned line)
+{
+	struct kept_rec *r = arg;
+
+	if (r->n < 8) {
+		snprintf(r->what[r->n], sizeof(r->what[0]), "[%s] %s", section, key);
+		r->line[r->n++] = line;
+	}
+}
+
+static void load_pair(const struct sub *a, const struct sub *b, struct estgw_config *cur,
+		      struct estgw_config *next)
+{
+	load_ok(a, cur);
+	load_ok(b, next);
+}
+
+/* The schema's RESTART column: listen addresses and [brski] keep the running
+ * value, each changed key is named with its line in the new file; live keys
+ * take the new value. */
+static void test_reload_keeps_restart_keys(void **state)
+{
+	const struct sub a[] = {
+		{ 2, "rate_limit = 7" },
+		{ 15, "[metrics]\nlisten = 127.0.0.1:9684\n[brski]\nmax_pending = 3" },
+		{ 0, NULL },
+	};
+	const struct sub b[] = {
+		{ 2, "rate_limit = 8\nlisten = [::1]:5684" },
+		{ 15, "[metrics]\nlisten = 127.0.0.1:9685\n[brski]\nmax_pending = 4" },
+		{ 0, NULL },
+	};
+	struct estgw_config cur, next;
+	struct kept_rec r = { .n = 0 };
+
+	load_pair(a, b, &cur, &next);
+	assert_int_equal(estgw_config_keep_restart(&cur, &next, rec_kept, &r), 0);
+	assert_int_equal(r.n, 3);
+	assert_string_equal(r.what[0], "[server] listen");
+	assert_int_equal(r.line[0], 3);
+	assert_string_equal(r.what[1], "[brski] max_pending");
+	assert_int_equal(r.line[1], 19);
+	assert_string_equal(r.what[2], "[metrics] listen");
+	assert_int_equal(r.line[2], 17);
+	assert_int_equal(next.server.nlisten, 1);
+	expect_addr(&next.server.listen[0], "127.0.0.1:5684", AF_INET, "127.0.0.1", 5684);
+	expect_addr(&next.metrics.listen, "127.0.0.1:9684", AF_INET, "127.0.0.1", 9684);
+	assert_int_equal(next.brski.max_pending, 3);
+	assert_int_equal(next.server.rate_limit, 8); /* live */
+	/* now the same: nothing to name */
+	r.n = 0;
+	assert_int_equal(estgw_config_keep_restart(&cur, &next, rec_kept, &r), 0);
+	assert_int_equal(r.n, 0);
+	estgw_config_free(&cur);
+	estgw_config_free(&next);
+}
+
+/* Every kind of value: strings set or removed, numbers, booleans, the
+ * manufacturer lines; the same addresses in another order are no change. */
+static void test_reload_keeps_every_kind(void **state)
+{
+	const struct sub a[] = {
+		{ 2, "listen = [::1]:5684" },
+		{ 15, "[brski]\nmasa_url = masa.example\nmasa_timeout = 5\n"
+		      "manufacturer = ca=gw.crt" },
+		{ 0, NULL },
+	};
+	const struct sub b[] = {
+		{ 2, "" },
+		{ 3, "listen = 127.0.0.1:5684\nlisten = [0::1]:5684" },
+		{ 15, "[brski]\nenabled = yes\nmanufacturer_trust = gw.crt\n"
+		      "manufacturer = ca=gw.crt legacy" },
+		{ 0, NULL },
+	};
+	struct estgw_config cur, next;
+	struct kept_rec r = { .n = 0 };
+	char want[PATH_MAX + 16];
+
+	load_pair(a, b, &cur, &next);
+	assert_int_equal(estgw_config_keep_restart(&cur, &next, rec_kept, &r), 0);
+	assert_int_equal(r.n, 5);
+	assert_string_equal(r.what[0], "[brski] enabled");
+	assert_int_equal(r.line[0], 17);
+	assert_string_equal(r.what[1], "[brski] manufacturer_trust");
+	assert_string_equal(r.what[2], "[brski] masa_url");
+	assert_int_equal(r.line[2], 0); /* removed from the file */
+	assert_string_equal(r.what[3], "[brski] masa_timeout");
+	assert_string_equal(r.what[4], "[brski] manufacturer");
+	assert_int_equal(r.line[4], 19);
+	assert_int_equal(next.brski.enabled, 0);
+	assert_null(next.brski.manufacturer_trust);
+	assert_string_equal(next.brski.masa_url, "masa.example");
+	assert_int_equal(next.brski.masa_timeout, 5);
+	assert_int_equal(next.brski.nmfr, 1);
+	assert_int_equal(next.brski.mfr[0].legacy, 0);
+	path_in_tmp(want, sizeof(want), "gw.crt");
+	assert_string_equal(next.brski.mfr[0].ca, want);
+	assert_ptr_not_equal(next.brski.mfr[0].ca, cur.brski.mfr[0].ca); /* a copy */
+	/* the listen set is the same: next keeps its own order */
+	assert_int_equal(next.server.nlisten, 2);
+	assert_string_equal(next.server.listen[0].text, "127.0.0.1:5684");
+	assert_string_equal(next.server.listen[1].text, "[0::1]:5684");
+	estgw_config_free(&cur);
+	estgw_config_free(&next);
 }
 
 /** Relative paths come from the config file's directory. */
@@ -671,7 +862,7 @@ static void test_file_forms(void **state)
 	write_text(conf, text, sizeof(text) - 1);
 	if (estgw_config_load(conf, &cfg, err, sizeof(err)) != 0)
 		fail_msg("%s", err);
-	assert_string_equal(cfg.server.listen[0], "127.0.0.1:5684");
+	assert_string_equal(cfg.server.listen[0].text, "127.0.0.1:5684");
 	assert_int_equal(cfg.server.listen_src[0].line, 5);
 	assert_string_equal(cfg.upstream.url, "https://127.0.0.1:8443/.well-known/est");
 	path_in_tmp(want, sizeof(want), "ra.key");
@@ -789,7 +980,7 @@ static void test_example_config(void **state)
 		fail_msg("%s", err);
 	load_ok(NULL, &def);
 	assert_int_equal(ex.server.nlisten, 1);
-	assert_string_equal(ex.server.listen[0], def.server.listen[0]);
+	assert_string_equal(ex.server.listen[0].text, def.server.listen[0].text);
 	assert_string_equal(ex.server.certificate, def.server.certificate);
 	assert_string_equal(ex.server.private_key, def.server.private_key);
 	assert_string_equal(ex.server.client_trust, def.server.client_trust);
@@ -1078,7 +1269,17 @@ int main(void)
 		ERR_TEST(listen_bad_name), ERR_TEST(listen_v6_unbracketed),
 		ERR_TEST(listen_v6_no_colon), ERR_TEST(listen_v6_unclosed),
 		ERR_TEST(listen_v6_empty), ERR_TEST(listen_v6_is_v4),
-		ERR_TEST(listen_v6_port_0), ERR_TEST(number_suffix),
+		ERR_TEST(listen_v6_port_0), ERR_TEST(listen_host_name),
+		ERR_TEST(listen_dns_name), ERR_TEST(listen_garbage),
+		ERR_TEST(listen_garbage_host), ERR_TEST(listen_two_ports),
+		ERR_TEST(listen_v4_short), ERR_TEST(listen_v4_leading_zero),
+		ERR_TEST(listen_empty), ERR_TEST(listen_same_address_other_spelling),
+		ERR_TEST(listen_v6_port_65536), ERR_TEST(listen_v6_no_port),
+		ERR_TEST(listen_v6_port_empty), ERR_TEST(listen_v6_double_close),
+		ERR_TEST(listen_v6_bad), ERR_TEST(listen_v6_scope),
+		ERR_TEST(listen_v6_close_only), ERR_TEST(listen_v6_long),
+		ERR_TEST(metrics_listen_host_name), ERR_TEST(metrics_listen_no_port),
+		ERR_TEST(metrics_listen_port_0), ERR_TEST(number_suffix),
 		ERR_TEST(number_negative), ERR_TEST(number_empty),
 		ERR_TEST(number_overflow), ERR_TEST(number_below),
 		ERR_TEST(number_above), ERR_TEST(number_zero),
@@ -1111,6 +1312,8 @@ int main(void)
 		cmocka_unit_test(test_log_levels),
 		cmocka_unit_test(test_F_serverkeygen_modes),
 		cmocka_unit_test(test_listen_forms),
+		cmocka_unit_test(test_reload_keeps_restart_keys),
+		cmocka_unit_test(test_reload_keeps_every_kind),
 		cmocka_unit_test(test_relative_paths),
 		cmocka_unit_test(test_relative_config_path),
 		cmocka_unit_test(test_keylog_file),

@@ -3,12 +3,14 @@
  *
  * Checked, in both directions (no key missing, no key the table lacks):
  *  - docs/man/estgw.conf.5: per key, the lines "Type: T.", "Default: D." or
- *    "Required." / "Required, may be repeated.", and "Range: MIN to MAX."
- *    for integers;
+ *    "Required." / "Required, may be repeated.", "Range: MIN to MAX."
+ *    for integers, and "On SIGHUP: applied." or "On SIGHUP: needs a
+ *    restart." as the table's live/restart column says;
  *  - config/estgw.conf: every key in its section with its default (a key
  *    with no default commented out, a required one set), integer ranges
  *    ("MIN..MAX") in the comment above;
- *  - docs/configuration.md: the key table's default and range columns.
+ *  - docs/configuration.md: the key table's default, range and SIGHUP
+ *    (applied/restart) columns.
  * --check uses the table itself, so it cannot drift.
  */
 #include <stdarg.h>
@@ -111,6 +113,9 @@ static void test_schema_rows_complete(void **state)
 				 k->name);
 		if (find(k->section, k->name) != k)
 			fail_msg("[%s] %s: listed twice", k->section, k->name);
+		/* sockets are bound once; brski is made once from the start-up config */
+		if (strcmp(k->name, "listen") == 0 && k->live)
+			fail_msg("[%s] %s: a listen address cannot be live", k->section, k->name);
 	}
 	assert_int_equal(estgw_config_key_info(nkeys, &(struct estgw_cfg_keyinfo){ 0 }), -ENOENT);
 }
@@ -118,7 +123,7 @@ static void test_schema_rows_complete(void **state)
 /* ---- estgw.conf(5) ------------------------------------------------------ */
 
 /** The lines the man page must have for @p k, in order. */
-static void man_expect(const struct estgw_cfg_keyinfo *k, char want[3][96], size_t *n)
+static void man_expect(const struct estgw_cfg_keyinfo *k, char want[4][96], size_t *n)
 {
 	*n = 0;
 	snprintf(want[(*n)++], 96, "Type: %s.", k->type);
@@ -128,10 +133,11 @@ static void man_expect(const struct estgw_cfg_keyinfo *k, char want[3][96], size
 		snprintf(want[(*n)++], 96, "Default: %s.", k->def ? k->def : "none");
 	if (is_int(k))
 		snprintf(want[(*n)++], 96, "Range: %u to %u.", k->min, k->max);
+	snprintf(want[(*n)++], 96, "%s", k->live ? "On SIGHUP: applied." : "On SIGHUP: needs a restart.");
 }
 
 /** From the man page: the attribute lines of the entry starting at @p i. */
-static size_t man_attrs(const struct doc *d, size_t i, const char *got[4])
+static size_t man_attrs(const struct doc *d, size_t i, const char *got[5])
 {
 	size_t n = 0;
 
@@ -140,7 +146,8 @@ static size_t man_attrs(const struct doc *d, size_t i, const char *got[4])
 		if (!strncmp(l, ".It", 3) || !strncmp(l, ".El", 3))
 			break;
 		if ((!strncmp(l, "Type:", 5) || !strncmp(l, "Default:", 8) ||
-		     !strncmp(l, "Range:", 6) || !strncmp(l, "Required", 8)) && n < 4)
+		     !strncmp(l, "Range:", 6) || !strncmp(l, "Required", 8) ||
+		     !strncmp(l, "On SIGHUP:", 10)) && n < 5)
 			got[n++] = l;
 	}
 	return n;
@@ -155,8 +162,8 @@ static void test_man_page_matches_table(void **state)
 	load_doc(&d, "docs/man/estgw.conf.5");
 	for (size_t i = 0; i < d.n; i++) {
 		const char *l = d.lines[i];
-		char name[64], want[3][96];
-		const char *got[4];
+		char name[64], want[4][96];
+		const char *got[5];
 		size_t nw, ng;
 
 		if (sscanf(l, ".Ss \\&[%31[a-z]\\&]", section) == 1)
@@ -275,11 +282,11 @@ static void test_reference_matches_table(void **state)
 
 	load_doc(&d, "docs/configuration.md");
 	for (size_t i = 0; i < d.n; i++) {
-		char section[64], key[64], def[64], range[64], want[64];
+		char section[64], key[64], def[64], range[64], apply[64], want[64];
 
 		if (md_col(d.lines[i], 0, section, sizeof(section)) || md_col(d.lines[i], 1, key, sizeof(key)) ||
 		    md_col(d.lines[i], 3, def, sizeof(def)) || md_col(d.lines[i], 4, range, sizeof(range)) ||
-		    key[0] != '`')
+		    md_col(d.lines[i], 5, apply, sizeof(apply)) || key[0] != '`')
 			continue;
 		key[strlen(key) - 1] = '\0';
 		const struct estgw_cfg_keyinfo *k = find(section, key + 1);
@@ -295,6 +302,9 @@ static void test_reference_matches_table(void **state)
 		if (is_int(k) && strcmp(range, want) != 0)
 			fail_msg("configuration.md: [%s] %s: range '%s', the table says '%s'",
 				 section, key + 1, range, want);
+		if (strcmp(apply, k->live ? "applied" : "restart") != 0)
+			fail_msg("configuration.md: [%s] %s: SIGHUP '%s', the table says '%s'",
+				 section, key + 1, apply, k->live ? "applied" : "restart");
 	}
 	for (size_t i = 0; i < nkeys; i++)
 		if (seen[i] != 1)

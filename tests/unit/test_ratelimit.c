@@ -64,6 +64,35 @@ static void test_table_full_reuses_oldest(void **state)
 	estgw_rate_free(r);
 }
 
+/* A reload with a new rate_limit: spent requests stay spent, the burst is
+ * cut to the new size, and the refill runs at the new rate. */
+static void test_set_new_limit(void **state)
+{
+	struct estgw_rate *r = estgw_rate_new(600, 4);
+	uint32_t retry = 0;
+
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(estgw_rate_take(r, "x", 1000, &retry), 0);
+	estgw_rate_set(r, 2); /* 597 left: cut down to 2 */
+	assert_int_equal(estgw_rate_take(r, "x", 1000, &retry), 0);
+	assert_int_equal(estgw_rate_take(r, "x", 1000, &retry), 0);
+	assert_int_equal(estgw_rate_take(r, "x", 1000, &retry), -EBUSY);
+	assert_int_equal(retry, 30); /* one per 30 s at 2/min */
+	/* a new client starts with the new burst */
+	assert_int_equal(estgw_rate_take(r, "y", 1000, &retry), 0);
+	assert_int_equal(estgw_rate_take(r, "y", 1000, &retry), 0);
+	assert_int_equal(estgw_rate_take(r, "y", 1000, &retry), -EBUSY);
+	/* raising the limit gives no free requests: only the refill does */
+	estgw_rate_set(r, 60);
+	assert_int_equal(estgw_rate_take(r, "x", 1000, &retry), -EBUSY);
+	assert_int_equal(retry, 1);
+	assert_int_equal(estgw_rate_take(r, "x", 2000, &retry), 0);
+	estgw_rate_set(r, 0);    /* ignored: 0 means no limiter at all */
+	estgw_rate_set(NULL, 5); /* ignored */
+	assert_int_equal(estgw_rate_take(r, "x", 2000, &retry), -EBUSY);
+	estgw_rate_free(r);
+}
+
 static void test_bad_arguments(void **state)
 {
 	assert_null(estgw_rate_new(0, 4));
@@ -77,6 +106,7 @@ int main(void)
 		cmocka_unit_test(test_burst_then_refused),
 		cmocka_unit_test(test_refill_over_time),
 		cmocka_unit_test(test_table_full_reuses_oldest),
+		cmocka_unit_test(test_set_new_limit),
 		cmocka_unit_test(test_bad_arguments),
 	};
 
