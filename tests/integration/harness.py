@@ -215,10 +215,10 @@ connect_timeout = {connect_timeout}
         return f"coaps://127.0.0.1:{self.port}{path}"
 
     def coap(self, path, method="get", cert="device", accept=None, cf=None, payload=None,
-             block=None, timeout=20, extra=()):
+             block=None, timeout=20, extra=(), client=None):
         """Run coap-client-openssl as the device; returns CoapResult."""
         out = os.path.join(self.dir, f"out-{time.time_ns()}")
-        args = [COAP_CLIENT, "-m", method, "-B", str(timeout), "-o", out, "-C",
+        args = [client or COAP_CLIENT, "-m", method, "-B", str(timeout), "-o", out, "-C",
                 os.path.join(self.pki, "gw-ca.crt")]
         if cert:
             c = cert if os.path.isabs(cert) else os.path.join(self.pki, cert + ".crt")
