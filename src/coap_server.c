@@ -2,11 +2,19 @@
  * that includes libcoap).
  *
  * Every EST path goes through one handler (libcoap's "unknown resource"),
- * which routes with translate.c, checks options, reassembles Block1 itself
- * (bounded: libcoap 4.3.1's own single-body mode allocates whatever Size1 or
- * a far block number asks for), and hands the body to proxy.c. An answer
- * that is not ready at once goes out as a separate response (libcoap async).
- * One log line is written per request when its answer is sent.
+ * which routes with translate.c, checks options and hands the body to
+ * proxy.c. An answer that is not ready at once goes out as a separate
+ * response (libcoap async). One log line is written per request when its
+ * answer is sent.
+ *
+ * Block-wise transfer (RFC 7959) is not left to libcoap (its block mode is
+ * off): blockwise.c reassembles Block1 (bounded: libcoap 4.3.1's own
+ * single-body mode allocates whatever Size1 or a far block number asks
+ * for) and keeps each finished answer per session under its own key
+ * (method, path, Accept, query, Request-Tag), from which Block2 follow-ups
+ * and a repeated last Block1 block are answered. libcoap 4.3.1 keys its
+ * Block2 state by resource + method + query only, and every EST path is
+ * one resource here, so interleaved transfers got each other's blocks (E6).
  */
 #include "coap_server.h"
 
@@ -19,6 +27,7 @@
 #include <coap3/coap.h>
 #include <event2/event.h>
 
+#include "blockwise.h"
 #include "brski.h"
 #include "dtls.h"
 #include "estgw/log.h"
@@ -33,21 +42,27 @@
 #define REASM_LIFETIME 247     /* seconds: EXCHANGE_LIFETIME (RFC 7252 4.8.2) */
 #define CLIENT_MAX 256
 #define RATE_CLIENTS 4096      /* clients the rate limit tracks at once */
+#define KEY_MAX 256            /* block-wise keys: path, options, Request-Tag */
+#define KEEP_PER_SESSION 4     /* finished answers kept per session (E6, E8) */
+#define KEEP_TOTAL_BYTES (16u << 20) /* bytes of all kept answers */
+#define OPT_ROOM 64            /* bytes reserved for the answer's options */
 
-struct reasm {
-	struct reasm *next;
-	char key[160]; /* path + Request-Tag */
-	uint8_t *buf;
-	size_t len;
-	time_t last;
+/* What the answer to a request needs from block-wise transfer (E5-E8). */
+struct blk_ctx {
+	char akey[KEY_MAX];       /* the answer: method, path, query, Accept, Request-Tag */
+	int echo;                 /* put Block1 = echo_b1 into the answer (E5) */
+	struct bw_block echo_b1;
+	int has_b2;               /* Block2 in this request */
+	struct bw_block b2;
+	int b2_szx;               /* Block2 SZX from an earlier block (E7), -1 */
+	int keep_last;            /* the answer ends a Block1 transfer (E8) */
 };
 
 struct sess_data {
 	struct coap_server *srv;
 	coap_session_t *session;
 	char client[CLIENT_MAX];
-	struct reasm *reasm;
-	size_t nreasm;
+	struct bw_session bw;       /* Block1 bodies and kept answers */
 	uint8_t *cert;              /* client certificate DER, for the policy */
 	size_t cert_len;
 	enum estgw_client_kind kind;
@@ -64,6 +79,7 @@ struct pending {
 	int enroll;               /* sen/sren: tell brski what was issued */
 	int done;
 	struct proxy_outcome out;
+	struct blk_ctx bc;
 	struct timespec start;
 	char path[96];
 	char client[CLIENT_MAX];
@@ -80,8 +96,8 @@ struct coap_server {
 	struct event *ev;
 	const char *roots[2];
 	size_t nroots;
-	size_t reasm_bytes;
-	size_t reasm_count; /* Block1 bodies in progress, all sessions */
+	struct bw_pool bw;  /* block-wise state of all sessions (E1, E4) */
+	size_t bw_gauge;    /* Block1 bodies last told to metrics */
 	struct estgw_rate *rate; /* NULL: no rate limit */
 	struct sess_data *sessions;
 	struct pending *pendings;
@@ -95,6 +111,8 @@ struct req_info {
 	char path[96];
 	struct est_route route;
 	struct est_coap_req opts;
+	char rkey[KEY_MAX];        /* the Block1 body: path, Request-Tag, Content-Format */
+	struct blk_ctx bc;
 	struct timespec start;
 };
 
@@ -147,66 +165,6 @@ static void log_request(const char *client, int method, const char *path,
 		 note ? ")" : "");
 }
 
-static void release_payload(coap_session_t *s, void *p)
-{
-	free(p);
-}
-
-/* An answer payload lent to libcoap until its last block is sent. It is
- * zeroed before it is freed: a CF 62 answer carries a private key (G7). */
-struct payload_hold {
-	uint8_t *p;
-	size_t len;
-};
-
-static void release_held(coap_session_t *s, void *arg)
-{
-	struct payload_hold *h = arg;
-
-	explicit_bzero(h->p, h->len);
-	free(h->p);
-	free(h);
-}
-
-static struct coap_server *srv_of(coap_session_t *s);
-
-/* Put an answer into @p resp; takes the payload out of @p a. A 5.03 always
- * tells the device when to come back (D1): [upstream] retry_default
- * unless the answer has its own Max-Age. */
-static void put_answer(coap_resource_t *r, coap_session_t *s,
-		       const coap_pdu_t *req, const coap_string_t *q,
-		       coap_pdu_t *resp, struct est_coap_resp *a)
-{
-	uint8_t buf[4];
-
-	if (a->code == EST_CODE(5, 3) && !a->has_max_age) {
-		a->has_max_age = 1;
-		a->max_age = srv_of(s)->cfg->upstream.retry_default;
-	}
-	coap_pdu_set_code(resp, (coap_pdu_code_t)a->code);
-	if (a->has_max_age)
-		coap_add_option(resp, COAP_OPTION_MAXAGE,
-				coap_encode_var_safe(buf, sizeof(buf), a->max_age),
-				buf);
-	if (EST_CODE_CLASS(a->code) == 2 && a->cf != EST_CF_NONE) {
-		struct payload_hold *h = a->payload ? malloc(sizeof(*h)) : NULL;
-		if (a->payload && !h) {
-			coap_pdu_set_code(resp, COAP_RESPONSE_CODE(500));
-			return;
-		}
-		if (h) {
-			h->p = a->payload;
-			h->len = a->len;
-			a->payload = NULL;
-		}
-		coap_add_data_large_response(r, s, req, resp, q, (uint16_t)a->cf,
-					     -1, 0, a->len, h ? h->p : (uint8_t *)"",
-					     h ? release_held : NULL, h);
-	} else if (a->payload && a->len) {
-		coap_add_data(resp, a->len, a->payload);
-	}
-}
-
 static void answer_error(coap_pdu_t *resp, uint8_t code, const char *diag)
 {
 	coap_pdu_set_code(resp, (coap_pdu_code_t)code);
@@ -229,31 +187,176 @@ static void answer_busy(struct coap_server *srv, coap_pdu_t *resp,
 	coap_add_data(resp, strlen(diag), (const uint8_t *)diag);
 }
 
-/* ---- per-session state -------------------------------------------------- */
-
-static void reasm_drop(struct coap_server *srv, struct sess_data *sd,
-		       struct reasm *r)
+/* RFC 7252 §4.2: a request in an ACK (or RST) is rejected by ignoring it:
+ * the response stays empty, which libcoap drops for a non-CON. */
+static int not_a_request(coap_session_t *s, const coap_pdu_t *req)
 {
-	struct reasm **pp = &sd->reasm;
+	coap_pdu_type_t t = coap_pdu_get_type(req);
 
-	while (*pp && *pp != r)
-		pp = &(*pp)->next;
-	if (*pp)
-		*pp = r->next;
-	srv->reasm_bytes -= r->len;
-	srv->reasm_count--;
-	sd->nreasm--;
-	metrics_block1(-1);
-	free(r->buf);
-	free(r);
+	if (t != COAP_MESSAGE_ACK && t != COAP_MESSAGE_RST)
+		return 0;
+	log_info("coap", "%s: request in an %s message ignored (RFC 7252 4.2)",
+		 coap_session_str(s), t == COAP_MESSAGE_ACK ? "ACK" : "RST");
+	return 1;
 }
+
+/* ---- block-wise glue (RFC 7959; blockwise.c decides) -------------------- */
+
+static void add_uint(coap_pdu_t *pdu, uint16_t num, uint32_t v)
+{
+	uint8_t buf[4];
+
+	coap_add_option(pdu, num, coap_encode_var_safe(buf, sizeof(buf), v), buf);
+}
+
+static void add_block(coap_pdu_t *pdu, uint16_t num, const struct bw_block *b)
+{
+	uint8_t buf[3];
+
+	coap_add_option(pdu, num, bw_block_encode(b, buf), buf);
+}
+
+/* The value of option @p num, "" when empty, NULL when absent. */
+static const uint8_t *opt_raw(const coap_pdu_t *pdu, uint16_t num, size_t *len)
+{
+	coap_opt_iterator_t it;
+	coap_opt_t *o = coap_check_option(pdu, num, &it);
+
+	*len = o ? coap_opt_length(o) : 0;
+	if (!o)
+		return NULL;
+	return *len ? coap_opt_value(o) : (const uint8_t *)"";
+}
+
+/* Block1, Block2, Size1 and the payload of @p req, for blockwise.c. */
+static void req_blocks(const coap_pdu_t *req, struct bw_req *rq)
+{
+	unsigned v = 0;
+
+	memset(rq, 0, sizeof(*rq));
+	rq->block1 = opt_raw(req, COAP_OPTION_BLOCK1, &rq->block1_len);
+	rq->block2 = opt_raw(req, COAP_OPTION_BLOCK2, &rq->block2_len);
+	rq->has_size1 = opt_uint(req, COAP_OPTION_SIZE1, &v);
+	rq->size1 = v;
+	if (!coap_get_data(req, &rq->len, &rq->data))
+		rq->len = 0;
+	rq->now = time(NULL);
+}
+
+/* Payload bytes one message on @p s can carry after token and options. */
+static size_t room_for(coap_session_t *s, const coap_pdu_t *req)
+{
+	size_t max = coap_session_max_pdu_size(s);
+	size_t used = coap_pdu_get_token(req).length + OPT_ROOM + 1;
+
+	return max > used ? max - used : 0;
+}
+
+/* Put @p a into @p resp: all of it, or the Block2 block asked for by @p b2
+ * (or at the SZX @p pref an earlier block asked for), with Block1 = @p echo
+ * when not NULL (E5). Options in ascending order, payload last. Returns 1
+ * when more blocks follow (keep the answer), 0 when all of it went, -1
+ * when an error went instead; *szx: the Block2 SZX used, -1 none. */
+static int put_body(coap_session_t *s, const coap_pdu_t *req, coap_pdu_t *resp,
+		    const struct bw_answer *a, const struct bw_block *b2,
+		    int pref, const struct bw_block *echo, int *szx)
+{
+	struct bw_slice sl = { .n = a->len };
+	int blocks = EST_CODE_CLASS(a->code) == 2 && a->cf != EST_CF_NONE;
+	int rc = blocks ? bw_block2(a->len, b2, pref, room_for(s, req), &sl) : 0;
+
+	if (szx)
+		*szx = rc == 0 && sl.block ? sl.b2.szx : -1;
+	if (rc != 0) {
+		answer_error(resp, EST_CODE(4, 0), rc == -ERANGE ?
+			     "Block2 beyond the end of the answer" : rc == -EINVAL ?
+			     "Block2 SZX 7 is reserved" : "no room for a block");
+		return -1;
+	}
+	coap_pdu_set_code(resp, (coap_pdu_code_t)a->code);
+	if (sl.block) /* each body its own ETag: blocks of two never mix unseen */
+		coap_add_option(resp, COAP_OPTION_ETAG, sizeof(a->etag), a->etag);
+	if (blocks)
+		add_uint(resp, COAP_OPTION_CONTENT_FORMAT, (uint32_t)a->cf);
+	if (a->has_max_age)
+		add_uint(resp, COAP_OPTION_MAXAGE, a->max_age);
+	if (sl.block)
+		add_block(resp, COAP_OPTION_BLOCK2, &sl.b2);
+	if (echo)
+		add_block(resp, COAP_OPTION_BLOCK1, echo);
+	if (sl.block)
+		add_uint(resp, COAP_OPTION_SIZE2, (uint32_t)a->len);
+	if (sl.n)
+		coap_add_data(resp, sl.n, a->payload + sl.off);
+	return sl.block && sl.b2.m;
+}
+
+static void gauge_sync(struct coap_server *srv)
+{
+	if (srv->bw.count != srv->bw_gauge)
+		metrics_block1((int)srv->bw.count - (int)srv->bw_gauge);
+	srv->bw_gauge = srv->bw.count;
+}
+
+/* The answer to a request whose body is complete, at once or as a separate
+ * response: put it in, and keep it when Block2 follow-ups may come (E6) or
+ * it ends a Block1 transfer (E8). Takes the payload out of @p r. */
+static void answer_final(struct coap_server *srv, coap_session_t *s,
+			 const coap_pdu_t *req, coap_pdu_t *resp,
+			 const struct blk_ctx *bc, struct est_coap_resp *r)
+{
+	struct sess_data *sd = coap_session_get_app_data(s);
+
+	if (r->code == EST_CODE(5, 3) && !r->has_max_age) { /* D1 */
+		r->has_max_age = 1;
+		r->max_age = srv->cfg->upstream.retry_default;
+	}
+	struct bw_answer a = {
+		.code = r->code, .cf = r->cf, .has_max_age = r->has_max_age,
+		.max_age = r->max_age, .payload = r->payload, .len = r->len,
+	};
+	struct bw_req last;
+
+	r->payload = NULL;
+	r->len = 0;
+	bw_etag(&a, a.etag);
+	int more = put_body(s, req, resp, &a, bc->has_b2 ? &bc->b2 : NULL,
+			    bc->b2_szx, bc->echo ? &bc->echo_b1 : NULL, &a.szx);
+	req_blocks(req, &last);
+	if (sd && (more > 0 || bc->keep_last) &&
+	    bw_keep(&srv->bw, &sd->bw, bc->akey, bc->keep_last ? &last : NULL,
+		    &a, last.now) == 0)
+		return;
+	if (more > 0)
+		log_warn("coap", "%s: answer not kept (limit): its later blocks "
+			 "are made again or refused", coap_session_str(s));
+	bw_answer_clear(&a);
+}
+
+/* An error (after the body was complete) through answer_final. */
+static void answer_final_error(struct coap_server *srv, coap_session_t *s,
+			       const coap_pdu_t *req, coap_pdu_t *resp,
+			       const struct blk_ctx *bc, uint8_t code,
+			       const char *diag)
+{
+	struct est_coap_resp r;
+
+	if (est_coap_resp_error(&r, code, diag) != 0) {
+		answer_error(resp, code, diag);
+		return;
+	}
+	answer_final(srv, s, req, resp, bc, &r);
+	est_coap_resp_free(&r);
+}
+
+/* ---- per-session state -------------------------------------------------- */
 
 static void sess_free(struct sess_data *sd)
 {
 	struct coap_server *srv = sd->srv;
 
-	while (sd->reasm)
-		reasm_drop(srv, sd, sd->reasm);
+	bw_session_clear(&srv->bw, &sd->bw);
+	gauge_sync(srv);
 	if (sd->counted)
 		metrics_dtls_sessions(-1);
 	if (sd->prev)
@@ -334,180 +437,127 @@ static int on_event(coap_session_t *s, const coap_event_t ev)
 	return 0;
 }
 
-/* ---- Block1 reassembly (E1, E4) ----------------------------------------- */
+/* ---- Block1 reassembly and Block2 follow-ups (E1, E4-E8) ----------- */
 
-static void reasm_expire(struct coap_server *srv, struct sess_data *sd,
-			 time_t now)
-{
-	struct reasm *r = sd->reasm, *next;
-
-	for (; r; r = next) {
-		next = r->next;
-		if (now - r->last > REASM_LIFETIME)
-			reasm_drop(srv, sd, r);
-	}
-}
-
-static struct reasm *reasm_find(struct sess_data *sd, const char *key)
-{
-	for (struct reasm *r = sd->reasm; r; r = r->next)
-		if (strcmp(r->key, key) == 0)
-			return r;
-	return NULL;
-}
-
-static struct reasm *reasm_new(struct coap_server *srv, struct sess_data *sd,
-			       const char *key)
-{
-	if (sd->nreasm >= srv->cfg->server.reasm_per_session) {
-		struct reasm *oldest = sd->reasm;
-		for (struct reasm *r = sd->reasm; r; r = r->next)
-			if (r->last < oldest->last)
-				oldest = r;
-		reasm_drop(srv, sd, oldest);
-	}
-	if (srv->reasm_count >= srv->cfg->server.reasm_total)
-		return NULL; /* every slot busy: the caller answers 5.03 */
-	struct reasm *r = calloc(1, sizeof(*r));
-	if (!r)
-		return NULL;
-	snprintf(r->key, sizeof(r->key), "%s", key);
-	r->next = sd->reasm;
-	sd->reasm = r;
-	sd->nreasm++;
-	srv->reasm_count++;
-	metrics_block1(1);
-	return r;
-}
-
-static int reasm_append(struct coap_server *srv, struct reasm *r,
-			const uint8_t *data, size_t len)
-{
-	if (srv->reasm_bytes + len > srv->cfg->server.reasm_total_bytes)
-		return -ENOSPC;
-	uint8_t *p = realloc(r->buf, r->len + len ? r->len + len : 1);
-	if (!p)
-		return -ENOMEM;
-	memcpy(p + r->len, data, len);
-	r->buf = p;
-	r->len += len;
-	srv->reasm_bytes += len;
-	return 0;
-}
-
-static void reasm_key(const coap_pdu_t *req, const char *path, char *key,
-		      size_t keylen)
+/* The keys of @p ri's body (path, Request-Tag, Content-Format) and of its
+ * answer (method, path, query, Accept, Request-Tag): two transfers on one
+ * session share state only when all of these agree (E6). */
+static void make_keys(const coap_pdu_t *req, struct req_info *ri)
 {
 	coap_opt_iterator_t it;
-	coap_opt_t *o = coap_check_option(req, COAP_OPTION_RTAG, &it);
-	size_t n = (size_t)snprintf(key, keylen, "%s#", path);
+	coap_opt_t *o;
+	char tag[2 * 8 + 1] = "", q[KEY_MAX / 2] = "";
+	size_t n = 0, tlen = 0;
+	const uint8_t *t = opt_raw(req, COAP_OPTION_RTAG, &tlen);
 
-	if (!o)
-		return;
-	const uint8_t *v = coap_opt_value(o);
-	for (uint32_t i = 0; i < coap_opt_length(o) && n + 3 < keylen; i++)
-		n += (size_t)snprintf(key + n, keylen - n, "%02x", v[i]);
+	for (size_t i = 0; t && i < tlen && i < 8; i++)
+		snprintf(tag + 2 * i, sizeof(tag) - 2 * i, "%02x", t[i]);
+	coap_option_iterator_init(req, &it, COAP_OPT_ALL);
+	while ((o = coap_option_next(&it)) && n < sizeof(q)) {
+		if (it.number != COAP_OPTION_URI_QUERY)
+			continue;
+		n += (size_t)snprintf(q + n, sizeof(q) - n, "%s%.*s", n ? "&" : "",
+				      (int)coap_opt_length(o), coap_opt_value(o));
+	}
+	snprintf(ri->rkey, sizeof(ri->rkey), "%s#%s#%d", ri->path, tag,
+		 ri->opts.cf);
+	snprintf(ri->bc.akey, sizeof(ri->bc.akey), "%d %s?%s#%d#%s",
+		 (int)ri->opts.method, ri->path, q, ri->opts.accept, tag);
+}
+
+/* Block2 of @p req into @p bc (a malformed one is left to bw_feed). */
+static void read_block2(const coap_pdu_t *req, struct blk_ctx *bc)
+{
+	size_t len;
+	const uint8_t *v = opt_raw(req, COAP_OPTION_BLOCK2, &len);
+
+	bc->has_b2 = v && bw_block_parse(v, len, &bc->b2) == 0;
+	bc->b2_szx = -1;
 }
 
 /* Outcome of feeding one request PDU to reassembly. */
-enum body_state { BODY_READY, BODY_MORE, BODY_ERROR };
+enum body_state { BODY_READY, BODY_MORE, BODY_ERROR, BODY_REPEATED };
 
-static enum body_state too_large(struct coap_server *srv, coap_pdu_t *resp)
+/* Feed @p req to blockwise.c and answer what it says. On BODY_READY body
+ * and len are set; *owned is a buffer to free afterwards (NULL when the
+ * body points into the PDU), and ri->bc says how to answer (E5, E7). */
+static enum body_state feed_body(struct coap_server *srv, coap_session_t *s,
+				 const coap_pdu_t *req, struct req_info *ri,
+				 coap_pdu_t *resp, const uint8_t **body,
+				 size_t *len, uint8_t **owned)
 {
-	uint8_t buf[4];
-
-	coap_pdu_set_code(resp, COAP_RESPONSE_CODE(413));
-	coap_add_option(resp, COAP_OPTION_SIZE1,
-			coap_encode_var_safe(buf, sizeof(buf),
-					     srv->cfg->server.max_body),
-			buf);
-	coap_add_data(resp, 22, (const uint8_t *)"request body too large");
-	return BODY_ERROR;
-}
-
-/* Collect the request body. On BODY_READY body and len are set; *owned is a
- * buffer to free afterwards (NULL when the body points into the PDU). */
-static enum body_state collect_body(struct coap_server *srv, coap_session_t *s,
-				    const coap_pdu_t *req, const char *path,
-				    coap_pdu_t *resp, const uint8_t **body,
-				    size_t *len, uint8_t **owned)
-{
-	const size_t max = srv->cfg->server.max_body;
 	struct sess_data *sd = sess_get(srv, s);
-	coap_block_b_t b1;
-	const uint8_t *data = NULL;
-	size_t dlen = 0;
-	unsigned size1;
-	char key[160];
+	struct bw_req rq;
+	struct bw_out o;
 
 	*owned = NULL;
-	coap_get_data(req, &dlen, &data);
-	if (opt_uint(req, COAP_OPTION_SIZE1, &size1) && size1 > max)
-		return too_large(srv, resp);
-	if (!coap_get_block_b(s, req, COAP_OPTION_BLOCK1, &b1) ||
-	    (b1.num == 0 && !b1.m)) {
-		if (dlen > max)
-			return too_large(srv, resp);
-		*body = data;
-		*len = dlen;
-		return BODY_READY;
-	}
 	if (!sd) {
 		answer_error(resp, COAP_RESPONSE_CODE(500), "out of memory");
 		return BODY_ERROR;
 	}
-	size_t off = (size_t)b1.num << (b1.szx + 4);
-	time_t now = time(NULL);
-	reasm_key(req, path, key, sizeof(key));
-	reasm_expire(srv, sd, now);
-	struct reasm *r = reasm_find(sd, key);
-	if (off + dlen > max) {
-		if (r)
-			reasm_drop(srv, sd, r);
-		return too_large(srv, resp);
-	}
-	if (b1.num == 0) {
-		if (r)
-			reasm_drop(srv, sd, r);
-		r = reasm_new(srv, sd, key);
-		if (!r) {
-			answer_busy(srv, resp,
-				    "too many block-wise transfers in progress");
-			return BODY_ERROR;
-		}
-	}
-	if (!r || off > r->len) {
-		if (r)
-			reasm_drop(srv, sd, r);
-		answer_error(resp, COAP_RESPONSE_CODE(408), "missing Block1 block");
-		return BODY_ERROR;
-	}
-	r->last = now;
-	if (off == r->len) {
-		if (reasm_append(srv, r, data, dlen) != 0) {
-			reasm_drop(srv, sd, r);
-			answer_busy(srv, resp, "busy");
-			return BODY_ERROR;
-		}
-	} else if (off + dlen != r->len && b1.m) {
-		/* neither the next block nor a repeat of the last one */
-		reasm_drop(srv, sd, r);
-		answer_error(resp, COAP_RESPONSE_CODE(408), "Block1 out of order");
-		return BODY_ERROR;
-	}
-	if (b1.m) {
-		coap_pdu_set_code(resp, COAP_RESPONSE_CODE(231));
+	req_blocks(req, &rq);
+	rq.key = ri->rkey;
+	rq.answer_key = ri->bc.akey;
+	bw_feed(&srv->bw, &sd->bw, &rq, &o);
+	gauge_sync(srv);
+	ri->bc.echo = o.echo;
+	ri->bc.echo_b1 = o.echo_b1;
+	switch (o.verdict) {
+	case BW_READY:
+		ri->bc.b2_szx = o.block2_szx;
+		ri->bc.keep_last = o.echo && o.echo_b1.num > 0;
+		*body = o.body;
+		*len = o.len;
+		*owned = o.owned;
+		return BODY_READY;
+	case BW_MORE: /* 2.31 Continue, Block1 echo with M=1 */
+		coap_pdu_set_code(resp, (coap_pdu_code_t)o.code);
+		add_block(resp, COAP_OPTION_BLOCK1, &o.echo_b1);
 		return BODY_MORE;
+	case BW_REPEAT: /* the last block again after its answer went (E8) */
+		put_body(s, req, resp, o.answer, ri->bc.has_b2 ? &ri->bc.b2 : NULL,
+			 o.answer->szx, &o.echo_b1, NULL);
+		return BODY_REPEATED;
+	case BW_ERROR:
+		break;
 	}
-	/* Last block: hand the buffer over. */
-	*owned = r->buf;
-	*body = r->buf;
-	*len = r->len;
-	srv->reasm_bytes -= r->len;
-	r->len = 0;
-	r->buf = NULL;
-	reasm_drop(srv, sd, r);
-	return BODY_READY;
+	coap_pdu_set_code(resp, (coap_pdu_code_t)o.code);
+	if (o.code == EST_CODE(5, 3)) /* reassembly full (D1) */
+		add_uint(resp, COAP_OPTION_MAXAGE, srv->cfg->upstream.retry_default);
+	if (o.echo)
+		add_block(resp, COAP_OPTION_BLOCK1, &o.echo_b1);
+	if (o.code == EST_CODE(4, 13))
+		add_uint(resp, COAP_OPTION_SIZE1, o.size1);
+	coap_add_data(resp, strlen(o.diag), (const uint8_t *)o.diag);
+	return BODY_ERROR;
+}
+
+/* A Block2 request for a later block of an answer this session keeps is
+ * answered from it (E6), without going upstream again; returns 1 then. A
+ * GET with nothing kept is made afresh (and cut the same way); any other
+ * method is 4.08: its body is gone. */
+static int block2_follow_up(struct coap_server *srv, coap_session_t *s,
+			    const coap_pdu_t *req, const struct req_info *ri,
+			    coap_pdu_t *resp, const char *client)
+{
+	struct sess_data *sd = coap_session_get_app_data(s);
+	const struct bw_answer *a;
+	size_t len;
+
+	if (!ri->bc.has_b2 || ri->bc.b2.num == 0 || !sd ||
+	    opt_raw(req, COAP_OPTION_BLOCK1, &len))
+		return 0;
+	a = bw_find(&srv->bw, &sd->bw, ri->bc.akey, time(NULL));
+	if (a) {
+		put_body(s, req, resp, a, &ri->bc.b2, -1, NULL, NULL);
+		return 1;
+	}
+	if (ri->opts.method == EST_GET)
+		return 0;
+	answer_error(resp, EST_CODE(4, 8), "answer no longer kept: send the request again");
+	log_request(client, ri->opts.method, ri->path, 0, "Block2 without a kept answer",
+		    EST_CODE(4, 8), ms_since(&ri->start));
+	return 1;
 }
 
 /* ---- request handling ------------------------------------------------- */
@@ -541,6 +591,8 @@ static int read_request(struct coap_server *srv, const coap_pdu_t *req,
 	ri->opts.method = (enum est_method)coap_pdu_get_code(req);
 	ri->opts.cf = opt_uint(req, COAP_OPTION_CONTENT_FORMAT, &v) ? (int)v : EST_CF_NONE;
 	ri->opts.accept = opt_uint(req, COAP_OPTION_ACCEPT, &v) ? (int)v : EST_CF_NONE;
+	make_keys(req, ri);
+	read_block2(req, &ri->bc);
 	if (ri->nseg > MAX_SEGS)
 		return -ENOENT;
 	return est_route_path(ri->segs, ri->nseg, srv->roots, srv->nroots,
@@ -603,7 +655,7 @@ static void answer_pending(coap_resource_t *r, coap_session_t *s,
 	if (p->enroll && srv_of(s)->brski && code == EST_CODE(2, 4))
 		brski_note_enrolled(srv_of(s)->brski, p->out.resp.cf,
 				    p->out.resp.payload, p->out.resp.len);
-	put_answer(r, s, req, q, resp, &p->out.resp);
+	answer_final(srv_of(s), s, req, resp, &p->bc, &p->out.resp);
 	log_request(p->client, method, p->path, p->out.upstream_status,
 		    p->out.note, code, ms_since(&p->start));
 	est_coap_resp_free(&p->out.resp);
@@ -629,6 +681,7 @@ static void go_upstream(struct coap_server *srv, coap_resource_t *r,
 	}
 	p->srv = srv;
 	p->start = ri->start;
+	p->bc = ri->bc;
 	snprintf(p->path, sizeof(p->path), "%s", ri->path);
 	snprintf(p->client, sizeof(p->client), "%s", client);
 	struct proxy_request rq = {
@@ -653,7 +706,7 @@ static void go_upstream(struct coap_server *srv, coap_resource_t *r,
 				    now.resp.len);
 	free(p);
 	uint8_t code = now.resp.code;
-	put_answer(r, s, req, q, resp, &now.resp);
+	answer_final(srv, s, req, resp, &ri->bc, &now.resp);
 	log_request(client, ri->opts.method, ri->path, now.upstream_status,
 		    now.note, code, ms_since(&ri->start));
 	est_coap_resp_free(&now.resp);
@@ -686,8 +739,9 @@ static int rate_refused(struct coap_server *srv, coap_session_t *s,
 /* G2-G4: the policy decides before anything goes upstream. Answers
  * and logs a refusal; returns 1 when refused. */
 static int policy_refused(struct coap_server *srv, coap_session_t *s,
-			  struct sess_data *sd, const struct req_info *ri,
-			  const uint8_t *body, size_t len, coap_pdu_t *resp)
+			  struct sess_data *sd, const coap_pdu_t *req,
+			  const struct req_info *ri, const uint8_t *body,
+			  size_t len, coap_pdu_t *resp)
 {
 	coap_tls_library_t lib;
 	struct estgw_policy_verdict v;
@@ -717,10 +771,36 @@ static int policy_refused(struct coap_server *srv, coap_session_t *s,
 	}
 	log_warn("policy", "client=\"%s\" (%s) %s refused: %s", client,
 		    estgw_client_kind_name(pr.kind), ri->path, v.diag);
-	answer_error(resp, v.code, v.diag);
+	answer_final_error(srv, s, req, resp, &ri->bc, v.code, v.diag);
 	log_request(client, ri->opts.method, ri->path, 0, v.diag, v.code,
 		    ms_since(&ri->start));
 	return 1;
+}
+
+/* feed_body, and the log line when it answered the request itself;
+ * 1 when the body is ready. */
+static int body_ready(struct coap_server *srv, coap_session_t *s,
+		      const coap_pdu_t *req, struct req_info *ri,
+		      coap_pdu_t *resp, const char *client, const uint8_t **body,
+		      size_t *len, uint8_t **owned)
+{
+	const char *note;
+
+	switch (feed_body(srv, s, req, ri, resp, body, len, owned)) {
+	case BODY_READY:
+		return 1;
+	case BODY_MORE:
+		return 0;
+	case BODY_REPEATED:
+		note = "answer repeated for the last Block1 block";
+		break;
+	default:
+		note = "body rejected";
+		break;
+	}
+	log_request(client, ri->opts.method, ri->path, 0, note,
+		    (uint8_t)coap_pdu_get_code(resp), ms_since(&ri->start));
+	return 0;
 }
 
 /* /.well-known/brski/{rv,vs,es} (H): body collected like EST, then
@@ -728,7 +808,7 @@ static int policy_refused(struct coap_server *srv, coap_session_t *s,
 static void go_brski(struct coap_server *srv, coap_resource_t *r,
 		     coap_session_t *s, const coap_pdu_t *req,
 		     const coap_string_t *q, coap_pdu_t *resp,
-		     const struct req_info *ri, enum brski_res res,
+		     struct req_info *ri, enum brski_res res,
 		     const char *client)
 {
 	const uint8_t *body = NULL;
@@ -739,16 +819,8 @@ static void go_brski(struct coap_server *srv, coap_resource_t *r,
 	coap_tls_library_t lib;
 	int rc;
 
-	switch (collect_body(srv, s, req, ri->path, resp, &body, &len, &owned)) {
-	case BODY_MORE:
+	if (!body_ready(srv, s, req, ri, resp, client, &body, &len, &owned))
 		return;
-	case BODY_ERROR:
-		log_request(client, ri->opts.method, ri->path, 0, "body rejected",
-			    (uint8_t)coap_pdu_get_code(resp), ms_since(&ri->start));
-		return;
-	case BODY_READY:
-		break;
-	}
 	struct brski_request rq = {
 		.res = res, .method = ri->opts.method, .cf = ri->opts.cf,
 		.accept = ri->opts.accept, .body = body, .len = len,
@@ -763,6 +835,7 @@ static void go_brski(struct coap_server *srv, coap_resource_t *r,
 	if (rc == 0) {
 		p->srv = srv;
 		p->start = ri->start;
+		p->bc = ri->bc;
 		snprintf(p->path, sizeof(p->path), "%s", ri->path);
 		snprintf(p->client, sizeof(p->client), "%s", client);
 		if (park(srv, s, req, p) == 0)
@@ -778,7 +851,7 @@ static void go_brski(struct coap_server *srv, coap_resource_t *r,
 		return;
 	}
 	uint8_t code = now.resp.code;
-	put_answer(r, s, req, q, resp, &now.resp);
+	answer_final(srv, s, req, resp, &ri->bc, &now.resp);
 	log_request(client, ri->opts.method, ri->path, now.upstream_status,
 		    now.note, code, ms_since(&ri->start));
 	est_coap_resp_free(&now.resp);
@@ -796,6 +869,8 @@ static void hnd_est(coap_resource_t *r, coap_session_t *s,
 	size_t len = 0;
 	uint8_t *owned = NULL;
 
+	if (not_a_request(s, req))
+		return;
 	if (a) {
 		answer_pending(r, s, req, q, resp, coap_async_get_app_data(a));
 		return;
@@ -810,6 +885,8 @@ static void hnd_est(coap_resource_t *r, coap_session_t *s,
 		return;
 	}
 	int routed = read_request(srv, req, &ri);
+	if (block2_follow_up(srv, s, req, &ri, resp, client))
+		return;
 	enum brski_res br = srv->brski ? brski_route(ri.segs, ri.nseg) : BRSKI_NONE;
 	if (br != BRSKI_NONE) {
 		go_brski(srv, r, s, req, q, resp, &ri, br, client);
@@ -832,24 +909,30 @@ static void hnd_est(coap_resource_t *r, coap_session_t *s,
 			    EST_CODE(4, 29), ms_since(&ri.start));
 		return;
 	}
-	switch (collect_body(srv, s, req, ri.path, resp, &body, &len, &owned)) {
-	case BODY_MORE:
+	if (!body_ready(srv, s, req, &ri, resp, client, &body, &len, &owned))
 		return;
-	case BODY_ERROR:
-		log_request(client, ri.opts.method, ri.path, 0, "body rejected",
-			    (uint8_t)coap_pdu_get_code(resp), ms_since(&ri.start));
-		return;
-	case BODY_READY:
-		break;
-	}
 	if (ri.route.op->method == EST_GET)
 		len = 0; /* a GET carries no body upstream */
-	if (policy_refused(srv, s, sd, &ri, body, len, resp)) {
+	if (policy_refused(srv, s, sd, req, &ri, body, len, resp)) {
 		free(owned);
 		return;
 	}
 	go_upstream(srv, r, s, req, q, resp, &ri, v.resp_cf, body, len, client);
 	free(owned);
+}
+
+/* The discovery answer is made afresh for each request, so each Block2
+ * block of it is cut from its own copy (nothing kept). */
+static void put_listing(coap_session_t *s, const coap_pdu_t *req,
+			coap_pdu_t *resp, uint8_t *text, size_t len)
+{
+	struct bw_answer a = { .code = EST_CODE(2, 5), .cf = EST_CF_LINK,
+			       .payload = text, .len = len };
+	struct blk_ctx bc;
+
+	read_block2(req, &bc);
+	bw_etag(&a, a.etag);
+	put_body(s, req, resp, &a, bc.has_b2 ? &bc.b2 : NULL, -1, NULL, NULL);
 }
 
 /* GET /.well-known/core (A3, A4). */
@@ -875,6 +958,8 @@ static void hnd_core(coap_resource_t *r, coap_session_t *s,
 	struct timespec t0;
 	struct sess_data *sd = sess_get(srv, s);
 
+	if (not_a_request(s, req))
+		return;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	lo.ops_enabled &= ~proxy_ops_missing(srv->px); /* 404/501 upstream */
 	if (srv->brski)
@@ -892,9 +977,8 @@ static void hnd_core(coap_resource_t *r, coap_session_t *s,
 		return;
 	}
 	coap_pdu_set_code(resp, COAP_RESPONSE_CODE(205));
-	coap_add_data_large_response(r, s, req, resp, q, EST_CF_LINK, -1, 0,
-				     tlen, (const uint8_t *)(text ? text : ""),
-				     text ? release_payload : NULL, text);
+	put_listing(s, req, resp, (uint8_t *)text, tlen);
+	free(text);
 	log_request(sd ? sd->client : "-", EST_GET, "/.well-known/core", 0,
 		    NULL, EST_CODE(2, 5), ms_since(&t0));
 }
@@ -990,6 +1074,20 @@ static struct estgw_dtls *load_dtls(const struct estgw_config *cfg)
 	return d;
 }
 
+/* The block-wise bounds of @p cfg (E1, E4) and of the kept answers. */
+static struct bw_limits bw_limits_of(const struct estgw_config *cfg)
+{
+	return (struct bw_limits){
+		.max_body = cfg->server.max_body,
+		.per_session = cfg->server.reasm_per_session,
+		.total = cfg->server.reasm_total,
+		.total_bytes = cfg->server.reasm_total_bytes,
+		.lifetime = REASM_LIFETIME,
+		.keep_per_session = KEEP_PER_SESSION,
+		.keep_total_bytes = KEEP_TOTAL_BYTES,
+	};
+}
+
 /* One [server] listen address, parsed by config.c: bound as it is. */
 static int add_endpoint(struct coap_server *srv, const struct estgw_addr *a)
 {
@@ -1061,7 +1159,8 @@ struct coap_server *coap_server_new(struct event_base *base,
 	if (!srv->dtls || !srv->ctx || (cfg->server.rate_limit && !srv->rate))
 		goto fail;
 	coap_set_app_data(srv->ctx, srv);
-	coap_context_set_block_mode(srv->ctx, COAP_BLOCK_USE_LIBCOAP);
+	/* libcoap's block mode stays off: blockwise.c does RFC 7959 (E6) */
+	srv->bw.lim = bw_limits_of(cfg);
 	coap_context_set_max_idle_sessions(srv->ctx, cfg->server.max_sessions);
 	coap_context_set_session_timeout(srv->ctx, cfg->server.idle_timeout);
 	coap_context_set_max_handshake_sessions(srv->ctx, cfg->server.max_handshakes);
@@ -1163,6 +1262,7 @@ int coap_server_reload(struct coap_server *srv, const struct estgw_config *cfg)
 		srv->roots[srv->nroots++] = cfg->server.root;
 	coap_context_set_max_idle_sessions(srv->ctx, cfg->server.max_sessions);
 	coap_context_set_session_timeout(srv->ctx, cfg->server.idle_timeout);
+	srv->bw.lim = bw_limits_of(cfg);
 	/* libcoap 4.3.1 compares the count of sessions in handshake with this
 	 * value each time a new one arrives: setting it again is enough. */
 	coap_context_set_max_handshake_sessions(srv->ctx, cfg->server.max_handshakes);

@@ -1,9 +1,11 @@
 /* coap_server.h - the downstream side: libcoap DTLS server on the loop.
  *
  * Owns: the coap_context, endpoints, resources (/.well-known/core and every
- * EST path under each root, with or without a label), Block1 reassembly
- * (bounded, per session + path + Request-Tag), separate responses (libcoap
- * async), per-session client identity, and the one log line per request.
+ * EST path under each root, with or without a label), the glue to the
+ * block-wise state of blockwise.c (Block1 bodies per session + path +
+ * Request-Tag, answers kept for Block2 follow-ups), separate responses
+ * (libcoap async), per-session client identity, and the one log line per
+ * request.
  */
 #ifndef ESTGW_COAP_SERVER_H
 #define ESTGW_COAP_SERVER_H

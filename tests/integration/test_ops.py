@@ -517,6 +517,9 @@ class TestNotify(StackTest):
         self.expect("READY=1")
         self.s.gw.send_signal(signal.SIGTERM)
         self.expect("STOPPING=1")
+        # exited by itself: tearDown must not send its SIGTERM into the exit
+        # (a second signal after the loop let go of its handlers kills it)
+        self.assertEqual(self.s.gw.wait(timeout=30), 0)
 
 
 class TestSignals(unittest.TestCase):
