@@ -295,7 +295,7 @@ class TestBlockwise(BlockTest):
         self.assertEqual(r.block(BLOCK1), (1, 0, 1), r)  # the answer to a last block
         self.assertRegex(self.s.log(), r"POST /.well-known/est/sen upstream=- code=4\.08")
 
-    def test_F_block1_szx7_reserved_4_00(self):
+    def test_E9_block1_szx7_reserved_4_00(self):
         """RFC 7959 2.2: SZX 7 in a request is 4.00, not an unchunked body."""
         c = self.client()
         csr = csr_der(self.s.pki)
@@ -306,7 +306,7 @@ class TestBlockwise(BlockTest):
             self.assertIn(b"SZX 7", r.payload)
         self.assertEqual(self.s.ca_stats()["ops"].get("simpleenroll"), None)
 
-    def test_F_request_in_ack_message_not_answered(self):
+    def test_E9_request_in_ack_message_not_answered(self):
         """RFC 7252 4.2: a request carried in an ACK is ignored, not answered NON."""
         c = self.client()
         r = c.send(WK + "/crts")  # the handshake, and a normal answer

@@ -9,7 +9,7 @@ the test CA), then lets tshark decrypt it with that file, and finds the CoAP
 request and the HTTP request line inside; without the file it finds neither.
 Capturing needs root (CI runs as root): otherwise that test is skipped.
 
-Run one test: test_keylog.py TestKeylogCapture.test_K_capture_decrypts_dtls_and_https
+Run one test: test_keylog.py TestKeylogCapture.test_J_keylog_capture_decrypts_dtls_and_https
 """
 import os
 import pwd

@@ -182,7 +182,7 @@ static void test_E1_size1_over_limit_4_13(void **state)
 
 /* ---- malformed options ---------------------------------------------------- */
 
-static void test_F_block1_szx7_reserved_4_00(void **state)
+static void test_E9_block1_szx7_reserved_4_00(void **state)
 {
 	struct opt b1 = blk(0, 0, 7);
 	struct bw_out out;
@@ -687,7 +687,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_block1_zero_last_is_whole_body_with_echo, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_E1_whole_body_too_large_4_13, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_E1_size1_over_limit_4_13, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_F_block1_szx7_reserved_4_00, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_E9_block1_szx7_reserved_4_00, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_block2_szx7_reserved_4_00, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_block_option_too_long_4_02, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nonfinal_block_wrong_size_4_00, setup, teardown),
