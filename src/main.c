@@ -13,9 +13,7 @@
 #include <string.h>
 #include <time.h>
 
-#include <curl/curl.h>
 #include <event2/event.h>
-#include <mbedtls/version.h>
 
 #include "brski.h"
 #include "coap_server.h"
@@ -66,14 +64,11 @@ struct gateway {
 
 static void print_version(void)
 {
-	char mbed[64];
-
-	mbedtls_version_get_string_full(mbed);
 	printf("estgw %s\n", ESTGW_VERSION);
 	printf("libcoap %s\n", coap_server_lib_version());
-	printf("libcurl %s\n", curl_version_info(CURLVERSION_NOW)->version);
+	printf("libcurl %s\n", upstream_lib_version());
 	printf("libevent %s\n", event_get_version());
-	printf("%s\n", mbed);
+	printf("%s\n", estgw_pki_lib_version());
 	printf("%s (DTLS backend)\n", estgw_dtls_backend_version());
 #ifdef HAVE_SYSTEMD
 	printf("sd_notify: yes\n");
@@ -404,7 +399,7 @@ static int start(struct gateway *gw)
 	signal(SIGPIPE, SIG_IGN);
 	if (open_keylog(gw->cfg) != 0)
 		return -1;
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
+	if (upstream_global_init() != 0)
 		return -1;
 	gw->base = event_base_new();
 	if (!gw->base)
@@ -466,7 +461,7 @@ static void stop(struct gateway *gw)
 		event_free(gw->drain);
 	if (gw->base)
 		event_base_free(gw->base);
-	curl_global_cleanup();
+	upstream_global_cleanup();
 	estgw_keylog_close();
 	if (gw->brski_cfg && gw->brski_cfg != gw->cfg)
 		free_config(gw->brski_cfg);

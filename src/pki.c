@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <mbedtls/version.h>
 #include <mbedtls/error.h>
 #include <mbedtls/oid.h>
 #include <mbedtls/pk.h>
@@ -341,4 +342,13 @@ void estgw_pki_sha256(const struct estgw_buf *parts, size_t n,
 	}
 	mbedtls_sha256_finish_ret(&c, out);
 	mbedtls_sha256_free(&c);
+}
+
+const char *estgw_pki_lib_version(void)
+{
+	static char v[64];
+
+	if (!v[0])
+		mbedtls_version_get_string_full(v);
+	return v;
 }

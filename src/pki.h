@@ -26,6 +26,9 @@ struct estgw_config;
 int estgw_config_verify_pki(const struct estgw_config *cfg, char *err,
 			    size_t errlen, char *warn, size_t warnlen);
 
+/** "mbed TLS 2.28.x", for --version. */
+const char *estgw_pki_lib_version(void);
+
 /** 1 if the DER certificate lists id-kp-cmcRA (1.3.6.1.5.5.7.3.28) in its
  *  extended key usage, 0 if it does not (anyExtendedKeyUsage alone or no EKU
  *  extension count as "does not"), -EINVAL if it does not parse. */

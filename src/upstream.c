@@ -508,3 +508,18 @@ void upstream_reload(struct upstream *up, const struct estgw_config *cfg)
 	set_conn_limits(up, cfg);
 	clock_gettime(CLOCK_MONOTONIC, &up->reloaded);
 }
+
+int upstream_global_init(void)
+{
+	return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -EIO;
+}
+
+void upstream_global_cleanup(void)
+{
+	curl_global_cleanup();
+}
+
+const char *upstream_lib_version(void)
+{
+	return curl_version_info(CURLVERSION_NOW)->version;
+}

@@ -37,6 +37,14 @@ struct upstream *upstream_new(struct event_base *base,
 			      const struct estgw_config *cfg);
 void upstream_free(struct upstream *up);
 
+/** libcurl's process-wide set-up and tear-down (main calls them once,
+ *  before any upstream_new and after the last upstream_free). */
+int upstream_global_init(void);
+void upstream_global_cleanup(void);
+
+/** The libcurl version in use, for --version. */
+const char *upstream_lib_version(void);
+
 /** Use @p cfg for new exchanges (SIGHUP): its trust, RA certificate, key
  *  and limits; connections opened before are not reused. Transfers in
  *  flight finish with what they started with. */
