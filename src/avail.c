@@ -52,7 +52,7 @@ enum estgw_avail_change estgw_avail_note(struct estgw_avail *a, enum est_op op,
 	if (!a || !ops || status <= 0)
 		return ESTGW_AVAIL_SAME;
 	was_missing = (a->missing & ops) != 0;
-	if (status == 404 || status == 501) { /* not there / not implemented */
+	if (status == 404 || status == 501) { /* Not Found / Not Implemented (RFC 9110 15.5.5, 15.6.2) */
 		a->missing |= ops;
 		return was_missing ? ESTGW_AVAIL_SAME : ESTGW_AVAIL_LOST;
 	}
