@@ -1,11 +1,14 @@
 /* coap_server.c - libcoap DTLS server on the libevent loop (the only file
  * that includes libcoap).
  *
- * Every EST path goes through one handler (libcoap's "unknown resource"),
- * which routes with translate.c, checks options and hands the body to
- * proxy.c. An answer that is not ready at once goes out as a separate
- * response (libcoap async). One log line is written per request when its
- * answer is sent.
+ * Owns what only libcoap can do: the endpoints and DTLS set-up, the
+ * sessions and their client identity (through the DTLS glue), the request
+ * PDU turned into pipeline.c's plain request and the answer turned back
+ * into a PDU, block-wise transfer on the wire (blockwise.c decides),
+ * separate responses (libcoap async), and the one log line per request,
+ * written when its answer is sent. What a request means (route, checks,
+ * rate limit, policy, which target answers it) is pipeline.c's: every
+ * path, /.well-known/core included, goes through one handler and there.
  *
  * Block-wise transfer (RFC 7959) is not left to libcoap (its block mode is
  * off): blockwise.c reassembles Block1 (bounded: libcoap 4.3.1's own
@@ -28,24 +31,19 @@
 #include <event2/event.h>
 
 #include "blockwise.h"
-#include "brski.h"
 #include "dtls.h"
 #include "estgw/log.h"
 #include "estgw/translate.h"
-#include "policy.h"
 #include "metrics.h"
-#include "proxy.h"
-#include "ratelimit.h"
+#include "pipeline.h"
 
-#define MAX_SEGS 8             /* Uri-Path segments looked at */
-#define MAX_QUERIES 8          /* Uri-Query options looked at */
 #define REASM_LIFETIME 247     /* seconds: EXCHANGE_LIFETIME (RFC 7252 4.8.2) */
 #define CLIENT_MAX 256
-#define RATE_CLIENTS 4096      /* clients the rate limit tracks at once */
 #define KEY_MAX 256            /* block-wise keys: path, options, Request-Tag */
 #define KEEP_PER_SESSION 4     /* finished answers kept per session (E6, E8) */
 #define KEEP_TOTAL_BYTES (16u << 20) /* bytes of all kept answers */
 #define OPT_ROOM 64            /* bytes reserved for the answer's options */
+#define TLS_UNIQUE_MAX 64
 
 /* What the answer to a request needs from block-wise transfer (E5-E8). */
 struct blk_ctx {
@@ -62,21 +60,19 @@ struct sess_data {
 	struct coap_server *srv;
 	coap_session_t *session;
 	char client[CLIENT_MAX];
+	struct pl_client id;        /* who the peer is, for the pipeline */
 	struct bw_session bw;       /* Block1 bodies and kept answers */
-	uint8_t *cert;              /* client certificate DER, for the policy */
+	uint8_t *cert;              /* client certificate DER, for policy and cBRSKI */
 	size_t cert_len;
-	enum estgw_client_kind kind;
-	int cert_expired;
 	int counted; /* in the open-sessions gauge */
 	struct sess_data *prev, *next;
 };
 
+/* A request waiting for its target's answer (a separate response). */
 struct pending {
 	struct coap_server *srv;
 	coap_async_t *async;
-	struct proxy_wait *wait;
-	struct brski_wait *bwait; /* cBRSKI rv waiting for the MASA */
-	int enroll;               /* sen/sren: tell brski what was issued */
+	struct pl_job job;
 	int done;
 	struct proxy_outcome out;
 	struct blk_ctx bc;
@@ -89,34 +85,33 @@ struct pending {
 struct coap_server {
 	struct event_base *base;
 	const struct estgw_config *cfg;
-	struct proxy *px;
-	struct brski *brski; /* NULL unless [brski] enabled */
+	struct pipeline *pl;
 	struct estgw_dtls *dtls;
 	coap_context_t *ctx;
 	struct event *ev;
-	const char *roots[2];
-	size_t nroots;
 	struct bw_pool bw;  /* block-wise state of all sessions (E1, E4) */
 	size_t bw_gauge;    /* Block1 bodies last told to metrics */
-	struct estgw_rate *rate; /* NULL: no rate limit */
 	struct sess_data *sessions;
 	struct pending *pendings;
-	int draining; /* shutting down: no new requests */
 };
 
-/* Request facts gathered once, used for routing, checks and the log line. */
+/* One request PDU as the pipeline and the block-wise glue see it. */
 struct req_info {
-	struct est_slice segs[MAX_SEGS];
-	size_t nseg;
+	struct pl_request rq;
+	struct pl_client client;   /* the session's, with this request's tls-unique */
+	uint8_t tls_unique[TLS_UNIQUE_MAX];
 	char path[96];
-	struct est_route route;
-	struct est_coap_req opts;
 	char rkey[KEY_MAX];        /* the Block1 body: path, Request-Tag, Content-Format */
 	struct blk_ctx bc;
 	struct timespec start;
 };
 
 /* ---- small helpers ----------------------------------------------------- */
+
+static struct coap_server *srv_of(coap_session_t *s)
+{
+	return coap_get_app_data(coap_session_get_context(s));
+}
 
 static double ms_since(const struct timespec *t0)
 {
@@ -142,6 +137,18 @@ static int opt_uint(const coap_pdu_t *pdu, uint16_t num, unsigned *val)
 		return 0;
 	*val = coap_decode_var_bytes(coap_opt_value(o), coap_opt_length(o));
 	return 1;
+}
+
+/* The value of option @p num, "" when empty, NULL when absent. */
+static const uint8_t *opt_raw(const coap_pdu_t *pdu, uint16_t num, size_t *len)
+{
+	coap_opt_iterator_t it;
+	coap_opt_t *o = coap_check_option(pdu, num, &it);
+
+	*len = o ? coap_opt_length(o) : 0;
+	if (!o)
+		return NULL;
+	return *len ? coap_opt_value(o) : (const uint8_t *)"";
 }
 
 /* The one line per request: who, what, upstream status, CoAP code, time. */
@@ -172,21 +179,6 @@ static void answer_error(coap_pdu_t *resp, uint8_t code, const char *diag)
 		coap_add_data(resp, strlen(diag), (const uint8_t *)diag);
 }
 
-/* A 5.03 estgw makes itself, with Max-Age [upstream] retry_default
- * (D1; RFC 9148 §4.7: the device learns when to come back). */
-static void answer_busy(struct coap_server *srv, coap_pdu_t *resp,
-			const char *diag)
-{
-	uint8_t buf[4];
-
-	coap_pdu_set_code(resp, COAP_RESPONSE_CODE(503));
-	coap_add_option(resp, COAP_OPTION_MAXAGE,
-			coap_encode_var_safe(buf, sizeof(buf),
-					     srv->cfg->upstream.retry_default),
-			buf);
-	coap_add_data(resp, strlen(diag), (const uint8_t *)diag);
-}
-
 /* RFC 7252 §4.2: a request in an ACK (or RST) is rejected by ignoring it:
  * the response stays empty, which libcoap drops for a non-CON. */
 static int not_a_request(coap_session_t *s, const coap_pdu_t *req)
@@ -200,7 +192,7 @@ static int not_a_request(coap_session_t *s, const coap_pdu_t *req)
 	return 1;
 }
 
-/* ---- block-wise glue (RFC 7959; blockwise.c decides) -------------------- */
+/* ---- answers out, block-wise (RFC 7959; blockwise.c decides) ----------- */
 
 static void add_uint(coap_pdu_t *pdu, uint16_t num, uint32_t v)
 {
@@ -214,18 +206,6 @@ static void add_block(coap_pdu_t *pdu, uint16_t num, const struct bw_block *b)
 	uint8_t buf[3];
 
 	coap_add_option(pdu, num, bw_block_encode(b, buf), buf);
-}
-
-/* The value of option @p num, "" when empty, NULL when absent. */
-static const uint8_t *opt_raw(const coap_pdu_t *pdu, uint16_t num, size_t *len)
-{
-	coap_opt_iterator_t it;
-	coap_opt_t *o = coap_check_option(pdu, num, &it);
-
-	*len = o ? coap_opt_length(o) : 0;
-	if (!o)
-		return NULL;
-	return *len ? coap_opt_value(o) : (const uint8_t *)"";
 }
 
 /* Block1, Block2, Size1 and the payload of @p req, for blockwise.c. */
@@ -298,9 +278,9 @@ static void gauge_sync(struct coap_server *srv)
 	srv->bw_gauge = srv->bw.count;
 }
 
-/* The answer to a request whose body is complete, at once or as a separate
- * response: put it in, and keep it when Block2 follow-ups may come (E6) or
- * it ends a Block1 transfer (E8). Takes the payload out of @p r. */
+/* The answer to a request, at once or as a separate response: put it in,
+ * and keep it when Block2 follow-ups may come (E6) or it ends a Block1
+ * transfer (E8). Takes the payload out of @p r. */
 static void answer_final(struct coap_server *srv, coap_session_t *s,
 			 const coap_pdu_t *req, coap_pdu_t *resp,
 			 const struct blk_ctx *bc, struct est_coap_resp *r)
@@ -333,20 +313,26 @@ static void answer_final(struct coap_server *srv, coap_session_t *s,
 	bw_answer_clear(&a);
 }
 
-/* An error (after the body was complete) through answer_final. */
-static void answer_final_error(struct coap_server *srv, coap_session_t *s,
-			       const coap_pdu_t *req, coap_pdu_t *resp,
-			       const struct blk_ctx *bc, uint8_t code,
-			       const char *diag)
+/* @p out (rc 1), or 5.00 (rc < 0), answered now and logged. */
+static void answer_now(struct coap_server *srv, coap_session_t *s,
+		       const coap_pdu_t *req, coap_pdu_t *resp,
+		       const struct req_info *ri, int rc,
+		       struct proxy_outcome *out)
 {
-	struct est_coap_resp r;
+	const char *client = ri->client.name;
+	uint8_t code;
 
-	if (est_coap_resp_error(&r, code, diag) != 0) {
-		answer_error(resp, code, diag);
+	if (rc < 0) {
+		answer_error(resp, EST_CODE(5, 0), "out of memory");
+		log_request(client, ri->rq.method, ri->path, 0, NULL,
+			    EST_CODE(5, 0), ms_since(&ri->start));
 		return;
 	}
-	answer_final(srv, s, req, resp, bc, &r);
-	est_coap_resp_free(&r);
+	code = out->resp.code;
+	answer_final(srv, s, req, resp, &ri->bc, &out->resp);
+	log_request(client, ri->rq.method, ri->path, out->upstream_status,
+		    out->note, code, ms_since(&ri->start));
+	est_coap_resp_free(&out->resp);
 }
 
 /* ---- per-session state -------------------------------------------------- */
@@ -370,16 +356,23 @@ static void sess_free(struct sess_data *sd)
 	free(sd);
 }
 
-/* What the policy needs about the client certificate, once per session. */
+/* Who the peer is, once per session: subject, certificate, and its kind
+ * and expiry for the policy (G2, G3). */
 static void sess_identify(struct coap_server *srv, struct sess_data *sd,
 			  void *tls)
 {
 	enum estgw_dtls_kind kind;
+	struct pl_client *id = &sd->id;
 
+	estgw_dtls_peer_subject(tls, sd->client, sizeof(sd->client));
 	if (estgw_dtls_peer_cert_der(tls, &sd->cert, &sd->cert_len) != 0)
 		sd->cert = NULL;
-	if (estgw_dtls_peer_kind(srv->dtls, tls, &kind, &sd->cert_expired) == 0)
-		sd->kind = kind == ESTGW_DTLS_KIND_IDEVID ? ESTGW_CLIENT_IDEVID :
+	id->name = sd->client;
+	id->authenticated = sd->cert != NULL; /* G2: the handshake verified it */
+	id->cert = sd->cert;
+	id->cert_len = sd->cert ? sd->cert_len : 0;
+	if (estgw_dtls_peer_kind(srv->dtls, tls, &kind, &id->cert_expired) == 0)
+		id->kind = kind == ESTGW_DTLS_KIND_IDEVID ? ESTGW_CLIENT_IDEVID :
 			   kind == ESTGW_DTLS_KIND_LDEVID ? ESTGW_CLIENT_LDEVID :
 							    ESTGW_CLIENT_OTHER;
 }
@@ -396,9 +389,7 @@ static struct sess_data *sess_get(struct coap_server *srv, coap_session_t *s)
 		return NULL;
 	sd->srv = srv;
 	sd->session = s;
-	void *tls = coap_session_get_tls(s, &lib);
-	estgw_dtls_peer_subject(tls, sd->client, sizeof(sd->client));
-	sess_identify(srv, sd, tls);
+	sess_identify(srv, sd, coap_session_get_tls(s, &lib));
 	sd->next = srv->sessions;
 	if (srv->sessions)
 		srv->sessions->prev = sd;
@@ -419,7 +410,7 @@ static int on_event(coap_session_t *s, const coap_event_t ev)
 			sess_free(sd);
 		break;
 	case COAP_EVENT_DTLS_CONNECTED:
-		sd = sess_get(coap_get_app_data(coap_session_get_context(s)), s);
+		sd = sess_get(srv_of(s), s);
 		if (sd && !sd->counted) {
 			sd->counted = 1;
 			metrics_dtls_sessions(1);
@@ -437,7 +428,35 @@ static int on_event(coap_session_t *s, const coap_event_t ev)
 	return 0;
 }
 
-/* ---- Block1 reassembly and Block2 follow-ups (E1, E4-E8) ----------- */
+/* ---- requests in: options -> the pipeline's request --------------------- */
+
+/* Uri-Path segments (and the path for log lines) and Uri-Query values. */
+static void read_uri(const coap_pdu_t *req, struct req_info *ri)
+{
+	struct pl_request *rq = &ri->rq;
+	coap_opt_iterator_t it;
+	coap_opt_t *o;
+	size_t n = 0;
+
+	coap_option_iterator_init(req, &it, COAP_OPT_ALL);
+	while ((o = coap_option_next(&it))) {
+		struct est_slice v = { coap_opt_value(o), coap_opt_length(o) };
+
+		if (it.number == COAP_OPTION_URI_QUERY && rq->nquery < PL_MAX_QUERIES)
+			rq->queries[rq->nquery++] = v;
+		if (it.number != COAP_OPTION_URI_PATH)
+			continue;
+		if (rq->nseg < PL_MAX_SEGS)
+			rq->segs[rq->nseg] = v;
+		rq->nseg++;
+		n += (size_t)snprintf(ri->path + n, n < sizeof(ri->path) ? sizeof(ri->path) - n : 0,
+				      "/%.*s", (int)v.len, (const char *)v.ptr);
+		if (n >= sizeof(ri->path))
+			n = sizeof(ri->path) - 1;
+	}
+	if (rq->nseg == 0)
+		snprintf(ri->path, sizeof(ri->path), "/");
+}
 
 /* The keys of @p ri's body (path, Request-Tag, Content-Format) and of its
  * answer (method, path, query, Accept, Request-Tag): two transfers on one
@@ -460,9 +479,9 @@ static void make_keys(const coap_pdu_t *req, struct req_info *ri)
 				      (int)coap_opt_length(o), coap_opt_value(o));
 	}
 	snprintf(ri->rkey, sizeof(ri->rkey), "%s#%s#%d", ri->path, tag,
-		 ri->opts.cf);
+		 ri->rq.cf);
 	snprintf(ri->bc.akey, sizeof(ri->bc.akey), "%d %s?%s#%d#%s",
-		 (int)ri->opts.method, ri->path, q, ri->opts.accept, tag);
+		 ri->rq.method, ri->path, q, ri->rq.accept, tag);
 }
 
 /* Block2 of @p req into @p bc (a malformed one is left to bw_feed). */
@@ -475,6 +494,46 @@ static void read_block2(const coap_pdu_t *req, struct blk_ctx *bc)
 	bc->b2_szx = -1;
 }
 
+/* A later Block1 block (NUM > 0): part of a request the limit counted. */
+static int is_continuation(const coap_pdu_t *req)
+{
+	size_t len;
+	const uint8_t *v = opt_raw(req, COAP_OPTION_BLOCK1, &len);
+	struct bw_block b1;
+
+	return v && bw_block_parse(v, len, &b1) == 0 && b1.num > 0;
+}
+
+/* Everything the pipeline and the block-wise glue need from @p req, with
+ * the identity of @p sd's peer. */
+static void read_request(coap_session_t *s, const struct sess_data *sd,
+			 const coap_pdu_t *req, struct req_info *ri)
+{
+	struct pl_request *rq = &ri->rq;
+	coap_tls_library_t lib;
+	unsigned v;
+
+	memset(ri, 0, sizeof(*ri));
+	clock_gettime(CLOCK_MONOTONIC, &ri->start);
+	read_uri(req, ri);
+	rq->method = coap_pdu_get_code(req);
+	rq->cf = opt_uint(req, COAP_OPTION_CONTENT_FORMAT, &v) ? (int)v : EST_CF_NONE;
+	rq->accept = opt_uint(req, COAP_OPTION_ACCEPT, &v) ? (int)v : EST_CF_NONE;
+	rq->continuation = is_continuation(req);
+	rq->now_ms = (uint64_t)ri->start.tv_sec * 1000 +
+		     (uint64_t)ri->start.tv_nsec / 1000000;
+	ri->client = sd->id;
+	ri->client.session = coap_session_str(s);
+	if (estgw_dtls_tls_unique(coap_session_get_tls(s, &lib), ri->tls_unique,
+				  sizeof(ri->tls_unique), &ri->client.tls_unique_len) == 0)
+		ri->client.tls_unique = ri->tls_unique;
+	rq->client = &ri->client;
+	make_keys(req, ri);
+	read_block2(req, &ri->bc);
+}
+
+/* ---- Block1 reassembly and Block2 follow-ups (E1, E4-E8) ----------- */
+
 /* Outcome of feeding one request PDU to reassembly. */
 enum body_state { BODY_READY, BODY_MORE, BODY_ERROR, BODY_REPEATED };
 
@@ -482,19 +541,15 @@ enum body_state { BODY_READY, BODY_MORE, BODY_ERROR, BODY_REPEATED };
  * and len are set; *owned is a buffer to free afterwards (NULL when the
  * body points into the PDU), and ri->bc says how to answer (E5, E7). */
 static enum body_state feed_body(struct coap_server *srv, coap_session_t *s,
-				 const coap_pdu_t *req, struct req_info *ri,
-				 coap_pdu_t *resp, const uint8_t **body,
-				 size_t *len, uint8_t **owned)
+				 struct sess_data *sd, const coap_pdu_t *req,
+				 struct req_info *ri, coap_pdu_t *resp,
+				 const uint8_t **body, size_t *len,
+				 uint8_t **owned)
 {
-	struct sess_data *sd = sess_get(srv, s);
 	struct bw_req rq;
 	struct bw_out o;
 
 	*owned = NULL;
-	if (!sd) {
-		answer_error(resp, COAP_RESPONSE_CODE(500), "out of memory");
-		return BODY_ERROR;
-	}
 	req_blocks(req, &rq);
 	rq.key = ri->rkey;
 	rq.answer_key = ri->bc.akey;
@@ -532,261 +587,16 @@ static enum body_state feed_body(struct coap_server *srv, coap_session_t *s,
 	return BODY_ERROR;
 }
 
-/* A Block2 request for a later block of an answer this session keeps is
- * answered from it (E6), without going upstream again; returns 1 then. A
- * GET with nothing kept is made afresh (and cut the same way); any other
- * method is 4.08: its body is gone. */
-static int block2_follow_up(struct coap_server *srv, coap_session_t *s,
-			    const coap_pdu_t *req, const struct req_info *ri,
-			    coap_pdu_t *resp, const char *client)
-{
-	struct sess_data *sd = coap_session_get_app_data(s);
-	const struct bw_answer *a;
-	size_t len;
-
-	if (!ri->bc.has_b2 || ri->bc.b2.num == 0 || !sd ||
-	    opt_raw(req, COAP_OPTION_BLOCK1, &len))
-		return 0;
-	a = bw_find(&srv->bw, &sd->bw, ri->bc.akey, time(NULL));
-	if (a) {
-		put_body(s, req, resp, a, &ri->bc.b2, -1, NULL, NULL);
-		return 1;
-	}
-	if (ri->opts.method == EST_GET)
-		return 0;
-	answer_error(resp, EST_CODE(4, 8), "answer no longer kept: send the request again");
-	log_request(client, ri->opts.method, ri->path, 0, "Block2 without a kept answer",
-		    EST_CODE(4, 8), ms_since(&ri->start));
-	return 1;
-}
-
-/* ---- request handling ------------------------------------------------- */
-
-static int read_request(struct coap_server *srv, const coap_pdu_t *req,
-			struct req_info *ri)
-{
-	coap_opt_iterator_t it;
-	coap_opt_t *o;
-	unsigned v;
-	size_t n = 0;
-
-	memset(ri, 0, sizeof(*ri));
-	clock_gettime(CLOCK_MONOTONIC, &ri->start);
-	coap_option_iterator_init(req, &it, COAP_OPT_ALL);
-	while ((o = coap_option_next(&it))) {
-		if (it.number != COAP_OPTION_URI_PATH)
-			continue;
-		if (ri->nseg < MAX_SEGS) {
-			ri->segs[ri->nseg].ptr = coap_opt_value(o);
-			ri->segs[ri->nseg].len = coap_opt_length(o);
-		}
-		ri->nseg++;
-		n += (size_t)snprintf(ri->path + n, n < sizeof(ri->path) ? sizeof(ri->path) - n : 0,
-				      "/%.*s", (int)coap_opt_length(o), coap_opt_value(o));
-		if (n >= sizeof(ri->path))
-			n = sizeof(ri->path) - 1;
-	}
-	if (ri->nseg == 0)
-		snprintf(ri->path, sizeof(ri->path), "/");
-	ri->opts.method = (enum est_method)coap_pdu_get_code(req);
-	ri->opts.cf = opt_uint(req, COAP_OPTION_CONTENT_FORMAT, &v) ? (int)v : EST_CF_NONE;
-	ri->opts.accept = opt_uint(req, COAP_OPTION_ACCEPT, &v) ? (int)v : EST_CF_NONE;
-	make_keys(req, ri);
-	read_block2(req, &ri->bc);
-	if (ri->nseg > MAX_SEGS)
-		return -ENOENT;
-	return est_route_path(ri->segs, ri->nseg, srv->roots, srv->nroots,
-			      &ri->route);
-}
-
-static void pending_unlink(struct pending *p)
-{
-	if (p->prev)
-		p->prev->next = p->next;
-	else
-		p->srv->pendings = p->next;
-	if (p->next)
-		p->next->prev = p->prev;
-}
-
-static void on_proxy_done(void *arg, struct proxy_outcome *out)
-{
-	struct pending *p = arg;
-
-	p->wait = NULL;
-	p->bwait = NULL;
-	p->out = *out;
-	p->done = 1;
-	coap_async_trigger(p->async); /* the handler runs again from libcoap */
-}
-
-static struct coap_server *srv_of(coap_session_t *s)
-{
-	return coap_get_app_data(coap_session_get_context(s));
-}
-
-/* Register the async for @p p: empty ACK now, separate response later. */
-static int park(struct coap_server *srv, coap_session_t *s,
-		const coap_pdu_t *req, struct pending *p)
-{
-	p->async = coap_register_async(s, req, 0);
-	if (!p->async)
-		return -ENOMEM;
-	coap_async_set_app_data(p->async, p);
-	p->next = srv->pendings;
-	if (srv->pendings)
-		srv->pendings->prev = p;
-	srv->pendings = p;
-	return 0;
-}
-
-/* The handler runs a second time for a separate response. */
-static void answer_pending(coap_resource_t *r, coap_session_t *s,
-			   const coap_pdu_t *req, const coap_string_t *q,
-			   coap_pdu_t *resp, struct pending *p)
-{
-	int method = coap_pdu_get_code(req);
-
-	if (!p->done) { /* cannot happen: libcoap re-ACKs until triggered */
-		answer_error(resp, COAP_RESPONSE_CODE(500), "internal error");
-		return;
-	}
-	uint8_t code = p->out.resp.code;
-	if (p->enroll && srv_of(s)->brski && code == EST_CODE(2, 4))
-		brski_note_enrolled(srv_of(s)->brski, p->out.resp.cf,
-				    p->out.resp.payload, p->out.resp.len);
-	answer_final(srv_of(s), s, req, resp, &p->bc, &p->out.resp);
-	log_request(p->client, method, p->path, p->out.upstream_status,
-		    p->out.note, code, ms_since(&p->start));
-	est_coap_resp_free(&p->out.resp);
-	pending_unlink(p);
-	free(p);
-}
-
-static void go_upstream(struct coap_server *srv, coap_resource_t *r,
-			coap_session_t *s, const coap_pdu_t *req,
-			const coap_string_t *q, coap_pdu_t *resp,
-			const struct req_info *ri, int resp_cf,
-			const uint8_t *body, size_t len, const char *client)
-{
-	struct pending *p = calloc(1, sizeof(*p));
-	struct proxy_outcome now;
-	int rc;
-
-	if (!p) {
-		answer_error(resp, COAP_RESPONSE_CODE(500), "out of memory");
-		log_request(client, ri->opts.method, ri->path, 0, NULL,
-			    EST_CODE(5, 0), ms_since(&ri->start));
-		return;
-	}
-	p->srv = srv;
-	p->start = ri->start;
-	p->bc = ri->bc;
-	snprintf(p->path, sizeof(p->path), "%s", ri->path);
-	snprintf(p->client, sizeof(p->client), "%s", client);
-	struct proxy_request rq = {
-		.route = &ri->route,
-		.resp_cf = resp_cf,
-		.client = client,
-		.body = body,
-		.len = len,
-	};
-	p->enroll = ri->route.op->op == EST_OP_SEN || ri->route.op->op == EST_OP_SREN;
-	rc = proxy_submit(srv->px, &rq, on_proxy_done, p, &p->wait, &now);
-	if (rc == 0) {
-		if (park(srv, s, req, p) == 0)
-			return; /* empty ACK now, separate response later */
-		proxy_cancel(p->wait);
-		est_coap_resp_error(&now.resp, EST_CODE(5, 3), "busy");
-		now.upstream_status = 0;
-		snprintf(now.note, sizeof(now.note), "async registration failed");
-	}
-	if (p->enroll && srv->brski && now.resp.code == EST_CODE(2, 4))
-		brski_note_enrolled(srv->brski, now.resp.cf, now.resp.payload,
-				    now.resp.len);
-	free(p);
-	uint8_t code = now.resp.code;
-	answer_final(srv, s, req, resp, &ri->bc, &now.resp);
-	log_request(client, ri->opts.method, ri->path, now.upstream_status,
-		    now.note, code, ms_since(&ri->start));
-	est_coap_resp_free(&now.resp);
-}
-
-/* RFC 8516: 4.29 + Max-Age when the client is over [server] rate_limit.
- * Only the first block of a request counts. Returns 1 when refused. */
-static int rate_refused(struct coap_server *srv, coap_session_t *s,
-			const coap_pdu_t *req, coap_pdu_t *resp,
-			const char *client)
-{
-	struct timespec now;
-	coap_block_b_t b1;
-	uint32_t retry = 0;
-	uint8_t buf[4];
-
-	if (!srv->rate || (coap_get_block_b(s, req, COAP_OPTION_BLOCK1, &b1) && b1.num > 0))
-		return 0;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (estgw_rate_take(srv->rate, client, (uint64_t)now.tv_sec * 1000 +
-				(uint64_t)now.tv_nsec / 1000000, &retry) == 0)
-		return 0;
-	coap_pdu_set_code(resp, COAP_RESPONSE_CODE(429));
-	coap_add_option(resp, COAP_OPTION_MAXAGE,
-			coap_encode_var_safe(buf, sizeof(buf), retry), buf);
-	coap_add_data(resp, 17, (const uint8_t *)"too many requests");
-	return 1;
-}
-
-/* G2-G4: the policy decides before anything goes upstream. Answers
- * and logs a refusal; returns 1 when refused. */
-static int policy_refused(struct coap_server *srv, coap_session_t *s,
-			  struct sess_data *sd, const coap_pdu_t *req,
-			  const struct req_info *ri, const uint8_t *body,
-			  size_t len, coap_pdu_t *resp)
-{
-	coap_tls_library_t lib;
-	struct estgw_policy_verdict v;
-	uint8_t tu[64];
-	size_t tulen = 0;
-	struct estgw_policy_req pr = {
-		.op = ri->route.op->op,
-		.kind = sd ? sd->kind : ESTGW_CLIENT_OTHER,
-		.cert_expired = sd ? sd->cert_expired : 0,
-		.cert = sd ? sd->cert : NULL,
-		.cert_len = sd ? sd->cert_len : 0,
-		.csr = ri->route.op->method == EST_POST ? body : NULL,
-		.csr_len = len,
-	};
-	const char *client = sd ? sd->client : "-";
-
-	if (estgw_dtls_tls_unique(coap_session_get_tls(s, &lib), tu, sizeof(tu),
-				  &tulen) == 0) {
-		pr.tls_unique = tu;
-		pr.tls_unique_len = tulen;
-	}
-	if (estgw_policy_check(srv->cfg, &pr, &v) == 0) {
-		if (v.note)
-			log_info("policy", "client=\"%s\" (%s) %s: %s", client,
-				 estgw_client_kind_name(pr.kind), ri->path, v.note);
-		return 0;
-	}
-	log_warn("policy", "client=\"%s\" (%s) %s refused: %s", client,
-		    estgw_client_kind_name(pr.kind), ri->path, v.diag);
-	answer_final_error(srv, s, req, resp, &ri->bc, v.code, v.diag);
-	log_request(client, ri->opts.method, ri->path, 0, v.diag, v.code,
-		    ms_since(&ri->start));
-	return 1;
-}
-
 /* feed_body, and the log line when it answered the request itself;
  * 1 when the body is ready. */
 static int body_ready(struct coap_server *srv, coap_session_t *s,
-		      const coap_pdu_t *req, struct req_info *ri,
-		      coap_pdu_t *resp, const char *client, const uint8_t **body,
-		      size_t *len, uint8_t **owned)
+		      struct sess_data *sd, const coap_pdu_t *req,
+		      struct req_info *ri, coap_pdu_t *resp,
+		      const uint8_t **body, size_t *len, uint8_t **owned)
 {
 	const char *note;
 
-	switch (feed_body(srv, s, req, ri, resp, body, len, owned)) {
+	switch (feed_body(srv, s, sd, req, ri, resp, body, len, owned)) {
 	case BODY_READY:
 		return 1;
 	case BODY_MORE:
@@ -798,189 +608,162 @@ static int body_ready(struct coap_server *srv, coap_session_t *s,
 		note = "body rejected";
 		break;
 	}
-	log_request(client, ri->opts.method, ri->path, 0, note,
+	log_request(ri->client.name, ri->rq.method, ri->path, 0, note,
 		    (uint8_t)coap_pdu_get_code(resp), ms_since(&ri->start));
 	return 0;
 }
 
-/* /.well-known/brski/{rv,vs,es} (H): body collected like EST, then
- * brski.c answers at once or later through on_proxy_done. */
-static void go_brski(struct coap_server *srv, coap_resource_t *r,
-		     coap_session_t *s, const coap_pdu_t *req,
-		     const coap_string_t *q, coap_pdu_t *resp,
-		     struct req_info *ri, enum brski_res res,
-		     const char *client)
+/* A Block2 request for a later block of an answer this session keeps is
+ * answered from it (E6), without going through the pipeline again: it is
+ * part of a request already admitted. Returns 1 then. A GET with nothing
+ * kept is a new request (made afresh, cut the same way); any other method
+ * is 4.08: its body is gone. */
+static int block2_follow_up(struct coap_server *srv, coap_session_t *s,
+			    struct sess_data *sd, const coap_pdu_t *req,
+			    const struct req_info *ri, coap_pdu_t *resp)
 {
-	const uint8_t *body = NULL;
-	size_t len = 0;
-	uint8_t *owned = NULL, *peer = NULL;
-	struct proxy_outcome now;
-	struct pending *p;
-	coap_tls_library_t lib;
-	int rc;
+	const struct bw_answer *a;
+	size_t len;
 
-	if (!body_ready(srv, s, req, ri, resp, client, &body, &len, &owned))
-		return;
-	struct brski_request rq = {
-		.res = res, .method = ri->opts.method, .cf = ri->opts.cf,
-		.accept = ri->opts.accept, .body = body, .len = len,
-		.session = coap_session_str(s),
-	};
-	if (estgw_dtls_peer_cert_der(coap_session_get_tls(s, &lib), &peer, &rq.peer_len) == 0)
-		rq.peer = peer;
-	p = calloc(1, sizeof(*p));
-	rc = p ? brski_submit(srv->brski, &rq, on_proxy_done, p, &p->bwait, &now) : -ENOMEM;
-	free(peer);
-	free(owned);
-	if (rc == 0) {
-		p->srv = srv;
-		p->start = ri->start;
-		p->bc = ri->bc;
-		snprintf(p->path, sizeof(p->path), "%s", ri->path);
-		snprintf(p->client, sizeof(p->client), "%s", client);
-		if (park(srv, s, req, p) == 0)
-			return;
-		brski_cancel(p->bwait);
-		rc = -ENOMEM;
+	if (!ri->bc.has_b2 || ri->bc.b2.num == 0 ||
+	    opt_raw(req, COAP_OPTION_BLOCK1, &len))
+		return 0;
+	a = bw_find(&srv->bw, &sd->bw, ri->bc.akey, time(NULL));
+	if (a) {
+		put_body(s, req, resp, a, &ri->bc.b2, -1, NULL, NULL);
+		return 1;
 	}
-	free(p);
-	if (rc < 0) {
-		answer_error(resp, COAP_RESPONSE_CODE(500), "out of memory");
-		log_request(client, ri->opts.method, ri->path, 0, NULL,
-			    EST_CODE(5, 0), ms_since(&ri->start));
-		return;
-	}
-	uint8_t code = now.resp.code;
-	answer_final(srv, s, req, resp, &ri->bc, &now.resp);
-	log_request(client, ri->opts.method, ri->path, now.upstream_status,
-		    now.note, code, ms_since(&ri->start));
-	est_coap_resp_free(&now.resp);
+	if (ri->rq.method == EST_GET)
+		return 0;
+	answer_error(resp, EST_CODE(4, 8), "answer no longer kept: send the request again");
+	log_request(ri->client.name, ri->rq.method, ri->path, 0,
+		    "Block2 without a kept answer", EST_CODE(4, 8),
+		    ms_since(&ri->start));
+	return 1;
 }
 
-static void hnd_est(coap_resource_t *r, coap_session_t *s,
-		    const coap_pdu_t *req, const coap_string_t *q,
-		    coap_pdu_t *resp)
+/* ---- separate responses (libcoap async) ------------------------------ */
+
+static void pending_unlink(struct pending *p)
 {
-	struct coap_server *srv = coap_get_app_data(coap_session_get_context(s));
+	if (p->prev)
+		p->prev->next = p->next;
+	else
+		p->srv->pendings = p->next;
+	if (p->next)
+		p->next->prev = p->prev;
+}
+
+static void on_answer(void *arg, struct proxy_outcome *out)
+{
+	struct pending *p = arg;
+
+	p->out = *out;
+	p->done = 1;
+	coap_async_trigger(p->async); /* the handler runs again from libcoap */
+}
+
+/* Register the async for @p p: empty ACK now, separate response later. */
+static int park(struct coap_server *srv, coap_session_t *s,
+		const coap_pdu_t *req, const struct req_info *ri,
+		struct pending *p)
+{
+	p->async = coap_register_async(s, req, 0);
+	if (!p->async)
+		return -ENOMEM;
+	coap_async_set_app_data(p->async, p);
+	p->srv = srv;
+	p->start = ri->start;
+	p->bc = ri->bc;
+	snprintf(p->path, sizeof(p->path), "%s", ri->path);
+	snprintf(p->client, sizeof(p->client), "%s", ri->client.name);
+	p->next = srv->pendings;
+	if (srv->pendings)
+		srv->pendings->prev = p;
+	srv->pendings = p;
+	return 0;
+}
+
+/* The handler runs a second time for a separate response. */
+static void answer_pending(coap_session_t *s, const coap_pdu_t *req,
+			   coap_pdu_t *resp, struct pending *p)
+{
+	int method = coap_pdu_get_code(req);
+
+	if (!p->done) { /* cannot happen: libcoap re-ACKs until triggered */
+		answer_error(resp, COAP_RESPONSE_CODE(500), "internal error");
+		return;
+	}
+	uint8_t code = p->out.resp.code;
+	answer_final(srv_of(s), s, req, resp, &p->bc, &p->out.resp);
+	log_request(p->client, method, p->path, p->out.upstream_status,
+		    p->out.note, code, ms_since(&p->start));
+	est_coap_resp_free(&p->out.resp);
+	pending_unlink(p);
+	free(p);
+}
+
+/* ---- the handler: every path, /.well-known/core included ---------------- */
+
+/* Steps 8-9 of the pipeline; a pending answer parks the request. */
+static void dispatch(struct coap_server *srv, coap_session_t *s,
+		     const coap_pdu_t *req, coap_pdu_t *resp,
+		     const struct req_info *ri, const struct pl_route *route,
+		     const uint8_t *body, size_t len)
+{
+	struct pending *p = calloc(1, sizeof(*p));
+	struct proxy_outcome now;
+	int rc = p ? pipeline_dispatch(srv->pl, &ri->rq, route, body, len,
+				       &p->job, on_answer, p, &now) : -ENOMEM;
+
+	if (rc == 0) {
+		if (park(srv, s, req, ri, p) == 0)
+			return; /* empty ACK now, separate response later */
+		pipeline_cancel(&p->job);
+		rc = est_coap_resp_error(&now.resp, EST_CODE(5, 3), "busy") == 0 ? 1 : -ENOMEM;
+		now.upstream_status = 0;
+		snprintf(now.note, sizeof(now.note), "async registration failed");
+	}
+	free(p);
+	answer_now(srv, s, req, resp, ri, rc, &now);
+}
+
+static void hnd_request(coap_resource_t *r, coap_session_t *s,
+			const coap_pdu_t *req, const coap_string_t *q,
+			coap_pdu_t *resp)
+{
+	struct coap_server *srv = srv_of(s);
 	coap_async_t *a = coap_find_async(s, coap_pdu_get_token(req));
-	struct est_verdict v;
+	struct proxy_outcome out;
+	struct pl_route route;
+	struct sess_data *sd;
 	struct req_info ri;
 	const uint8_t *body = NULL;
 	size_t len = 0;
 	uint8_t *owned = NULL;
+	int rc;
 
 	if (not_a_request(s, req))
 		return;
 	if (a) {
-		answer_pending(r, s, req, q, resp, coap_async_get_app_data(a));
+		answer_pending(s, req, resp, coap_async_get_app_data(a));
 		return;
 	}
-	struct sess_data *sd = sess_get(srv, s);
-	const char *client = sd ? sd->client : "-";
-	if (srv->draining) {
-		read_request(srv, req, &ri);
-		answer_busy(srv, resp, "shutting down");
-		log_request(client, ri.opts.method, ri.path, 0, "shutting down",
-			    EST_CODE(5, 3), ms_since(&ri.start));
+	if (!(sd = sess_get(srv, s))) {
+		answer_error(resp, EST_CODE(5, 0), "out of memory");
 		return;
 	}
-	int routed = read_request(srv, req, &ri);
-	if (block2_follow_up(srv, s, req, &ri, resp, client))
+	read_request(s, sd, req, &ri);
+	if (block2_follow_up(srv, s, sd, req, &ri, resp))
 		return;
-	enum brski_res br = srv->brski ? brski_route(ri.segs, ri.nseg) : BRSKI_NONE;
-	if (br != BRSKI_NONE) {
-		go_brski(srv, r, s, req, q, resp, &ri, br, client);
-		return;
-	}
-	if (routed != 0) {
-		answer_error(resp, COAP_RESPONSE_CODE(404), "no such resource");
-		log_request(client, ri.opts.method, ri.path, 0, NULL,
-			    EST_CODE(4, 4), ms_since(&ri.start));
+	if ((rc = pipeline_admit(srv->pl, &ri.rq, &route, &out)) != 0) {
+		answer_now(srv, s, req, resp, &ri, rc, &out);
 		return;
 	}
-	if (est_check_request(ri.route.op, &ri.opts, &v) != 0) {
-		answer_error(resp, v.code, v.diag);
-		log_request(client, ri.opts.method, ri.path, 0, v.diag, v.code,
-			    ms_since(&ri.start));
+	if (!body_ready(srv, s, sd, req, &ri, resp, &body, &len, &owned))
 		return;
-	}
-	if (rate_refused(srv, s, req, resp, client)) {
-		log_request(client, ri.opts.method, ri.path, 0, "rate limit",
-			    EST_CODE(4, 29), ms_since(&ri.start));
-		return;
-	}
-	if (!body_ready(srv, s, req, &ri, resp, client, &body, &len, &owned))
-		return;
-	if (ri.route.op->method == EST_GET)
-		len = 0; /* a GET carries no body upstream */
-	if (policy_refused(srv, s, sd, req, &ri, body, len, resp)) {
-		free(owned);
-		return;
-	}
-	go_upstream(srv, r, s, req, q, resp, &ri, v.resp_cf, body, len, client);
+	dispatch(srv, s, req, resp, &ri, &route, body, len);
 	free(owned);
-}
-
-/* The discovery answer is made afresh for each request, so each Block2
- * block of it is cut from its own copy (nothing kept). */
-static void put_listing(coap_session_t *s, const coap_pdu_t *req,
-			coap_pdu_t *resp, uint8_t *text, size_t len)
-{
-	struct bw_answer a = { .code = EST_CODE(2, 5), .cf = EST_CF_LINK,
-			       .payload = text, .len = len };
-	struct blk_ctx bc;
-
-	read_block2(req, &bc);
-	bw_etag(&a, a.etag);
-	put_body(s, req, resp, &a, bc.has_b2 ? &bc.b2 : NULL, -1, NULL, NULL);
-}
-
-/* GET /.well-known/core (A3, A4). */
-static void hnd_core(coap_resource_t *r, coap_session_t *s,
-		     const coap_pdu_t *req, const coap_string_t *q,
-		     coap_pdu_t *resp)
-{
-	struct coap_server *srv = coap_get_app_data(coap_session_get_context(s));
-	struct est_slice qs[MAX_QUERIES];
-	struct est_link_opts lo = {
-		.root = srv->roots[srv->nroots - 1],
-		.ops_enabled = (1u << EST_OP_CRTS) | (1u << EST_OP_SEN) |
-			       (1u << EST_OP_SREN) | (1u << EST_OP_ATT) |
-			       (srv->cfg->server.serverkeygen == ESTGW_SKG_OFF ? 0 :
-				(1u << EST_OP_SKG) | (1u << EST_OP_SKC)), /* F */
-		.with_root_link = 1,
-	};
-	coap_opt_iterator_t it;
-	coap_opt_t *o;
-	size_t nq = 0;
-	char *text = NULL;
-	size_t tlen = 0;
-	struct timespec t0;
-	struct sess_data *sd = sess_get(srv, s);
-
-	if (not_a_request(s, req))
-		return;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	lo.ops_enabled &= ~proxy_ops_missing(srv->px); /* 404/501 upstream */
-	if (srv->brski)
-		lo.ops_enabled |= EST_LINKS_BRSKI;
-	coap_option_iterator_init(req, &it, COAP_OPT_ALL);
-	while ((o = coap_option_next(&it)) && nq < MAX_QUERIES) {
-		if (it.number != COAP_OPTION_URI_QUERY)
-			continue;
-		qs[nq].ptr = coap_opt_value(o);
-		qs[nq].len = coap_opt_length(o);
-		nq++;
-	}
-	if (est_link_format(&lo, qs, nq, &text, &tlen) != 0) {
-		answer_error(resp, COAP_RESPONSE_CODE(500), "out of memory");
-		return;
-	}
-	coap_pdu_set_code(resp, COAP_RESPONSE_CODE(205));
-	put_listing(s, req, resp, (uint8_t *)text, tlen);
-	free(text);
-	log_request(sd ? sd->client : "-", EST_GET, "/.well-known/core", 0,
-		    NULL, EST_CODE(2, 5), ms_since(&t0));
 }
 
 /* ---- libcoap set-up ----------------------------------------------------- */
@@ -1106,6 +889,9 @@ static int add_endpoint(struct coap_server *srv, const struct estgw_addr *a)
 	return 0;
 }
 
+/* Two libcoap resources, one handler: /.well-known/core must be a
+ * resource of its own (libcoap answers it itself otherwise), everything
+ * else is the "unknown resource"; pipeline.c routes both. */
 static int add_resources(struct coap_server *srv)
 {
 	static const coap_request_t methods[] = {
@@ -1116,12 +902,13 @@ static int add_resources(struct coap_server *srv)
 	coap_resource_t *core, *any;
 
 	core = coap_resource_init(coap_make_str_const(".well-known/core"), 0);
-	any = coap_resource_unknown_init2(hnd_est, 0);
+	any = coap_resource_unknown_init2(hnd_request, 0);
 	if (!core || !any)
 		return -ENOMEM;
-	coap_register_request_handler(core, COAP_REQUEST_GET, hnd_core);
-	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
-		coap_register_request_handler(any, methods[i], hnd_est);
+	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+		coap_register_request_handler(core, methods[i], hnd_request);
+		coap_register_request_handler(any, methods[i], hnd_request);
+	}
 	coap_add_resource(srv->ctx, core);
 	coap_add_resource(srv->ctx, any);
 	return 0;
@@ -1144,19 +931,14 @@ struct coap_server *coap_server_new(struct event_base *base,
 		return NULL;
 	srv->base = base;
 	srv->cfg = cfg;
-	srv->px = px;
-	srv->roots[srv->nroots++] = "/.well-known/est";
-	if (cfg->server.root)
-		srv->roots[srv->nroots++] = cfg->server.root;
 	coap_startup();
 	coap_set_log_handler(on_coap_log);
 	coap_set_log_level(estgw_log_level() >= LOG_DEBUG ? LOG_INFO : LOG_WARNING);
 	coap_dtls_set_log_level(LOG_WARNING);
 	srv->dtls = load_dtls(cfg);
 	srv->ctx = coap_new_context(NULL);
-	if (cfg->server.rate_limit)
-		srv->rate = estgw_rate_new(cfg->server.rate_limit, RATE_CLIENTS);
-	if (!srv->dtls || !srv->ctx || (cfg->server.rate_limit && !srv->rate))
+	srv->pl = pipeline_new(cfg, px);
+	if (!srv->dtls || !srv->ctx || !srv->pl)
 		goto fail;
 	coap_set_app_data(srv->ctx, srv);
 	/* libcoap's block mode stays off: blockwise.c does RFC 7959 (E6) */
@@ -1188,8 +970,7 @@ void coap_server_free(struct coap_server *srv)
 		event_free(srv->ev);
 	while (srv->pendings) {
 		struct pending *p = srv->pendings;
-		proxy_cancel(p->wait);
-		brski_cancel(p->bwait);
+		pipeline_cancel(&p->job);
 		if (p->done)
 			est_coap_resp_free(&p->out.resp);
 		pending_unlink(p);
@@ -1201,13 +982,13 @@ void coap_server_free(struct coap_server *srv)
 		coap_free_context(srv->ctx);
 	coap_cleanup();
 	estgw_dtls_free(srv->dtls);
-	estgw_rate_free(srv->rate);
+	pipeline_free(srv->pl);
 	free(srv);
 }
 
 void coap_server_set_brski(struct coap_server *srv, struct brski *b)
 {
-	srv->brski = b;
+	pipeline_set_brski(srv->pl, b);
 }
 
 const char *coap_server_lib_version(void)
@@ -1220,53 +1001,28 @@ const char *coap_server_lib_version(void)
 	return buf;
 }
 
-/* [server] rate_limit on reload. A changed rate applies at once to the
- * buckets in use (what a client has spent stays spent, up to the new burst);
- * 0 drops the limiter, and a limit set again starts from full buckets.
- * @p fresh: the limiter made beforehand when there was none. */
-static void reload_rate(struct coap_server *srv, uint32_t per_minute,
-			struct estgw_rate *fresh)
-{
-	if (!per_minute) {
-		estgw_rate_free(srv->rate);
-		srv->rate = NULL;
-	} else if (fresh) {
-		srv->rate = fresh;
-	} else {
-		estgw_rate_set(srv->rate, per_minute);
-	}
-}
-
 int coap_server_reload(struct coap_server *srv, const struct estgw_config *cfg)
 {
-	struct estgw_rate *fresh = NULL;
 	struct estgw_dtls *d, *old = srv->dtls;
 
-	if (cfg->server.rate_limit && !srv->rate) {
-		fresh = estgw_rate_new(cfg->server.rate_limit, RATE_CLIENTS);
-		if (!fresh)
-			return -ENOMEM;
-	}
 	d = load_dtls(cfg);
-	if (!d) {
-		estgw_rate_free(fresh);
+	if (!d)
 		return -EINVAL;
+	if (pipeline_reload(srv->pl, cfg) != 0) { /* roots, policy, rate */
+		estgw_dtls_free(d);
+		return -ENOMEM;
 	}
 	/* New handshakes use the new credentials; sessions already set up keep
 	 * their own references (SSL objects) to the old ones. libcoap's copy
 	 * of coap_dtls_pki_t points at the config's strings: replace it. */
 	srv->cfg = cfg;
 	srv->dtls = d;
-	srv->nroots = 1;
-	if (cfg->server.root)
-		srv->roots[srv->nroots++] = cfg->server.root;
 	coap_context_set_max_idle_sessions(srv->ctx, cfg->server.max_sessions);
 	coap_context_set_session_timeout(srv->ctx, cfg->server.idle_timeout);
 	srv->bw.lim = bw_limits_of(cfg);
 	/* libcoap 4.3.1 compares the count of sessions in handshake with this
 	 * value each time a new one arrives: setting it again is enough. */
 	coap_context_set_max_handshake_sessions(srv->ctx, cfg->server.max_handshakes);
-	reload_rate(srv, cfg->server.rate_limit, fresh);
 	if (setup_pki(srv) != 0)
 		log_err("coap", "reload: libcoap refused the new credentials");
 	estgw_dtls_free(old);
@@ -1275,7 +1031,7 @@ int coap_server_reload(struct coap_server *srv, const struct estgw_config *cfg)
 
 void coap_server_quiesce(struct coap_server *srv)
 {
-	srv->draining = 1;
+	pipeline_quiesce(srv->pl);
 }
 
 size_t coap_server_busy(const struct coap_server *srv)

@@ -1,9 +1,10 @@
 /* coap_server.h - the downstream side: libcoap DTLS server on the loop.
  *
- * Owns: the coap_context, endpoints, resources (/.well-known/core and every
- * EST path under each root, with or without a label), the glue to the
- * block-wise state of blockwise.c (Block1 bodies per session + path +
- * Request-Tag, answers kept for Block2 follow-ups), separate responses
+ * Owns: the coap_context, endpoints and DTLS set-up, the two resources
+ * (/.well-known/core and libcoap's "unknown resource" for every other path,
+ * both handed to the request pipeline, pipeline.c, which it owns), the glue
+ * to the block-wise state of blockwise.c (Block1 bodies per session + path
+ * + Request-Tag, answers kept for Block2 follow-ups), separate responses
  * (libcoap async), per-session client identity, and the one log line per
  * request.
  */
@@ -24,7 +25,7 @@ void coap_server_free(struct coap_server *srv);
 struct brski;
 
 /** Serve /.well-known/brski/{rv,vs,es} with @p b (H; before the loop
- *  runs). */
+ *  runs): the pipeline routes them, under the same limits as EST. */
 void coap_server_set_brski(struct coap_server *srv, struct brski *b);
 
 /** Switch to @p cfg (SIGHUP): new DTLS handshakes use its certificate, key

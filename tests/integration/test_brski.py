@@ -10,6 +10,7 @@ import base64
 import fcntl
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -80,7 +81,7 @@ class BrskiStack(Stack):
 
     def __init__(self, masa=True, masa_cert="masa-tls", brski_extra="", masa_url=True,
                  registrar="registrar", ca=False, serials="TEST0001,TEST0100", masa_timeout=10,
-                 masa_trust="masa-tls-ca"):
+                 masa_trust="masa-tls-ca", server_extra=""):
         self.base, self.bp = ensure_brski_pki()
         super().__init__(ca=ca, upstream_url=None if ca else "https://127.0.0.1:9/.well-known/est")
         self.masa = None
@@ -99,6 +100,7 @@ listen = 127.0.0.1:{self.port}
 certificate = {b}/{registrar}-chain.crt
 private_key = {b}/{registrar}.key
 client_trust = {p}/client-trust.crt
+{server_extra}
 [upstream]
 url = {up}
 trust = {p}/tls-ca.crt
@@ -567,6 +569,52 @@ class TestBrskiEnrolledEs(BrskiTest):
         self.assert_2xx(r, "/.well-known/brski/es")
         self.assertRegex(self.s.log(), r'es serial="TEST0001" .*status=success .*'
                                        r'client_cert=enrolled-ldevid')
+
+
+class TestBrskiRateLimit(BrskiTest):
+    """G9: rv, vs and es pass the same rate limit as EST, in the same bucket per client
+    certificate subject. One request per minute: within a test nothing refills."""
+    stack_kwargs = {"ca": True, "server_extra": "rate_limit = 1"}
+
+    def assert_4_29(self, r, path):
+        self.assertEqual(r.code, "4.29", r)
+        m = re.search(r"c:4\.29 .*Max-Age:(\d+)\b", r.stderr)
+        self.assertTrue(m, r.stderr)
+        self.assertTrue(1 <= int(m.group(1)) <= 60, m.group(0))
+        self.assertRegex(self.s.log(), "POST " + path + r" upstream=- code=4\.29 .*\(rate limit\)")
+
+    def test_G9_rv_vs_es_4_29_max_age_over_rate_limit(self):
+        ok = cc.dumps({"version": 1, "status": True})
+        self.assert_2xx(self.s.pledge("/.well-known/brski/vs", "pledge", ok, cf=60, accept=None),
+                        "/.well-known/brski/vs")
+        pvr, _ = self.pvr()
+        self.assert_4_29(self.s.pledge("/.well-known/brski/rv", "pledge", pvr, extra=("-v", "7")),
+                         "/.well-known/brski/rv")
+        for path in ("/.well-known/brski/vs", "/.well-known/brski/es"):
+            self.assert_4_29(self.s.pledge(path, "pledge", ok, cf=60, accept=None,
+                                           extra=("-v", "7")), path)
+        self.assert_no_masa_request()
+
+    def test_G9_est_and_cbrski_share_one_bucket(self):
+        # pledge-b: an rv in 64-byte blocks takes one token (the MASA does not know
+        # TEST0002: 4.04 from it), then its EST request finds the bucket empty
+        pvr, _ = self.pvr(pledge="pledge-b", serial="TEST0002")
+        self.assertGreater(len(pvr), 3 * 64)
+        r = self.s.pledge("/.well-known/brski/rv", "pledge-b", pvr)
+        self.assertEqual(r.code, "4.04", r)
+        self.assertEqual(len(self.s.masa_requests()), 1)
+        crts = dict(cf=None, accept=None, block=None, method="get", extra=("-v", "7"))
+        r = self.s.pledge("/.well-known/est/crts", "pledge-b", None, **crts)
+        self.assertEqual(r.code, "4.29", r)
+        self.assertRegex(r.stderr, r"c:4\.29 .*Max-Age:\d+")
+        # pledge (another subject, another bucket): its EST request spends its token,
+        # and its es after it is refused
+        r = self.s.pledge("/.well-known/est/crts", "pledge", None, **crts)
+        self.assertEqual(r.code, "2.xx", r)
+        ok = cc.dumps({"version": 1, "status": True})
+        self.assert_4_29(self.s.pledge("/.well-known/brski/es", "pledge", ok, cf=60, accept=None,
+                                       extra=("-v", "7")), "/.well-known/brski/es")
+        self.assertRegex(self.s.log(), r"GET /.well-known/est/crts upstream=\S+ code=2\.05")
 
 
 class TestBrskiStartup(unittest.TestCase):
