@@ -59,7 +59,7 @@ struct sess_data {
 struct pending {
 	struct coap_server *srv;
 	coap_async_t *async;
-	struct proxy_wait *wait;
+	struct xchg_wait *wait;   /* EST request waiting upstream */
 	struct brski_wait *bwait; /* cBRSKI rv waiting for the MASA */
 	int enroll;               /* sen/sren: tell brski what was issued */
 	int done;
