@@ -60,7 +60,7 @@ struct pending {
 	struct coap_server *srv;
 	coap_async_t *async;
 	struct xchg_wait *wait;   /* EST request waiting upstream */
-	struct brski_wait *bwait; /* cBRSKI rv waiting for the MASA */
+	struct xchg_wait *bwait;  /* cBRSKI rv waiting for the MASA */
 	int enroll;               /* sen/sren: tell brski what was issued */
 	int done;
 	struct proxy_outcome out;
@@ -757,7 +757,7 @@ static void go_brski(struct coap_server *srv, coap_resource_t *r,
 	if (estgw_dtls_peer_cert_der(coap_session_get_tls(s, &lib), &peer, &rq.peer_len) == 0)
 		rq.peer = peer;
 	p = calloc(1, sizeof(*p));
-	rc = p ? brski_submit(srv->brski, &rq, on_proxy_done, p, &p->bwait, &now) : -ENOMEM;
+	rc = p ? (int)brski_submit(srv->brski, &rq, on_proxy_done, p, &p->bwait, &now) : -ENOMEM;
 	free(peer);
 	free(owned);
 	if (rc == 0) {
