@@ -21,6 +21,7 @@
 #include "estgw/masa.h"
 #include "estgw/translate.h"
 #include "estgw/voucher.h"
+#include "metrics.h"
 #include "upstream.h"
 
 #define KEEP_VOUCHER 60     /* seconds a delivered voucher is kept for resends */
@@ -125,6 +126,18 @@ static void outcome_note(struct proxy_outcome *o, enum masa_kind kind, const cha
 			 o->resp.payload ? (const char *)o->resp.payload : "");
 }
 
+/* The MASA answer's result label for /metrics. */
+static const char *masa_result(enum masa_kind kind, const struct upstream_result *r)
+{
+	if (kind == MASA_VOUCHER)
+		return "voucher";
+	if (kind == MASA_PENDING)
+		return "pending";
+	if (r->err == EST_UP_OK && r->status >= 400 && r->status < 500)
+		return "refused";
+	return "error";
+}
+
 /* The engine's answered hook: map once (masa.c's table), count, log, and
  * keep a voucher or a 202 for resends of the same PVR. */
 static void on_answered(struct xchg *ex, const struct upstream_result *r)
@@ -138,6 +151,8 @@ static void on_answered(struct xchg *ex, const struct upstream_result *r)
 
 	o->upstream_status = r->err == EST_UP_OK ? r->status : 0;
 	outcome_note(o, kind, j->serial);
+	metrics_upstream("requestvoucher", r->err, r->status, r->seconds);
+	metrics_brski_masa(masa_result(kind, r));
 	if (EST_CODE_CLASS(o->resp.code) == 2)
 		b->stats.rv_voucher++;
 	else
@@ -382,6 +397,7 @@ static enum proxy_rc kept_answer(struct brski *b, const struct xchg_kept *k,
 	time_t left = k->expires - in.now;
 
 	b->stats.rv_joined++;
+	metrics_brski_request("rv", "kept");
 	snprintf(serial, sizeof(serial), "%.*s", (int)c->serial.len, (const char *)c->serial.ptr);
 	memset(now, 0, sizeof(*now));
 	now->upstream_status = k->status;
@@ -407,12 +423,14 @@ static struct xchg *masa_start(struct brski *b, const struct brski_request *rq,
 	int rc;
 
 	if (!xchg_room(b->xe)) {
+		metrics_brski_request("rv", "busy");
 		answer(now, EST_CODE(5, 3), "registrar busy", 0);
 		now->resp.has_max_age = 1;
 		now->resp.max_age = b->cfg->upstream.retry_default;
 		return NULL;
 	}
 	if (build_rvr(b, rq, c, &rvr, &rvr_len) != 0) {
+		metrics_brski_request("rv", "error");
 		answer(now, EST_CODE(5, 0), "cannot build the registrar voucher request", 0);
 		return NULL;
 	}
@@ -424,6 +442,7 @@ static struct xchg *masa_start(struct brski *b, const struct brski_request *rq,
 		else
 			free(j);
 		free(rvr);
+		metrics_brski_request("rv", "error");
 		answer(now, EST_CODE(5, 0), "out of memory", 0);
 		return NULL;
 	}
@@ -436,9 +455,11 @@ static struct xchg *masa_start(struct brski *b, const struct brski_request *rq,
 	masa_request(b, c, ex);
 	rc = xchg_place(ex);
 	if (rc != 0) {
+		metrics_brski_request("rv", "error");
 		answer(now, EST_CODE(5, 2), "cannot start the MASA request", 0);
 		return NULL;
 	}
+	metrics_brski_request("rv", "sent");
 	log_info("brski", "RVR for serial \"%s\" (%zu bytes) to %s", j->serial, rvr_len, c->url);
 	return ex;
 }
@@ -456,14 +477,16 @@ static enum proxy_rc handle_rv(struct brski *b, const struct brski_request *rq,
 	memset(&c, 0, sizeof(c));
 	if (check_pvr(b, rq, &c, now) != 0) {
 		b->stats.rv_rejected++;
+		metrics_brski_request("rv", "refused");
 		return PROXY_ANSWERED;
 	}
 	brski_sha256(rq->body, rq->len, key);
 	if ((k = xchg_kept_find(b->xe, key)))
 		return kept_answer(b, k, &c, now);
-	if ((ex = xchg_find(b->xe, key)))
-		b->stats.rv_joined++; /* the same PVR is at the MASA already */
-	else if (!(ex = masa_start(b, rq, &c, key, now)))
+	if ((ex = xchg_find(b->xe, key))) { /* the same PVR is at the MASA already */
+		b->stats.rv_joined++;
+		metrics_brski_request("rv", "joined");
+	} else if (!(ex = masa_start(b, rq, &c, key, now)))
 		return PROXY_ANSWERED;
 	*wait = xchg_wait(ex, 0, fn, arg);
 	if (!*wait)
@@ -516,12 +539,14 @@ static enum proxy_rc handle_status(struct brski *b, const struct brski_request *
 	char serial[65] = "-", reason[128] = "", diag[96];
 
 	if (rq->cf != BRSKI_CF_CBOR && rq->cf != BRSKI_CF_JSON) {
+		metrics_brski_request(what, "refused");
 		snprintf(diag, sizeof(diag), "%s takes Content-Format 60 (application/cbor) or 50 (JSON)", what);
 		return answer(now, EST_CODE(4, 15), diag, 0);
 	}
 	if ((rq->cf == BRSKI_CF_CBOR ? brski_status_decode(rq->body, rq->len, &st) :
 	     brski_status_decode_json(rq->body, rq->len, &st)) != 0) {
 		b->stats.bad_status++;
+		metrics_brski_request(what, "refused");
 		snprintf(diag, sizeof(diag), "%s: not a status map {version, status[, reason]}", what);
 		return answer(now, EST_CODE(4, 0), diag, 0);
 	}
@@ -532,6 +557,7 @@ static enum proxy_rc handle_status(struct brski *b, const struct brski_request *
 	if (st.version > 1)
 		log_warn("brski", "%s from serial \"%s\": telemetry version %llu is newer than 1: "
 			 "check the pledge's firmware", what, serial, (unsigned long long)st.version);
+	metrics_brski_request(what, st.status ? "success" : "failure");
 	if (rq->res == BRSKI_VS) {
 		st.status ? b->stats.vs_ok++ : b->stats.vs_fail++;
 		log_info("brski", "vs serial=\"%s\" session=%s status=%s reason=\"%s\"", serial,
@@ -569,9 +595,14 @@ enum proxy_rc brski_submit(struct brski *b, const struct brski_request *rq,
 			   proxy_done_fn fn, void *arg, struct xchg_wait **wait,
 			   struct proxy_outcome *now)
 {
+	static const char *const names[] = { "rv", "vs", "es" };
+
 	*wait = NULL;
-	if (rq->method != EST_POST)
+	if (rq->method != EST_POST) {
+		metrics_brski_request(rq->res >= BRSKI_RV && rq->res <= BRSKI_ES ?
+				      names[rq->res] : "other", "refused");
 		return answer(now, EST_CODE(4, 5), "only POST", 0);
+	}
 	if (rq->res == BRSKI_RV)
 		return handle_rv(b, rq, fn, arg, wait, now);
 	return handle_status(b, rq, now);

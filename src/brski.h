@@ -48,7 +48,8 @@ struct brski_request {
 	const char *session;   /**< the DTLS session, for log lines */
 };
 
-/** Counters (there is no metrics endpoint yet: logged at shutdown). */
+/** Counters, logged at shutdown (/metrics has them as
+ *  estgw_brski_requests_total and estgw_brski_masa_answers_total). */
 struct brski_stats {
 	uint64_t rv, rv_voucher, rv_rejected, rv_masa_error, rv_joined;
 	uint64_t vs_ok, vs_fail, es_ok, es_fail, bad_status;
