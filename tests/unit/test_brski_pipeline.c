@@ -450,17 +450,15 @@ static void test_H2_pipeline_shutdown_with_an_exchange_in_flight(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
-		T(test_H2_pipeline_voucher_round_trip_then_kept),
-		T(test_H2_pipeline_resend_in_flight_joins),
-		T(test_H5_pipeline_202_kept_with_the_time_left),
-		T(test_H5_pipeline_error_not_kept_resend_asks_again),
-		T(test_H5_pipeline_voucher_for_another_request_5_02),
-		T(test_H5_pipeline_max_pending_busy),
-		T(test_H5_pipeline_refused_pvr_never_sent),
-		T(test_H2_pipeline_cancelled_pledge_voucher_still_kept),
-		T(test_H2_pipeline_shutdown_with_an_exchange_in_flight),
-#undef T
+		cmocka_unit_test_setup_teardown(test_H2_pipeline_voucher_round_trip_then_kept, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_H2_pipeline_resend_in_flight_joins, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_H5_pipeline_202_kept_with_the_time_left, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_H5_pipeline_error_not_kept_resend_asks_again, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_H5_pipeline_voucher_for_another_request_5_02, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_H5_pipeline_max_pending_busy, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_H5_pipeline_refused_pvr_never_sent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_H2_pipeline_cancelled_pledge_voucher_still_kept, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_H2_pipeline_shutdown_with_an_exchange_in_flight, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -690,27 +690,25 @@ static void test_D2_cancel_before_deadline_no_call(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
-		T(test_J1_identical_requests_share_one_exchange),
-		T(test_J1_other_keys_do_not_join),
-		T(test_queue_runs_in_order_and_nothing_passes_it),
-		T(test_limits_busy_when_running_and_queue_are_full),
-		T(test_limits_transport_refuses_the_start),
-		T(test_queued_start_failure_answers_its_waiters),
-		T(test_raising_the_limit_drains_the_queue),
-		T(test_J1_kept_answer_expires_and_first_stays),
-		T(test_J1_kept_answers_bounded_oldest_dropped),
-		T(test_J1_completion_after_cancel_is_kept_not_delivered),
-		T(test_cancel_a_sibling_from_inside_a_callback),
-		T(test_abort_own_exchange_from_inside_a_callback),
-		T(test_free_the_engine_from_inside_a_callback),
-		T(test_callback_may_submit_the_same_key_again),
-		T(test_queue_of_65536_drains_without_recursion),
-		T(test_D2_deadline_503_max_age_then_answer_kept),
-		T(test_D2_max_age_clamped),
-		T(test_D2_no_deadline_waits_for_the_answer),
-		T(test_D2_cancel_before_deadline_no_call),
-#undef T
+		cmocka_unit_test_setup_teardown(test_J1_identical_requests_share_one_exchange, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_J1_other_keys_do_not_join, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_queue_runs_in_order_and_nothing_passes_it, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_limits_busy_when_running_and_queue_are_full, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_limits_transport_refuses_the_start, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_queued_start_failure_answers_its_waiters, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_raising_the_limit_drains_the_queue, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_J1_kept_answer_expires_and_first_stays, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_J1_kept_answers_bounded_oldest_dropped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_J1_completion_after_cancel_is_kept_not_delivered, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cancel_a_sibling_from_inside_a_callback, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_abort_own_exchange_from_inside_a_callback, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_free_the_engine_from_inside_a_callback, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_callback_may_submit_the_same_key_again, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_queue_of_65536_drains_without_recursion, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_D2_deadline_503_max_age_then_answer_kept, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_D2_max_age_clamped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_D2_no_deadline_waits_for_the_answer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_D2_cancel_before_deadline_no_call, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

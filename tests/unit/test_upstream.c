@@ -168,12 +168,10 @@ static void test_cancel_before_the_end_no_callback(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
-		T(test_callback_cancels_its_own_transfer),
-		T(test_callback_cancels_another_transfer),
-		T(test_callback_starts_a_new_transfer),
-		T(test_cancel_before_the_end_no_callback),
-#undef T
+		cmocka_unit_test_setup_teardown(test_callback_cancels_its_own_transfer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_callback_cancels_another_transfer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_callback_starts_a_new_transfer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cancel_before_the_end_no_callback, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
