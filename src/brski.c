@@ -13,50 +13,32 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "brski_pki.h"
 #include "estgw/cose.h"
 #include "estgw/log.h"
+#include "estgw/masa.h"
 #include "estgw/translate.h"
 #include "estgw/voucher.h"
+#include "metrics.h"
 #include "upstream.h"
 
-#define MT_NEW "application/voucher+cose"
-#define MT_LEGACY "application/voucher-cose+cbor"
 #define KEEP_VOUCHER 60     /* seconds a delivered voucher is kept for resends */
-#define MAX_JOBS_KEPT 256   /* finished jobs kept (202 / voucher) */
+#define MAX_KEPT 256        /* MASA answers kept (202 / voucher) */
 #define ENROLLED_MAX 256    /* enrolled certificate hashes kept for es */
 #define NONCE_MIN 8         /* RFC 8366bis nonce length */
 #define NONCE_MAX 32
+#define SERIAL_MAX 64
 #define BAG_HALF (COSE_MAX_BAG / 2)
 
-enum job_state {
-	JOB_INFLIGHT, /* MASA exchange running */
-	JOB_RETRY,    /* MASA said 202: resends get 5.03 until retry_at */
-	JOB_DONE,     /* a voucher: resends get it again until keep_until */
-};
-
-struct brski_wait {
-	struct masa_job *job;
-	proxy_done_fn fn;
-	void *arg;
-	struct brski_wait *prev, *next;
-};
-
+/* brski.c's part of one MASA exchange (the engine's data). */
 struct masa_job {
 	struct brski *b;
-	uint8_t key[32];           /* SHA-256 of the PVR bytes */
-	enum job_state state;
-	struct upstream_xfer *xfer;
-	struct brski_wait *waiters;
-	time_t until;              /* retry_at or keep_until */
-	struct proxy_outcome kept; /* JOB_DONE: the answer */
 	uint8_t nonce[NONCE_MAX];
 	size_t nonce_len;
-	char serial[65];
-	struct masa_job *prev, *next;
+	char serial[SERIAL_MAX + 1];
+	struct proxy_outcome out; /* the mapped answer: each waiter gets a copy */
 };
 
 /* A manufacturer line, loaded. */
@@ -67,8 +49,9 @@ struct mfr {
 
 struct brski {
 	struct event_base *base;
-	struct upstream *up;
 	const struct estgw_config *cfg;
+	struct est_xlate_limits lim;
+	struct xchg_engine *xe;
 	struct brski_signer *signer;
 	struct brski_trust *mfr_trust;
 	struct mfr mfrs[ESTGW_MAX_MFR];
@@ -77,8 +60,6 @@ struct brski {
 	size_t nchain;
 	struct est_slice server_spki;
 	uint8_t server_spki_hash[32];
-	struct masa_job *jobs;
-	size_t njobs, inflight;
 	uint8_t enrolled[ENROLLED_MAX][32];
 	size_t nenrolled, enrolled_next;
 	struct brski_stats stats;
@@ -86,13 +67,14 @@ struct brski {
 
 /* ---- answers ----------------------------------------------------------- */
 
-static int answer(struct proxy_outcome *o, uint8_t code, const char *diag,
-		  long status)
+static enum proxy_rc answer(struct proxy_outcome *o, uint8_t code, const char *diag,
+			    long status)
 {
 	memset(o, 0, sizeof(*o));
 	o->upstream_status = status;
 	snprintf(o->note, sizeof(o->note), "%.120s", diag ? diag : "");
-	return est_coap_resp_error(&o->resp, code, diag) == 0 ? 1 : -ENOMEM;
+	est_coap_resp_error(&o->resp, code, diag); /* without memory: no text */
+	return PROXY_ANSWERED;
 }
 
 /* Copy an outcome (each waiter owns its payload). */
@@ -110,257 +92,92 @@ static int outcome_copy(struct proxy_outcome *dst, const struct proxy_outcome *s
 	return 0;
 }
 
-/* Printable ASCII copy of untrusted text for logs and diagnostics. */
-static void clean_text(char *dst, size_t dstlen, const uint8_t *p, size_t n)
+/* ---- the MASA exchange on the engine (H5) ------------------------------- */
+
+static void job_free(void *data)
 {
-	size_t j = 0;
+	struct masa_job *j = data;
 
-	for (size_t i = 0; i < n && j + 1 < dstlen; i++)
-		dst[j++] = (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '"') ? (char)p[i] : '?';
-	dst[j] = '\0';
-}
-
-/* ---- jobs -------------------------------------------------------------- */
-
-static void job_unlink(struct masa_job *j)
-{
-	struct brski *b = j->b;
-
-	if (j->prev)
-		j->prev->next = j->next;
-	else
-		b->jobs = j->next;
-	if (j->next)
-		j->next->prev = j->prev;
-	b->njobs--;
-}
-
-static void job_free(struct masa_job *j)
-{
-	if (j->xfer) {
-		upstream_cancel(j->xfer);
-		j->b->inflight--;
-	}
-	while (j->waiters) {
-		struct brski_wait *w = j->waiters;
-		j->waiters = w->next;
-		free(w);
-	}
-	est_coap_resp_free(&j->kept.resp);
-	job_unlink(j);
+	est_coap_resp_free(&j->out.resp);
 	free(j);
 }
 
-/* Drop finished jobs whose time is up, and the oldest beyond the bound. */
-static void jobs_expire(struct brski *b, time_t now)
+static struct est_http_resp http_resp(const struct upstream_result *r)
 {
-	struct masa_job *j = b->jobs, *next, *oldest = NULL;
-
-	for (; j; j = next) {
-		next = j->next;
-		if (j->state != JOB_INFLIGHT && now >= j->until)
-			job_free(j);
-	}
-	while (b->njobs > MAX_JOBS_KEPT + b->inflight) {
-		oldest = NULL;
-		for (j = b->jobs; j; j = j->next)
-			if (j->state != JOB_INFLIGHT && (!oldest || j->until < oldest->until))
-				oldest = j;
-		if (!oldest)
-			break;
-		job_free(oldest);
-	}
+	struct est_http_resp in = {
+		.err = r->err,
+		.status = r->status,
+		.content_type = r->content_type,
+		.retry_after = r->retry_after,
+		.body = r->body,
+		.body_len = r->body_len,
+		.now = time(NULL),
+	};
+	return in;
 }
 
-static struct masa_job *job_find(struct brski *b, const uint8_t key[32])
+/* The note for the log line: the voucher's serial, or the diagnostic. */
+static void outcome_note(struct proxy_outcome *o, enum masa_kind kind, const char *serial)
 {
-	for (struct masa_job *j = b->jobs; j; j = j->next)
-		if (memcmp(j->key, key, 32) == 0)
-			return j;
-	return NULL;
-}
-
-static int job_wait(struct masa_job *j, proxy_done_fn fn, void *arg,
-		    struct brski_wait **wait)
-{
-	struct brski_wait *w = calloc(1, sizeof(*w));
-
-	if (!w)
-		return -ENOMEM;
-	w->job = j;
-	w->fn = fn;
-	w->arg = arg;
-	w->next = j->waiters;
-	if (j->waiters)
-		j->waiters->prev = w;
-	j->waiters = w;
-	*wait = w;
-	return 0;
-}
-
-void brski_cancel(struct brski_wait *w)
-{
-	if (!w)
-		return;
-	if (w->prev)
-		w->prev->next = w->next;
+	if (kind == MASA_VOUCHER)
+		snprintf(o->note, sizeof(o->note), "voucher for %s", serial);
 	else
-		w->job->waiters = w->next;
-	if (w->next)
-		w->next->prev = w->prev;
-	free(w);
+		snprintf(o->note, sizeof(o->note), "%.120s",
+			 o->resp.payload ? (const char *)o->resp.payload : "");
 }
 
-/* Give every waiter its copy of @p o. */
-static void job_finish(struct masa_job *j, const struct proxy_outcome *o)
+/* The MASA answer's result label for /metrics. */
+static const char *masa_result(enum masa_kind kind, const struct upstream_result *r)
 {
-	while (j->waiters) {
-		struct brski_wait *w = j->waiters;
-		struct proxy_outcome mine;
-		j->waiters = w->next;
-		if (j->waiters)
-			j->waiters->prev = NULL;
-		if (outcome_copy(&mine, o) != 0)
-			answer(&mine, EST_CODE(5, 0), "out of memory", o->upstream_status);
-		proxy_done_fn fn = w->fn;
-		void *arg = w->arg;
-		free(w);
-		fn(arg, &mine);
-	}
+	if (kind == MASA_VOUCHER)
+		return "voucher";
+	if (kind == MASA_PENDING)
+		return "pending";
+	if (r->err == EST_UP_OK && r->status >= 400 && r->status < 500)
+		return "refused";
+	return "error";
 }
 
-/* ---- the MASA answer (H5) --------------------------------------------- */
-
-static int is_voucher_type(const char *ct)
+/* The engine's answered hook: map once (masa.c's table), count, log, and
+ * keep a voucher or a 202 for resends of the same PVR. */
+static void on_answered(struct xchg *ex, const struct upstream_result *r)
 {
-	size_t n;
-
-	if (!ct)
-		return 0;
-	n = strcspn(ct, "; \t");
-	return (n == strlen(MT_NEW) && strncasecmp(ct, MT_NEW, n) == 0) ||
-	       (n == strlen(MT_LEGACY) && strncasecmp(ct, MT_LEGACY, n) == 0);
-}
-
-/* A 200 answer: check the voucher against the request, strip it. */
-static void voucher_answer(struct masa_job *j, const struct upstream_result *r,
-			   struct proxy_outcome *o)
-{
-	struct cose_sign1 s;
-	struct vr_fields f;
-	uint8_t *out;
-	size_t len;
-
-	if (!is_voucher_type(r->content_type)) {
-		answer(o, EST_CODE(5, 2), "MASA answer is not application/voucher+cose", r->status);
-		return;
-	}
-	if (cose_sign1_parse(r->body, r->body_len, &s) != 0 ||
-	    vr_decode(s.payload.ptr, s.payload.len, VR_VOUCHER, &f) != 0) {
-		answer(o, EST_CODE(5, 2), "MASA answer is not a COSE-signed voucher", r->status);
-		return;
-	}
-	if (!f.nonce.ptr || f.nonce.len != j->nonce_len ||
-	    memcmp(f.nonce.ptr, j->nonce, j->nonce_len) != 0 || !f.serial.ptr ||
-	    f.serial.len != strlen(j->serial) ||
-	    memcmp(f.serial.ptr, j->serial, f.serial.len) != 0) {
-		answer(o, EST_CODE(5, 2), "voucher nonce or serial-number does not match the request",
-		       r->status);
-		return;
-	}
-	if (cose_sign1_strip(r->body, r->body_len, &out, &len) != 0) {
-		answer(o, EST_CODE(5, 0), "out of memory", r->status);
-		return;
-	}
-	memset(o, 0, sizeof(*o));
-	o->upstream_status = r->status;
-	o->resp.code = EST_CODE(2, 4);
-	o->resp.cf = BRSKI_CF_VOUCHER_COSE;
-	o->resp.payload = out;
-	o->resp.len = len;
-	snprintf(o->note, sizeof(o->note), "voucher for %s", j->serial);
-}
-
-static uint32_t retry_seconds(const struct brski *b, const char *v)
-{
-	const struct estgw_config *c = b->cfg;
-	uint32_t secs = c->upstream.retry_default;
-
-	if (v && est_retry_after_seconds(v, time(NULL), &secs) != 0)
-		secs = c->upstream.retry_default;
-	if (secs < c->upstream.max_age_min)
-		secs = c->upstream.max_age_min;
-	if (secs > c->upstream.max_age_max)
-		secs = c->upstream.max_age_max;
-	return secs;
-}
-
-static void masa_error_answer(const struct upstream_result *r,
-			      struct proxy_outcome *o)
-{
-	char text[160], diag[200];
-
-	if (r->status >= 400 && r->status < 500) {
-		/* MASA 4xx: same code, its text/plain reason (RFC 8995 5.6) */
-		clean_text(text, sizeof(text), r->body, r->body_len);
-		snprintf(diag, sizeof(diag), "MASA: %s", text[0] ? text : "refused");
-		answer(o, est_status_to_code(r->status, EST_POST), diag, r->status);
-	} else {
-		snprintf(diag, sizeof(diag), "MASA answered HTTP %ld", r->status);
-		answer(o, EST_CODE(5, 2), diag, r->status);
-	}
-}
-
-static void on_masa(void *arg, const struct upstream_result *r)
-{
-	struct masa_job *j = arg;
+	struct masa_job *j = xchg_data(ex);
 	struct brski *b = j->b;
-	struct proxy_outcome o;
-	char diag[200];
+	struct est_http_resp in = http_resp(r);
+	struct masa_expect x = { j->nonce, j->nonce_len, j->serial };
+	struct proxy_outcome *o = &j->out;
+	enum masa_kind kind = masa_translate(&in, r->errmsg, &x, &b->lim, &o->resp);
 
-	j->xfer = NULL;
-	b->inflight--;
-	if (r->err == EST_UP_TIMEOUT) {
-		answer(&o, EST_CODE(5, 4), "MASA did not answer in time", 0);
-	} else if (r->err != EST_UP_OK) {
-		snprintf(diag, sizeof(diag), "MASA unreachable: %s", r->errmsg ? r->errmsg : "?");
-		answer(&o, EST_CODE(5, 2), diag, 0);
-	} else if (r->status == 200) {
-		voucher_answer(j, r, &o);
-	} else if (r->status == 202) {
-		uint32_t secs = retry_seconds(b, r->retry_after);
-		answer(&o, EST_CODE(5, 3), "MASA: voucher not ready, retry later", r->status);
-		o.resp.has_max_age = 1;
-		o.resp.max_age = secs;
-		j->state = JOB_RETRY;
-		j->until = time(NULL) + secs;
-	} else {
-		masa_error_answer(r, &o);
-		if (est_status_has_max_age(r->status) && o.resp.code == EST_CODE(4, 29)) {
-			/* RFC 8516: 4.29 with the MASA's Retry-After */
-			o.resp.has_max_age = 1;
-			o.resp.max_age = retry_seconds(b, r->retry_after);
-		}
-	}
-	if (EST_CODE_CLASS(o.resp.code) == 2) {
+	o->upstream_status = r->err == EST_UP_OK ? r->status : 0;
+	outcome_note(o, kind, j->serial);
+	metrics_upstream("requestvoucher", r->err, r->status, r->seconds);
+	metrics_brski_masa(masa_result(kind, r));
+	if (EST_CODE_CLASS(o->resp.code) == 2)
 		b->stats.rv_voucher++;
-		j->state = JOB_DONE;
-		j->until = time(NULL) + KEEP_VOUCHER;
-	} else {
+	else
 		b->stats.rv_masa_error++;
-	}
 	log_info("brski", "MASA answer for serial \"%s\": %s%ld -> %d.%02d (%s)", j->serial,
 		 r->err == EST_UP_OK ? "HTTP " : "no answer ", r->err == EST_UP_OK ? r->status : 0L,
-		 EST_CODE_CLASS(o.resp.code), EST_CODE_DETAIL(o.resp.code), o.note);
-	job_finish(j, &o);
-	if (j->state == JOB_DONE && EST_CODE_CLASS(o.resp.code) == 2) {
-		j->kept = o; /* kept for resends of the same PVR */
-		return;
-	}
-	est_coap_resp_free(&o.resp);
-	if (j->state == JOB_INFLIGHT)
-		job_free(j); /* errors are not kept: a resend asks again */
+		 EST_CODE_CLASS(o->resp.code), EST_CODE_DETAIL(o->resp.code), o->note);
+	if (kind == MASA_VOUCHER)
+		xchg_keep(b->xe, xchg_key(ex), r, KEEP_VOUCHER);
+	else if (kind == MASA_PENDING) /* resends get 5.03 until then */
+		xchg_keep(b->xe, xchg_key(ex), r, o->resp.max_age);
+	/* errors are not kept: a resend asks again */
 }
+
+/* The engine's outcome hook: every waiter gets its copy. */
+static void on_outcome(struct xchg *ex, int param, const struct upstream_result *r,
+		       struct proxy_outcome *out)
+{
+	struct masa_job *j = xchg_data(ex);
+
+	if (outcome_copy(out, &j->out) != 0)
+		answer(out, EST_CODE(5, 0), "out of memory", j->out.upstream_status);
+}
+
+static const struct xchg_hooks masa_hooks = { on_answered, on_outcome, job_free };
 
 /* ---- the PVR checks (H2) ---------------------------------------------- */
 
@@ -455,7 +272,7 @@ static int check_fields(struct brski *b, const struct brski_request *rq,
 	if (!proximity_ok(b, f))
 		return answer(now, EST_CODE(4, 1), "PVR does not pin this registrar's certificate", 0);
 	if (idevid_serial(rq->peer, rq->peer_len, &c->serial) != 0 || c->serial.len == 0 ||
-	    c->serial.len >= sizeof(((struct masa_job *)0)->serial))
+	    c->serial.len > SERIAL_MAX)
 		return answer(now, EST_CODE(4, 3), "IDevID has no usable serialNumber", 0);
 	if (!f->serial.ptr || f->serial.len != c->serial.len ||
 	    memcmp(f->serial.ptr, c->serial.ptr, c->serial.len) != 0)
@@ -541,19 +358,13 @@ static int build_rvr(struct brski *b, const struct brski_request *rq,
 	return rc;
 }
 
-static int masa_send(struct brski *b, struct masa_job *j, const struct rv_ctx *c,
-		     uint8_t *rvr, size_t rvr_len)
+/* The MASA request: POST the RVR with the manufacturer line's TLS
+ * settings, or [brski]'s. */
+static void masa_request(const struct brski *b, const struct rv_ctx *c, struct xchg *ex)
 {
 	const struct estgw_config *cfg = b->cfg;
 	const struct estgw_brski_mfr *m = c->mfr;
 	int legacy = (m && m->legacy) || cfg->brski.legacy_media_type;
-	struct est_http_req req = {
-		.url = (char *)c->url,
-		.method = EST_POST,
-		.content_type = legacy ? MT_LEGACY : MT_NEW,
-		.body = (char *)rvr,
-		.body_len = rvr_len,
-	};
 	struct upstream_opts o = {
 		.trust = m && m->trust ? m->trust : cfg->brski.masa_trust,
 		.certificate = m && m->certificate ? m->certificate :
@@ -562,94 +373,125 @@ static int masa_send(struct brski *b, struct masa_job *j, const struct rv_ctx *c
 		.private_key = m && m->private_key ? m->private_key :
 			       cfg->brski.masa_private_key ? cfg->brski.masa_private_key :
 			       cfg->server.private_key,
-		.accept = legacy ? MT_LEGACY : MT_NEW,
+		.accept = legacy ? MASA_MT_VOUCHER_LEGACY : MASA_MT_VOUCHER,
 		.timeout = cfg->brski.masa_timeout,
 	};
-	j->xfer = upstream_send_opts(b->up, &req, &o, on_masa, j);
-	if (!j->xfer)
-		return -EIO;
-	b->inflight++;
-	log_info("brski", "RVR for serial \"%s\" (%zu bytes) to %s", j->serial, rvr_len, c->url);
-	return 0;
+	struct est_http_req *req = xchg_request(ex);
+
+	req->method = EST_POST;
+	req->content_type = legacy ? MASA_MT_VOUCHER_LEGACY : MASA_MT_VOUCHER;
+	xchg_set_opts(ex, &o);
 }
 
-/* A resend of a PVR we know: join, 5.03 with the time left, or the voucher. */
-static int known_job(struct brski *b, struct masa_job *j, proxy_done_fn fn,
-		     void *arg, struct brski_wait **wait, struct proxy_outcome *now)
+/* A resend of a PVR whose MASA answer is kept: the voucher again, or 5.03
+ * with the time left of the MASA's 202. */
+static enum proxy_rc kept_answer(struct brski *b, const struct xchg_kept *k,
+				 const struct rv_ctx *c, struct proxy_outcome *now)
 {
+	struct est_http_resp in = {
+		.err = EST_UP_OK, .status = k->status, .content_type = k->content_type,
+		.body = k->body, .body_len = k->len, .now = xchg_now(b->xe),
+	};
+	char serial[SERIAL_MAX + 1];
+	struct masa_expect x = { c->f.nonce.ptr, c->f.nonce.len, serial };
+	time_t left = k->expires - in.now;
+
 	b->stats.rv_joined++;
-	if (j->state == JOB_INFLIGHT) {
-		if (job_wait(j, fn, arg, wait) != 0)
-			return answer(now, EST_CODE(5, 0), "out of memory", 0);
-		return 0;
-	}
-	if (j->state == JOB_RETRY) {
-		time_t left = j->until - time(NULL);
-		answer(now, EST_CODE(5, 3), "MASA: voucher not ready, retry later", 202);
-		now->resp.has_max_age = 1;
+	metrics_brski_request("rv", "kept");
+	snprintf(serial, sizeof(serial), "%.*s", (int)c->serial.len, (const char *)c->serial.ptr);
+	memset(now, 0, sizeof(*now));
+	now->upstream_status = k->status;
+	if (masa_translate(&in, NULL, &x, &b->lim, &now->resp) == MASA_PENDING) {
 		now->resp.max_age = left > 0 ? (uint32_t)left : 0;
 		snprintf(now->note, sizeof(now->note), "waiting for the MASA (202 kept)");
-		return 1;
+	} else {
+		snprintf(now->note, sizeof(now->note), "voucher kept for this PVR");
 	}
-	if (outcome_copy(now, &j->kept) != 0)
-		return answer(now, EST_CODE(5, 0), "out of memory", 0);
-	snprintf(now->note, sizeof(now->note), "voucher kept for this PVR");
-	return 1;
+	return PROXY_ANSWERED;
 }
 
-static int handle_rv(struct brski *b, const struct brski_request *rq,
-		     proxy_done_fn fn, void *arg, struct brski_wait **wait,
-		     struct proxy_outcome *now)
+/* A new MASA exchange for @p key: the RVR built and signed, sent (or
+ * queued: never, max_queued is 0). NULL with *now filled when it cannot. */
+static struct xchg *masa_start(struct brski *b, const struct brski_request *rq,
+			       const struct rv_ctx *c, const uint8_t *key,
+			       struct proxy_outcome *now)
 {
-	struct rv_ctx c;
-	uint8_t key[32];
+	struct masa_job *j;
+	struct xchg *ex;
 	uint8_t *rvr;
 	size_t rvr_len;
 	int rc;
 
-	b->stats.rv++;
-	memset(&c, 0, sizeof(c));
-	if ((rc = check_pvr(b, rq, &c, now)) != 0) {
-		b->stats.rv_rejected++;
-		return rc;
-	}
-	jobs_expire(b, time(NULL));
-	brski_sha256(rq->body, rq->len, key);
-	struct masa_job *j = job_find(b, key);
-	if (j)
-		return known_job(b, j, fn, arg, wait, now);
-	if (b->inflight >= b->cfg->brski.max_pending) {
+	if (!xchg_room(b->xe)) {
+		metrics_brski_request("rv", "busy");
 		answer(now, EST_CODE(5, 3), "registrar busy", 0);
 		now->resp.has_max_age = 1;
 		now->resp.max_age = b->cfg->upstream.retry_default;
-		return 1;
+		return NULL;
 	}
-	if ((rc = build_rvr(b, rq, &c, &rvr, &rvr_len)) != 0)
-		return answer(now, EST_CODE(5, 0), "cannot build the registrar voucher request", 0);
+	if (build_rvr(b, rq, c, &rvr, &rvr_len) != 0) {
+		metrics_brski_request("rv", "error");
+		answer(now, EST_CODE(5, 0), "cannot build the registrar voucher request", 0);
+		return NULL;
+	}
 	j = calloc(1, sizeof(*j));
-	if (!j) {
+	ex = j ? xchg_new(b->xe, key, j, "MASA voucher request") : NULL;
+	if (!ex || !(xchg_request(ex)->url = strdup(c->url))) {
+		if (ex)
+			xchg_abort(ex);
+		else
+			free(j);
 		free(rvr);
-		return answer(now, EST_CODE(5, 0), "out of memory", 0);
+		metrics_brski_request("rv", "error");
+		answer(now, EST_CODE(5, 0), "out of memory", 0);
+		return NULL;
 	}
 	j->b = b;
-	memcpy(j->key, key, 32);
-	memcpy(j->nonce, c.f.nonce.ptr, c.f.nonce.len);
-	j->nonce_len = c.f.nonce.len;
-	memcpy(j->serial, c.serial.ptr, c.serial.len);
-	j->next = b->jobs;
-	if (b->jobs)
-		b->jobs->prev = j;
-	b->jobs = j;
-	b->njobs++;
-	rc = masa_send(b, j, &c, rvr, rvr_len);
-	free(rvr); /* curl copied it */
-	if (rc == 0)
-		rc = job_wait(j, fn, arg, wait);
+	memcpy(j->nonce, c->f.nonce.ptr, c->f.nonce.len);
+	j->nonce_len = c->f.nonce.len;
+	memcpy(j->serial, c->serial.ptr, c->serial.len);
+	xchg_request(ex)->body = (char *)rvr; /* the exchange owns it now */
+	xchg_request(ex)->body_len = rvr_len;
+	masa_request(b, c, ex);
+	rc = xchg_place(ex);
 	if (rc != 0) {
-		job_free(j);
-		return answer(now, EST_CODE(5, 2), "cannot start the MASA request", 0);
+		metrics_brski_request("rv", "error");
+		answer(now, EST_CODE(5, 2), "cannot start the MASA request", 0);
+		return NULL;
 	}
-	return 0;
+	metrics_brski_request("rv", "sent");
+	log_info("brski", "RVR for serial \"%s\" (%zu bytes) to %s", j->serial, rvr_len, c->url);
+	return ex;
+}
+
+static enum proxy_rc handle_rv(struct brski *b, const struct brski_request *rq,
+			       proxy_done_fn fn, void *arg, struct xchg_wait **wait,
+			       struct proxy_outcome *now)
+{
+	const struct xchg_kept *k;
+	struct rv_ctx c;
+	uint8_t key[XCHG_KEY_LEN];
+	struct xchg *ex;
+
+	b->stats.rv++;
+	memset(&c, 0, sizeof(c));
+	if (check_pvr(b, rq, &c, now) != 0) {
+		b->stats.rv_rejected++;
+		metrics_brski_request("rv", "refused");
+		return PROXY_ANSWERED;
+	}
+	brski_sha256(rq->body, rq->len, key);
+	if ((k = xchg_kept_find(b->xe, key)))
+		return kept_answer(b, k, &c, now);
+	if ((ex = xchg_find(b->xe, key))) { /* the same PVR is at the MASA already */
+		b->stats.rv_joined++;
+		metrics_brski_request("rv", "joined");
+	} else if (!(ex = masa_start(b, rq, &c, key, now)))
+		return PROXY_ANSWERED;
+	*wait = xchg_wait(ex, 0, fn, arg);
+	if (!*wait)
+		return answer(now, EST_CODE(5, 0), "out of memory", 0);
+	return PROXY_PENDING;
 }
 
 /* ---- vs / es (H3) ------------------------------------------------------- */
@@ -688,8 +530,8 @@ void brski_note_enrolled(struct brski *b, int cf, const uint8_t *payload,
 	}
 }
 
-static int handle_status(struct brski *b, const struct brski_request *rq,
-			 struct proxy_outcome *now)
+static enum proxy_rc handle_status(struct brski *b, const struct brski_request *rq,
+				   struct proxy_outcome *now)
 {
 	const char *what = rq->res == BRSKI_VS ? "vs" : "es";
 	struct brski_status st;
@@ -697,22 +539,25 @@ static int handle_status(struct brski *b, const struct brski_request *rq,
 	char serial[65] = "-", reason[128] = "", diag[96];
 
 	if (rq->cf != BRSKI_CF_CBOR && rq->cf != BRSKI_CF_JSON) {
+		metrics_brski_request(what, "refused");
 		snprintf(diag, sizeof(diag), "%s takes Content-Format 60 (application/cbor) or 50 (JSON)", what);
 		return answer(now, EST_CODE(4, 15), diag, 0);
 	}
 	if ((rq->cf == BRSKI_CF_CBOR ? brski_status_decode(rq->body, rq->len, &st) :
 	     brski_status_decode_json(rq->body, rq->len, &st)) != 0) {
 		b->stats.bad_status++;
+		metrics_brski_request(what, "refused");
 		snprintf(diag, sizeof(diag), "%s: not a status map {version, status[, reason]}", what);
 		return answer(now, EST_CODE(4, 0), diag, 0);
 	}
 	if (rq->peer && idevid_serial(rq->peer, rq->peer_len, &ser) == 0)
-		clean_text(serial, sizeof(serial), ser.ptr, ser.len);
+		est_printable(serial, sizeof(serial), ser.ptr, ser.len);
 	if (st.reason.ptr)
-		clean_text(reason, sizeof(reason), st.reason.ptr, st.reason.len);
+		est_printable(reason, sizeof(reason), st.reason.ptr, st.reason.len);
 	if (st.version > 1)
 		log_warn("brski", "%s from serial \"%s\": telemetry version %llu is newer than 1: "
 			 "check the pledge's firmware", what, serial, (unsigned long long)st.version);
+	metrics_brski_request(what, st.status ? "success" : "failure");
 	if (rq->res == BRSKI_VS) {
 		st.status ? b->stats.vs_ok++ : b->stats.vs_fail++;
 		log_info("brski", "vs serial=\"%s\" session=%s status=%s reason=\"%s\"", serial,
@@ -728,7 +573,7 @@ static int handle_status(struct brski *b, const struct brski_request *rq,
 	now->resp.code = EST_CODE(2, 4);
 	now->resp.cf = EST_CF_NONE;
 	snprintf(now->note, sizeof(now->note), "%s status=%s", what, st.status ? "success" : "failure");
-	return 1;
+	return PROXY_ANSWERED;
 }
 
 /* ---- entry points ------------------------------------------------------- */
@@ -746,16 +591,26 @@ enum brski_res brski_route(const struct est_slice *segs, size_t nseg)
 	return BRSKI_NONE;
 }
 
-int brski_submit(struct brski *b, const struct brski_request *rq,
-		 proxy_done_fn fn, void *arg, struct brski_wait **wait,
-		 struct proxy_outcome *now)
+enum proxy_rc brski_submit(struct brski *b, const struct brski_request *rq,
+			   proxy_done_fn fn, void *arg, struct xchg_wait **wait,
+			   struct proxy_outcome *now)
 {
+	static const char *const names[] = { "rv", "vs", "es" };
+
 	*wait = NULL;
-	if (rq->method != EST_POST)
+	if (rq->method != EST_POST) {
+		metrics_brski_request(rq->res >= BRSKI_RV && rq->res <= BRSKI_ES ?
+				      names[rq->res] : "other", "refused");
 		return answer(now, EST_CODE(4, 5), "only POST", 0);
+	}
 	if (rq->res == BRSKI_RV)
 		return handle_rv(b, rq, fn, arg, wait, now);
 	return handle_status(b, rq, now);
+}
+
+void brski_cancel(struct xchg_wait *w)
+{
+	xchg_cancel(w);
 }
 
 const struct brski_stats *brski_get_stats(const struct brski *b)
@@ -763,20 +618,40 @@ const struct brski_stats *brski_get_stats(const struct brski *b)
 	return &b->stats;
 }
 
+/* The engine's limits: [brski] max_pending MASA exchanges at once and no
+ * queue (the pledge gets 5.03 + Max-Age), no answer_within deadline (the
+ * pledge waits for the MASA, up to masa_timeout). */
+static void engine_limits(const struct estgw_config *cfg, struct xchg_limits *l)
+{
+	memset(l, 0, sizeof(*l));
+	l->max_running = cfg->brski.max_pending;
+	l->max_queued = 0;
+	l->answer_within_ms = 0;
+	l->timeout = cfg->brski.masa_timeout;
+	l->age.max_age_default = cfg->upstream.retry_default;
+	l->age.max_age_min = cfg->upstream.max_age_min;
+	l->age.max_age_max = cfg->upstream.max_age_max;
+	l->max_kept = MAX_KEPT;
+}
+
 struct brski *brski_new(struct event_base *base, struct upstream *up,
 			const struct estgw_config *cfg)
 {
 	struct brski *b = calloc(1, sizeof(*b));
+	struct xchg_transport t = { upstream_send_opts, upstream_cancel, up };
+	struct xchg_limits l;
 	char why[200];
 
 	if (!b)
 		return NULL;
 	b->base = base;
-	b->up = up;
 	b->cfg = cfg;
+	engine_limits(cfg, &l);
+	b->lim = l.age;
+	b->xe = xchg_engine_new(base, &t, &masa_hooks, &l);
 	b->signer = brski_signer_new(cfg->server.private_key, why, sizeof(why));
 	b->mfr_trust = brski_trust_load(cfg->brski.manufacturer_trust);
-	if (!b->signer || !b->mfr_trust ||
+	if (!b->xe || !b->signer || !b->mfr_trust ||
 	    brski_certs_load(cfg->server.certificate, &b->chain, &b->nchain) != 0 ||
 	    est_cert_spki(b->chain[0].ptr, b->chain[0].len, &b->server_spki) != 0) {
 		log_err("brski", "cannot load the registrar key, chain or manufacturer trust%s%s",
@@ -804,8 +679,7 @@ void brski_free(struct brski *b)
 {
 	if (!b)
 		return;
-	while (b->jobs)
-		job_free(b->jobs);
+	xchg_engine_free(b->xe); /* cancels its MASA transfers */
 	const struct brski_stats *s = &b->stats;
 	if (b->signer)
 		log_info("brski", "totals: rv=%llu vouchers=%llu rejected=%llu masa_errors=%llu "

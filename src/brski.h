@@ -17,12 +17,12 @@
 
 #include "estgw/codec.h"
 #include "estgw/config.h"
-#include "proxy.h"
+#include "estgw/masa.h"
+#include "proxy.h" /* enum proxy_rc, struct proxy_outcome, xchg_wait */
 
 struct event_base;
 struct upstream;
 struct brski;
-struct brski_wait;
 
 enum brski_res {
 	BRSKI_NONE = -1,
@@ -32,7 +32,7 @@ enum brski_res {
 };
 
 /** CoAP Content-Format of application/voucher+cose (CV, H1). */
-#define BRSKI_CF_VOUCHER_COSE 836
+#define BRSKI_CF_VOUCHER_COSE MASA_CF_VOUCHER_COSE
 #define BRSKI_CF_CBOR 60
 #define BRSKI_CF_JSON 50
 
@@ -48,7 +48,8 @@ struct brski_request {
 	const char *session;   /**< the DTLS session, for log lines */
 };
 
-/** Counters (there is no metrics endpoint yet: logged at shutdown). */
+/** Counters, logged at shutdown (/metrics has them as
+ *  estgw_brski_requests_total and estgw_brski_masa_answers_total). */
 struct brski_stats {
 	uint64_t rv, rv_voucher, rv_rejected, rv_masa_error, rv_joined;
 	uint64_t vs_ok, vs_fail, es_ok, es_fail, bad_status;
@@ -61,15 +62,16 @@ void brski_free(struct brski *b);
 /** Which resource the Uri-Path names: exactly /.well-known/brski/{rv,vs,es}. */
 enum brski_res brski_route(const struct est_slice *segs, size_t nseg);
 
-/** Handle @p rq. Returns 1 when answered at once (*now filled, the
- *  receiver owns now->resp), 0 when the MASA exchange is pending (@p fn
- *  runs later from the loop; *wait for brski_cancel), or -ENOMEM. */
-int brski_submit(struct brski *b, const struct brski_request *rq,
-		 proxy_done_fn fn, void *arg, struct brski_wait **wait,
-		 struct proxy_outcome *now);
+/** Handle @p rq, as proxy_submit does (enum proxy_rc): PROXY_ANSWERED
+ *  with *now filled (checks, vs/es, a kept voucher or 202, busy), or
+ *  PROXY_PENDING while the MASA exchange runs (@p fn runs once, later,
+ *  from the loop; *wait for brski_cancel). */
+enum proxy_rc brski_submit(struct brski *b, const struct brski_request *rq,
+			   proxy_done_fn fn, void *arg, struct xchg_wait **wait,
+			   struct proxy_outcome *now);
 
 /** Forget a pending request; the MASA exchange goes on for the others. */
-void brski_cancel(struct brski_wait *w);
+void brski_cancel(struct xchg_wait *w);
 
 /** An enrollment answer (CF 281 or 287) went to a device: remember its
  *  certificates so a later es on a session with that client certificate

@@ -50,6 +50,7 @@ struct cache_age {
 
 static struct registry {
 	struct family requests, exchanges, up_errors, hs_fail, reloads;
+	struct family brski_requests, masa_answers;
 	struct histogram hist[MAX_OPS];
 	size_t nhist;
 	int64_t dtls_sessions, block1;
@@ -69,6 +70,10 @@ static void init_names(void)
 	reg.hs_fail.help = "Failed DTLS handshakes, by the TLS alert sent (or peer_ALERT when received).";
 	reg.reloads.name = "estgw_config_reloads_total";
 	reg.reloads.help = "Configuration reloads (SIGHUP), by result.";
+	reg.brski_requests.name = "estgw_brski_requests_total";
+	reg.brski_requests.help = "cBRSKI pledge requests, by resource (rv, vs, es) and how they were handled.";
+	reg.masa_answers.name = "estgw_brski_masa_answers_total";
+	reg.masa_answers.help = "MASA answers to voucher requests, by result (voucher, pending, refused, error).";
 }
 
 void metrics_reset(void)
@@ -125,16 +130,23 @@ static void family_add(struct family *f, const char *labels)
 	f->n++;
 }
 
-/** "/.well-known/est/lbl/sen" -> "sen"; discovery -> "core"; else "other". */
+/** "/.well-known/est/lbl/sen" -> "sen"; discovery -> "core";
+ *  "/.well-known/brski/rv" -> "rv" (also vs, es); else "other". */
 static const char *path_kind(const char *path)
 {
 	static const char *const shorts[] = { "crts", "sen", "sren", "att", "skg", "skc" };
+	static const char *const brski[] = { "rv", "vs", "es" };
+	static const char brski_root[] = "/.well-known/brski/";
 	const char *last = strrchr(path ? path : "", '/');
 
 	if (!path || !last)
 		return "other";
 	if (strcmp(path, "/.well-known/core") == 0)
 		return "core";
+	for (size_t i = 0; i < ARRAY_SIZE(brski); i++)
+		if (strncmp(path, brski_root, sizeof(brski_root) - 1) == 0 &&
+		    strcmp(path + sizeof(brski_root) - 1, brski[i]) == 0)
+			return brski[i];
 	for (size_t i = 0; i < ARRAY_SIZE(shorts); i++)
 		if (strcmp(last + 1, shorts[i]) == 0)
 			return shorts[i];
@@ -223,6 +235,23 @@ void metrics_handshake_failure(const char *reason)
 void metrics_block1(int delta)
 {
 	reg.block1 += delta;
+}
+
+void metrics_brski_request(const char *resource, const char *result)
+{
+	char labels[LABELS_MAX] = "";
+
+	add_label(labels, sizeof(labels), "resource", resource);
+	add_label(labels, sizeof(labels), "result", result);
+	family_add(&reg.brski_requests, labels);
+}
+
+void metrics_brski_masa(const char *result)
+{
+	char labels[LABELS_MAX] = "";
+
+	add_label(labels, sizeof(labels), "result", result);
+	family_add(&reg.masa_answers, labels);
 }
 
 void metrics_reload(int ok)
@@ -338,6 +367,8 @@ int metrics_render(time_t now, char **text, size_t *len)
 		     (long long)reg.block1);
 	render_family(f, &reg.reloads);
 	render_cache_age(f, now);
+	render_family(f, &reg.brski_requests);
+	render_family(f, &reg.masa_answers);
 	fprintf(f, "# HELP estgw_metrics_dropped_series_total Updates dropped: too many label sets.\n"
 		   "# TYPE estgw_metrics_dropped_series_total counter\n"
 		   "estgw_metrics_dropped_series_total %llu\n",

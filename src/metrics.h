@@ -6,7 +6,8 @@
  * and (metrics_http.c) the evhttp listener that serves both.
  * The hooks are one-line calls from where things happen: coap_server.c
  * (request answered, DTLS session, Block1), dtls_openssl.c (handshake
- * alerts), proxy.c (upstream exchange, /cacerts cache), main.c (reloads).
+ * alerts), proxy.c (upstream exchange, /cacerts cache), brski.c (pledge
+ * requests, MASA exchanges and answers), main.c (reloads).
  * Label values come from small fixed sets (paths are reduced to the EST
  * short name), and every family holds a bounded number of series.
  * Must not: log, or include libcoap, curl or OpenSSL.
@@ -22,7 +23,8 @@ struct event_base;
 struct metrics_server;
 
 /** A request answered: @p path as the device sent it (reduced to crts,
- *  sen, sren, att, skg, skc, core or other), @p code the CoAP code byte. */
+ *  sen, sren, att, skg, skc, core, rv, vs, es or other), @p code the CoAP
+ *  code byte. */
 void metrics_request(const char *path, uint8_t code);
 
 /** An upstream exchange ended: @p op is the EST operation ("cacerts"),
@@ -38,6 +40,17 @@ void metrics_handshake_failure(const char *reason);
 
 /** A Block1 reassembly started (+1) or ended (-1). */
 void metrics_block1(int delta);
+
+/** A cBRSKI pledge request was handled: @p resource "rv", "vs" or "es";
+ *  @p result from brski.c's fixed set: rv "sent" (a new MASA exchange),
+ *  "joined" (one in flight), "kept" (a kept voucher or 202), "refused"
+ *  (the checks said no), "busy", "error"; vs and es "success",
+ *  "failure", "refused" (not a status report). */
+void metrics_brski_request(const char *resource, const char *result);
+
+/** A MASA exchange ended: @p result "voucher", "pending" (202),
+ *  "refused" (a 4xx), "error" (anything else, no answer included). */
+void metrics_brski_masa(const char *result);
 
 /** A configuration reload: @p ok 1 applied, 0 refused. */
 void metrics_reload(int ok);

@@ -288,7 +288,7 @@ static int to_est(struct pipeline *pl, const struct pl_request *rq,
 		.client = rq->client->name, .body = body, .len = len,
 	};
 	job->enroll = op == EST_OP_SEN || op == EST_OP_SREN;
-	rc = proxy_submit(pl->px, &prq, on_target_done, job, &job->wait, now);
+	rc = (int)proxy_submit(pl->px, &prq, on_target_done, job, &job->wait, now);
 	if (rc == 1)
 		note_answer(job, &now->resp);
 	return rc;
@@ -305,7 +305,7 @@ static int to_brski(struct pipeline *pl, const struct pl_request *rq,
 		.peer = c->cert, .peer_len = c->cert_len, .session = c->session,
 	};
 
-	return brski_submit(pl->brski, &brq, on_target_done, job, &job->bwait, now);
+	return (int)brski_submit(pl->brski, &brq, on_target_done, job, &job->bwait, now);
 }
 
 /* GET /.well-known/core (A3, A4): what is served, less what the EST

@@ -84,8 +84,8 @@ struct pl_job {
 	struct pipeline *pl;
 	enum pl_target target;
 	int enroll;              /**< sen/sren: an issued certificate goes to brski.c */
-	struct proxy_wait *wait; /**< PL_EST pending */
-	struct brski_wait *bwait;/**< PL_BRSKI pending */
+	struct xchg_wait *wait;  /**< PL_EST pending */
+	struct xchg_wait *bwait; /**< PL_BRSKI pending */
 	proxy_done_fn fn;        /**< the transport's callback */
 	void *arg;
 };

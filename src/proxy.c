@@ -1,19 +1,20 @@
-/* proxy.c - EST request jobs, coalescing, limits, kept answers, /cacerts cache.
+/* proxy.c - EST on the exchange engine: request keys, the upstream
+ * request, answer mapping, the /cacerts cache, the /csrattrs probe.
  *
- * A job is one upstream exchange. Device requests wait on it (struct
- * proxy_wait); an identical request (same client identity, operation,
- * label and body) joins the job already in flight instead of starting a
- * second enrollment (J1). At most [upstream] max_concurrent jobs run;
- * [upstream] queue more wait; past that the device gets 5.03 + Max-Age.
- * A device request that has no answer after [upstream] answer_within
- * seconds gets 5.03 + Max-Age while its job goes on (RFC 9148 §4.7,
- * D2): only the upstream timeout ends a job early. A successful sen/sren
- * answer is kept for [upstream] keep_issued seconds, so a device that was
- * told to come back (or gave up) and resends the identical CSR gets the same
- * certificate without a second enrollment. /crts is served from a per-label
- * cache of the last good /cacerts answer, refreshed in the background.
- * The EST server's 404/501 for /csrattrs or /serverkeygen takes att or
- * skg/skc out of discovery (A3, avail.c); /csrattrs is probed.
+ * Each device request becomes a key (client identity, operation, label,
+ * body) on the exchange engine (exchange.c), which coalesces identical
+ * requests onto the exchange in flight (J1), bounds concurrent exchanges
+ * ([upstream] max_concurrent) and the queue behind them ([upstream] queue;
+ * past that the device gets 5.03 + Max-Age), answers 5.03 + Max-Age after
+ * [upstream] answer_within while the exchange goes on (RFC 9148 §4.7, D2)
+ * and keeps a successful sen/sren answer for [upstream] keep_issued
+ * seconds, so that a device that was told to come back (or gave up) and
+ * resends the identical CSR gets the same certificate without a second
+ * enrollment. This file builds the key and the HTTP request and maps each
+ * answer through translate.c's table for each waiter. /crts is served from
+ * a per-label cache of the last good /cacerts answer, refreshed in the
+ * background. The EST server's 404/501 for /csrattrs or /serverkeygen
+ * takes att or skg/skc out of discovery (A3, avail.c); /csrattrs is probed.
  */
 #include "proxy.h"
 
@@ -33,7 +34,6 @@
 #include "upstream.h"
 
 #define CACHE_SLOTS 16
-#define KEY_LEN 32
 
 struct crts_cache {
 	char label[EST_LABEL_MAX + 1];
@@ -42,44 +42,24 @@ struct crts_cache {
 	uint8_t *body;
 	size_t len;
 	time_t fetched;
-	struct proxy_job *refresh; /* background refresh in flight */
+	int refreshing; /* a background refresh is in flight */
 };
 
-/* A stored upstream answer (sen/sren 200) for identical resent CSRs. */
-struct kept {
-	struct kept *next;
-	unsigned char key[KEY_LEN];
-	time_t expires;
-	char *content_type;
-	uint8_t *body;
-	size_t len;
+/* Why an exchange runs. */
+enum job_kind {
+	JOB_DEVICE,  /* a device request (or several, coalesced) */
+	JOB_REFRESH, /* the /cacerts cache of one label */
+	JOB_PROBE,   /* GET /csrattrs without a device (A3) */
 };
 
-struct proxy_wait {
-	struct proxy_wait *next;
-	struct proxy_job *job;
-	int resp_cf;
-	proxy_done_fn fn;
-	void *arg;
-	struct event *deadline; /* answer_within: 5.03 + Max-Age when it fires */
-};
-
-enum job_state { JOB_QUEUED, JOB_RUNNING };
-
-struct proxy_job {
+/* proxy.c's part of one exchange (the engine's data). */
+struct est_job {
 	struct proxy *px;
+	enum job_kind kind;
 	const struct est_op_desc *op;
 	char label[EST_LABEL_MAX + 1];
-	unsigned char key[KEY_LEN];
 	uint8_t *csr;
 	size_t csr_len;
-	struct est_http_req req;
-	enum job_state state;
-	uint64_t deadline_ms;          /* CLOCK_MONOTONIC: upstream timeout, once sent */
-	struct proxy_wait *waiters;
-	struct upstream_xfer *xfer;
-	struct proxy_job *prev, *next; /* all jobs */
-	struct proxy_job *qnext;       /* the queue, when JOB_QUEUED */
 	const struct est_op_desc *kg_op; /* skg/skc when estgw made the key (F4) */
 	uint8_t *kg_key;                 /* that key, PKCS#8 (secret) */
 	size_t kg_key_len;
@@ -87,92 +67,23 @@ struct proxy_job {
 
 struct proxy {
 	struct event_base *base;
-	struct upstream *up;
 	const struct estgw_config *cfg;
 	struct est_xlate_limits lim;
+	struct xchg_engine *xe;
 	struct crts_cache cache[CACHE_SLOTS];
 	struct event *refresh_timer;
-	struct proxy_job *jobs;
-	struct proxy_job *qhead, *qtail;
-	size_t running, queued;
-	struct kept *kept;
-	size_t nkept;
 	int warming; /* the first /cacerts fetch is in flight */
 	struct estgw_avail avail;  /* what discovery leaves out (A3) */
-	struct proxy_job *probe;   /* GET /csrattrs without a device */
+	int probe_running;         /* GET /csrattrs without a device */
 	int probing;               /* the start-up probe is in flight */
 };
 
-static void start_queued(struct proxy *px);
-
-static uint64_t now_ms(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
-}
-
-/* ---- waiters ------------------------------------------------------------ */
-
-static void wait_free(struct proxy_wait *w)
-{
-	if (w->deadline)
-		event_free(w->deadline);
-	free(w);
-}
-
-static void wait_unlink(struct proxy_wait *w)
-{
-	for (struct proxy_wait **pp = &w->job->waiters; *pp; pp = &(*pp)->next) {
-		if (*pp == w) {
-			*pp = w->next;
-			return;
-		}
-	}
-}
-
 /* ---- jobs --------------------------------------------------------------- */
 
-static void job_unlink(struct proxy_job *j)
+static void job_free(void *data)
 {
-	struct proxy *px = j->px;
+	struct est_job *j = data;
 
-	if (j->prev)
-		j->prev->next = j->next;
-	else
-		px->jobs = j->next;
-	if (j->next)
-		j->next->prev = j->prev;
-	if (j->state == JOB_QUEUED) {
-		struct proxy_job **pp = &px->qhead, *last = NULL;
-		while (*pp && *pp != j) {
-			last = *pp;
-			pp = &(*pp)->qnext;
-		}
-		if (*pp) {
-			*pp = j->qnext;
-			if (px->qtail == j)
-				px->qtail = last;
-			px->queued--;
-		}
-	} else {
-		px->running--;
-	}
-}
-
-static void job_free(struct proxy_job *j)
-{
-	struct proxy_wait *w, *next;
-
-	job_unlink(j);
-	if (j->xfer)
-		upstream_cancel(j->xfer);
-	for (w = j->waiters; w; w = next) {
-		next = w->next;
-		wait_free(w);
-	}
-	est_http_req_free(&j->req);
 	free(j->csr);
 	if (j->kg_key)
 		explicit_bzero(j->kg_key, j->kg_key_len);
@@ -180,17 +91,9 @@ static void job_free(struct proxy_job *j)
 	free(j);
 }
 
-static struct proxy_job *job_find(struct proxy *px, const unsigned char *key)
-{
-	for (struct proxy_job *j = px->jobs; j; j = j->next)
-		if (memcmp(j->key, key, KEY_LEN) == 0)
-			return j;
-	return NULL;
-}
-
 static void request_key(const struct est_op_desc *op, const char *label,
 			const char *client, const uint8_t *body, size_t len,
-			unsigned char key[KEY_LEN])
+			uint8_t key[XCHG_KEY_LEN])
 {
 	struct estgw_buf parts[] = {
 		{ client ? client : "", client ? strlen(client) : 0 },
@@ -256,65 +159,6 @@ static void cache_store(struct proxy *px, const char *label,
 		  label, r->body_len);
 }
 
-/* ---- kept answers ------------------------------------------------------- */
-
-static void kept_free(struct kept *k)
-{
-	free(k->content_type);
-	free(k->body);
-	free(k);
-}
-
-/* Drop expired entries; with @p room, also the oldest beyond max_kept - 1. */
-static void kept_trim(struct proxy *px, time_t now, int room)
-{
-	struct kept **pp = &px->kept;
-	size_t n = 0;
-	size_t limit = px->cfg->upstream.max_kept - (room ? 1 : 0);
-
-	while (*pp) {
-		struct kept *k = *pp;
-		if (k->expires <= now || n >= limit) {
-			*pp = k->next;
-			kept_free(k);
-			px->nkept--;
-			continue;
-		}
-		n++;
-		pp = &k->next;
-	}
-}
-
-static struct kept *kept_find(struct proxy *px, const unsigned char *key)
-{
-	kept_trim(px, time(NULL), 0);
-	for (struct kept *k = px->kept; k; k = k->next)
-		if (memcmp(k->key, key, KEY_LEN) == 0)
-			return k;
-	return NULL;
-}
-
-static void kept_store(struct proxy *px, const unsigned char *key,
-		       const struct upstream_result *r)
-{
-	struct kept *k;
-
-	if (px->cfg->upstream.keep_issued == 0 || kept_find(px, key))
-		return;
-	k = calloc(1, sizeof(*k));
-	if (!k || copy_answer(r, &k->content_type, &k->body) != 0) {
-		free(k);
-		return;
-	}
-	kept_trim(px, time(NULL), 1);
-	memcpy(k->key, key, KEY_LEN);
-	k->len = r->body_len;
-	k->expires = time(NULL) + px->cfg->upstream.keep_issued;
-	k->next = px->kept; /* newest first: trimming drops from the tail */
-	px->kept = k;
-	px->nkept++;
-}
-
 /* ---- translation -------------------------------------------------------- */
 
 static void http_resp(const struct upstream_result *r, struct est_http_resp *in)
@@ -378,7 +222,7 @@ static void translate_keygen(struct proxy *px, const struct kg_answer *kg,
 }
 
 /* A /cacerts answer worth caching: 200 that translates to a valid PKCS#7. */
-static int good_answer(struct proxy *px, const struct proxy_job *j,
+static int good_answer(struct proxy *px, const struct est_job *j,
 		       const struct upstream_result *r, int resp_cf)
 {
 	struct proxy_outcome o;
@@ -392,7 +236,7 @@ static int good_answer(struct proxy *px, const struct proxy_job *j,
 	return good;
 }
 
-static void log_exchange(const struct proxy_job *j, const struct upstream_result *r)
+static void log_exchange(const struct est_job *j, const struct upstream_result *r)
 {
 	const char *lbl = *j->label ? " label " : "";
 
@@ -412,7 +256,7 @@ static void log_exchange(const struct proxy_job *j, const struct upstream_result
  * decides whether discovery lists att or skg/skc. Discovery lists the
  * unlabeled paths only, so a label's answers (maybe another CA profile)
  * change nothing. Registrar keygen jobs are /simpleenroll: not counted. */
-static void note_avail(struct proxy *px, const struct proxy_job *j,
+static void note_avail(struct proxy *px, const struct est_job *j,
 		       const struct upstream_result *r)
 {
 	long status = r->err == EST_UP_OK ? r->status : 0;
@@ -439,146 +283,110 @@ static void note_avail(struct proxy *px, const struct proxy_job *j,
 	}
 }
 
-static void on_upstream(void *arg, const struct upstream_result *r)
+/* The engine's answered hook: once per exchange, before its waiters. */
+static void on_answered(struct xchg *ex, const struct upstream_result *r)
 {
-	struct proxy_job *j = arg;
+	struct est_job *j = xchg_data(ex);
 	struct proxy *px = j->px;
-	struct proxy_wait *w, *next;
 
-	j->xfer = NULL;
 	metrics_upstream(j->op->http_name, r->err, r->status, r->seconds);
 	log_exchange(j, r);
 	note_avail(px, j, r);
-	if (px->probe == j) {
-		px->probe = NULL;
+	if (j->kind == JOB_PROBE) {
+		px->probe_running = 0;
 		px->probing = 0;
 	}
 	if (j->op->op == EST_OP_CRTS) {
 		struct crts_cache *c = cache_find(px, j->label, 0);
-		if (c && c->refresh == j)
-			c->refresh = NULL;
+		if (c && j->kind == JOB_REFRESH)
+			c->refreshing = 0;
 		if (!*j->label)
 			px->warming = 0;
 		if (good_answer(px, j, r, EST_CF_PKCS7_CERTS))
 			cache_store(px, j->label, r);
 	} else if ((j->op->op == EST_OP_SEN || j->op->op == EST_OP_SREN) &&
 		   !j->kg_op && good_answer(px, j, r, EST_CF_PKCS7_CERTS)) {
-		kept_store(px, j->key, r); /* for a device told to come back (D2) */
-	}
-	/* Take the waiters, drop the job, then answer: callbacks may re-enter. */
-	w = j->waiters;
-	j->waiters = NULL;
-	const struct est_op_desc *op = j->op;
-	uint8_t *csr = j->csr;
-	size_t csr_len = j->csr_len;
-	struct kg_answer kg = { j->kg_op, j->kg_key, j->kg_key_len };
-	j->csr = NULL;
-	j->kg_key = NULL;
-	job_free(j);
-	for (; w; w = next) {
-		struct proxy_outcome out;
-		next = w->next;
-		if (kg.op)
-			translate_keygen(px, &kg, w->resp_cf, csr, csr_len, r, &out);
-		else
-			translate(px, op, w->resp_cf, csr, csr_len, r, &out);
-		w->fn(w->arg, &out);
-		wait_free(w);
-	}
-	free(csr);
-	if (kg.key)
-		explicit_bzero(kg.key, kg.len);
-	free(kg.key);
-	start_queued(px);
-}
-
-static int job_send(struct proxy_job *j)
-{
-	j->deadline_ms = now_ms() + (uint64_t)j->px->cfg->upstream.timeout * 1000;
-	j->state = JOB_RUNNING;
-	j->px->running++;
-	j->xfer = upstream_send(j->px->up, &j->req, on_upstream, j);
-	return j->xfer ? 0 : -EIO;
-}
-
-/* A queued job that cannot be sent is answered 5.02 by its waiters. */
-static void fail_job(struct proxy_job *j)
-{
-	struct upstream_result r = { .err = EST_UP_PROTOCOL,
-				     .errmsg = "upstream request failed" };
-	j->xfer = NULL;
-	on_upstream(j, &r);
-}
-
-static void start_queued(struct proxy *px)
-{
-	while (px->qhead && px->running < px->cfg->upstream.max_concurrent) {
-		struct proxy_job *j = px->qhead;
-		px->qhead = j->qnext;
-		if (!px->qhead)
-			px->qtail = NULL;
-		px->queued--;
-		j->qnext = NULL;
-		if (job_send(j) != 0)
-			fail_job(j);
+		/* for a device told to come back (D2) */
+		xchg_keep(px->xe, xchg_key(ex), r, px->cfg->upstream.keep_issued);
 	}
 }
 
-static struct proxy_job *job_new(struct proxy *px, const struct est_op_desc *op,
-				 const char *label, const unsigned char *key,
-				 const uint8_t *body, size_t len, int *err)
+/* The engine's outcome hook: the answer for one waiter (its Accept). */
+static void on_outcome(struct xchg *ex, int resp_cf, const struct upstream_result *r,
+		       struct proxy_outcome *out)
 {
-	struct proxy_job *j = calloc(1, sizeof(*j));
+	struct est_job *j = xchg_data(ex);
 
-	if (!j) {
+	if (j->kg_op) {
+		struct kg_answer kg = { j->kg_op, j->kg_key, j->kg_key_len };
+		translate_keygen(j->px, &kg, resp_cf, j->csr, j->csr_len, r, out);
+	} else {
+		translate(j->px, j->op, resp_cf, j->csr, j->csr_len, r, out);
+	}
+}
+
+static const struct xchg_hooks est_hooks = { on_answered, on_outcome, job_free };
+
+/* An answer with a private key (skg, skc): estgw keeps no keys (G7),
+ * so a device told to come back would only have a second key made. It
+ * waits for the exchange itself, up to [upstream] timeout. */
+static int brings_key(const struct est_job *j)
+{
+	return j->kg_op || j->op->op == EST_OP_SKG || j->op->op == EST_OP_SKC;
+}
+
+/* A new exchange in RECEIVING with its request built; NULL with *err
+ * (-EINVAL: the body is not a CSR, -ENOMEM). @p kg: the key estgw made. */
+static struct xchg *job_new(struct proxy *px, enum job_kind kind,
+			    const struct est_op_desc *op, const char *label,
+			    const uint8_t *key, const uint8_t *body, size_t len,
+			    const struct kg_answer *kg, int *err)
+{
+	struct est_job *j = calloc(1, sizeof(*j));
+	char what[EST_LABEL_MAX + 48];
+	struct xchg *ex;
+
+	if (!j || (len && !(j->csr = malloc(len)))) {
+		free(j);
 		*err = -ENOMEM;
 		return NULL;
 	}
-	*err = est_build_http_request(op, px->cfg->upstream.url, label, body,
-				      len, &j->req);
-	if (*err || (len && !(j->csr = malloc(len)))) {
-		if (!*err)
-			*err = -ENOMEM;
-		est_http_req_free(&j->req);
-		free(j);
-		return NULL;
-	}
 	j->px = px;
+	j->kind = kind;
 	j->op = op;
-	j->state = JOB_QUEUED; /* not counted anywhere until placed */
 	snprintf(j->label, sizeof(j->label), "%s", label);
-	memcpy(j->key, key, KEY_LEN);
 	if (len)
 		memcpy(j->csr, body, len);
 	j->csr_len = len;
-	j->next = px->jobs;
-	if (px->jobs)
-		px->jobs->prev = j;
-	px->jobs = j;
-	return j;
-}
-
-/* Run now, or queue; -EBUSY when the queue is full too. */
-static int job_place(struct proxy *px, struct proxy_job *j)
-{
-	if (px->running < px->cfg->upstream.max_concurrent)
-		return job_send(j);
-	if (px->queued >= px->cfg->upstream.queue)
-		return -EBUSY;
-	if (px->qtail)
-		px->qtail->qnext = j;
-	else
-		px->qhead = j;
-	px->qtail = j;
-	px->queued++;
-	return 0;
+	snprintf(what, sizeof(what), "%s%s%s", op->http_name, *label ? " label " : "",
+		 label);
+	ex = xchg_new(px->xe, key, j, what);
+	if (!ex) {
+		job_free(j);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	*err = est_build_http_request(op, px->cfg->upstream.url, label, body, len,
+				      xchg_request(ex));
+	if (*err) {
+		xchg_abort(ex);
+		return NULL;
+	}
+	if (kg) { /* the job owns the key from now on */
+		j->kg_op = kg->op;
+		j->kg_key = kg->key;
+		j->kg_key_len = kg->len;
+	}
+	if (brings_key(j))
+		xchg_no_deadline(ex);
+	return ex;
 }
 
 /* ---- the API ------------------------------------------------------------ */
 
-static int answer_stored(struct proxy *px, const struct proxy_request *rq,
-			 const char *ct, const uint8_t *body, size_t len,
-			 const char *note, struct proxy_outcome *now)
+static enum proxy_rc answer_stored(struct proxy *px, const struct proxy_request *rq,
+				   const char *ct, const uint8_t *body, size_t len,
+				   const char *note, struct proxy_outcome *now)
 {
 	struct upstream_result r = {
 		.err = EST_UP_OK,
@@ -590,11 +398,11 @@ static int answer_stored(struct proxy *px, const struct proxy_request *rq,
 	translate(px, rq->route->op, rq->resp_cf, rq->body, rq->len, &r, now);
 	now->upstream_status = 0;
 	snprintf(now->note, sizeof(now->note), "%s", note);
-	return 1;
+	return PROXY_ANSWERED;
 }
 
-static int answer_now(struct proxy_outcome *now, uint8_t code, const char *diag,
-		      uint32_t max_age)
+static enum proxy_rc answer_now(struct proxy_outcome *now, uint8_t code,
+				const char *diag, uint32_t max_age)
 {
 	memset(now, 0, sizeof(*now));
 	est_coap_resp_error(&now->resp, code, diag);
@@ -603,104 +411,36 @@ static int answer_now(struct proxy_outcome *now, uint8_t code, const char *diag,
 		now->resp.max_age = max_age;
 	}
 	snprintf(now->note, sizeof(now->note), "%s", diag);
-	return 1;
+	return PROXY_ANSWERED;
 }
 
-/* Run or queue a new job; 1 with *now filled (and the job gone) when it
- * cannot. */
-static int place_or_answer(struct proxy *px, struct proxy_job *j,
-			   struct proxy_outcome *now)
+/* Run or queue a new exchange; the answer in *now (and the exchange gone)
+ * when it cannot be. */
+static enum proxy_rc place_or_answer(struct proxy *px, struct xchg *ex,
+				     struct proxy_outcome *now)
 {
-	int err = job_place(px, j);
+	int err = xchg_place(ex);
 
-	if (err == -EBUSY) {
-		job_free(j);
+	if (err == -EBUSY)
 		return answer_now(now, EST_CODE(5, 3), "upstream busy",
 				  px->cfg->upstream.retry_default);
-	}
-	if (err) {
-		job_free(j);
+	if (err)
 		return answer_now(now, EST_CODE(5, 2), "upstream request failed", 0);
-	}
-	return 0;
+	return PROXY_PENDING;
 }
 
-/* Max-Age for a device whose answer is not ready (RFC 9148 §4.7,
- * D2): the time the exchange may still take, plus a second, so that the
- * retry finds the kept answer or, after an upstream timeout, starts a new
- * exchange. At most retry_default; within max_age_min..max_age_max. */
-static uint32_t come_back_in(const struct proxy *px, const struct proxy_job *j)
+/* The device request waits on @p ex: its answer, or 5.03 after
+ * answer_within (D2). */
+static enum proxy_rc wait_on(struct xchg *ex, const struct proxy_request *rq,
+			     proxy_done_fn fn, void *arg, struct xchg_wait **wait,
+			     struct proxy_outcome *now)
 {
-	const struct estgw_config *c = px->cfg;
-	uint64_t now = now_ms();
-	uint32_t s = c->upstream.timeout + 1; /* queued: all of it is ahead */
+	struct xchg_wait *w = xchg_wait(ex, rq->resp_cf, fn, arg);
 
-	if (j->state == JOB_RUNNING)
-		s = j->deadline_ms > now ?
-			    (uint32_t)((j->deadline_ms - now + 999) / 1000) + 1 : 1;
-	if (s > c->upstream.retry_default)
-		s = c->upstream.retry_default;
-	if (s < c->upstream.max_age_min)
-		s = c->upstream.max_age_min;
-	if (s > c->upstream.max_age_max)
-		s = c->upstream.max_age_max;
-	return s;
-}
-
-/* answer_within is over: 5.03 + Max-Age now, the job goes on (D2).
- * A retry joins it while in flight; afterwards a sen/sren certificate is
- * kept for it, /cacerts is in the cache, /csrattrs is asked again. */
-static void on_wait_deadline(evutil_socket_t fd, short what, void *arg)
-{
-	struct proxy_wait *w = arg;
-	struct proxy_job *j = w->job;
-	struct proxy_outcome out;
-	uint32_t age = come_back_in(j->px, j);
-
-	wait_unlink(w);
-	answer_now(&out, EST_CODE(5, 3), "upstream still working, retry later",
-		   age);
-	log_debug("proxy", "%s%s%s %s after %us: 5.03, Max-Age %u; the exchange goes on",
-		  j->op->http_name, *j->label ? " label " : "", j->label,
-		  j->state == JOB_RUNNING ? "unanswered" : "still queued",
-		  j->px->cfg->upstream.answer_within, age);
-	w->fn(w->arg, &out);
-	wait_free(w);
-}
-
-/* An answer with a private key (skg, skc): estgw keeps no keys (G7),
- * so a device told to come back would only have a second key made. It
- * waits for the exchange itself, up to [upstream] timeout. */
-static int brings_key(const struct proxy_job *j)
-{
-	return j->kg_op || j->op->op == EST_OP_SKG || j->op->op == EST_OP_SKC;
-}
-
-/* The device request waits on @p j, at most answer_within seconds. */
-static int wait_on(struct proxy_job *j, const struct proxy_request *rq,
-		   proxy_done_fn fn, void *arg, struct proxy_wait **wait,
-		   struct proxy_outcome *now)
-{
-	struct proxy_wait *w = calloc(1, sizeof(*w));
-	struct timeval tv = { j->px->cfg->upstream.answer_within, 0 };
-
-	if (w && !brings_key(j)) {
-		w->deadline = evtimer_new(j->px->base, on_wait_deadline, w);
-		if (!w->deadline || evtimer_add(w->deadline, &tv) != 0) {
-			wait_free(w);
-			w = NULL;
-		}
-	}
 	if (!w) /* the exchange goes on; its certificate is kept */
 		return answer_now(now, EST_CODE(5, 0), "out of memory", 0);
-	w->job = j;
-	w->resp_cf = rq->resp_cf;
-	w->fn = fn;
-	w->arg = arg;
-	w->next = j->waiters;
-	j->waiters = w;
 	*wait = w;
-	return 0;
+	return PROXY_PENDING;
 }
 
 /* /skg and /skc when the EST server does not make the key (F, F4):
@@ -709,14 +449,14 @@ static int wait_on(struct proxy_job *j, const struct proxy_request *rq,
  * flight and gets the same key. estgw cannot encrypt the key for the
  * device (RFC 9148 4.8 leaves the key establishment out of scope), so a
  * CSR asking for that is 5.01. */
-static int keygen_submit(struct proxy *px, const struct proxy_request *rq,
-			 proxy_done_fn fn, void *arg, struct proxy_wait **wait,
-			 struct proxy_outcome *now)
+static enum proxy_rc keygen_submit(struct proxy *px, const struct proxy_request *rq,
+				   proxy_done_fn fn, void *arg,
+				   struct xchg_wait **wait, struct proxy_outcome *now)
 {
 	const struct est_op_desc *op = rq->route->op;
-	unsigned char key[KEY_LEN];
+	uint8_t key[XCHG_KEY_LEN];
 	struct estgw_keygen kg;
-	struct proxy_job *j;
+	struct xchg *ex;
 	int err;
 
 	if (px->cfg->server.serverkeygen == ESTGW_SKG_OFF)
@@ -727,42 +467,40 @@ static int keygen_submit(struct proxy *px, const struct proxy_request *rq,
 		return answer_now(now, EST_CODE(5, 1),
 				  "encrypted keys need the CA's serverkeygen", 0);
 	request_key(op, rq->route->label, rq->client, rq->body, rq->len, key);
-	j = job_find(px, key);
-	if (j)
-		return wait_on(j, rq, fn, arg, wait, now);
+	ex = xchg_find(px->xe, key);
+	if (ex)
+		return wait_on(ex, rq, fn, arg, wait, now);
 	err = estgw_keygen_make(rq->body, rq->len, &kg);
 	if (err)
 		return answer_now(now, EST_CODE(5, 0), "key generation failed", 0);
-	j = job_new(px, est_op_desc(EST_OP_SEN), rq->route->label, key, kg.csr,
-		    kg.csr_len, &err);
-	if (!j) {
-		estgw_keygen_free(&kg);
+	struct kg_answer made = { op, kg.pkcs8, kg.pkcs8_len };
+	ex = job_new(px, JOB_DEVICE, est_op_desc(EST_OP_SEN), rq->route->label, key,
+		     kg.csr, kg.csr_len, &made, &err);
+	if (ex)
+		kg.pkcs8 = NULL; /* the job has it */
+	estgw_keygen_free(&kg);
+	if (!ex)
 		return answer_now(now, EST_CODE(5, 0), err == -ENOMEM ? "out of memory"
 					: "cannot build the enrollment", 0);
-	}
-	j->kg_op = op;
-	j->kg_key = kg.pkcs8;
-	j->kg_key_len = kg.pkcs8_len;
-	kg.pkcs8 = NULL;
-	estgw_keygen_free(&kg);
 	log_debug("proxy", "%s: key made for %s, enrolling it", op->short_name,
 		  rq->client);
-	if (place_or_answer(px, j, now))
-		return 1;
-	return wait_on(j, rq, fn, arg, wait, now);
+	if (place_or_answer(px, ex, now) == PROXY_ANSWERED)
+		return PROXY_ANSWERED;
+	return wait_on(ex, rq, fn, arg, wait, now);
 }
 
-int proxy_submit(struct proxy *px, const struct proxy_request *rq,
-		 proxy_done_fn fn, void *arg, struct proxy_wait **wait,
-		 struct proxy_outcome *now)
+enum proxy_rc proxy_submit(struct proxy *px, const struct proxy_request *rq,
+			   proxy_done_fn fn, void *arg, struct xchg_wait **wait,
+			   struct proxy_outcome *now)
 {
 	const struct est_op_desc *op = rq->route->op;
 	const char *label = rq->route->label;
-	unsigned char key[KEY_LEN];
-	struct proxy_job *j;
-	struct kept *k;
+	uint8_t key[XCHG_KEY_LEN];
+	const struct xchg_kept *k;
+	struct xchg *ex;
 	int err;
 
+	*wait = NULL;
 	if ((op->op == EST_OP_SKG || op->op == EST_OP_SKC) &&
 	    px->cfg->server.serverkeygen != ESTGW_SKG_UPSTREAM)
 		return keygen_submit(px, rq, fn, arg, wait, now);
@@ -773,54 +511,59 @@ int proxy_submit(struct proxy *px, const struct proxy_request *rq,
 					     c->len, "cache", now);
 	}
 	request_key(op, label, rq->client, rq->body, rq->len, key);
-	if ((k = kept_find(px, key)))
+	if ((k = xchg_kept_find(px->xe, key)))
 		return answer_stored(px, rq, k->content_type, k->body, k->len,
 				     "kept", now);
-	j = job_find(px, key);
-	if (!j) {
-		j = job_new(px, op, label, key, rq->body, rq->len, &err);
-		if (!j) {
+	ex = xchg_find(px->xe, key);
+	if (!ex) {
+		ex = job_new(px, JOB_DEVICE, op, label, key, rq->body, rq->len,
+			     NULL, &err);
+		if (!ex) {
 			if (err == -EINVAL)
 				return answer_now(now, EST_CODE(4, 0),
 						  "malformed request payload", 0);
 			return answer_now(now, EST_CODE(5, 0), "out of memory", 0);
 		}
-		if (place_or_answer(px, j, now))
-			return 1;
+		if (place_or_answer(px, ex, now) == PROXY_ANSWERED)
+			return PROXY_ANSWERED;
 	} else {
 		log_debug("proxy", "%s joins an identical %s in flight",
 			  rq->client, op->short_name);
 	}
-	return wait_on(j, rq, fn, arg, wait, now);
+	return wait_on(ex, rq, fn, arg, wait, now);
 }
 
-void proxy_cancel(struct proxy_wait *w)
+void proxy_cancel(struct xchg_wait *w)
 {
-	if (!w)
-		return;
-	wait_unlink(w);
-	wait_free(w);
+	xchg_cancel(w);
+}
+
+/* An exchange no device waits for (the cache refresh, the probe); 0 when
+ * it runs or is queued. */
+static int background(struct proxy *px, enum job_kind kind,
+		      const struct est_op_desc *op, const char *label,
+		      const char *who)
+{
+	uint8_t key[XCHG_KEY_LEN];
+	struct xchg *ex;
+	int err;
+
+	request_key(op, label, who, NULL, 0, key);
+	ex = job_new(px, kind, op, label, key, NULL, 0, NULL, &err);
+	if (!ex)
+		return err;
+	return xchg_place(ex);
 }
 
 static void refresh_one(struct proxy *px, const char *label)
 {
 	struct crts_cache *c = cache_find(px, label, 1);
-	const struct est_op_desc *op = est_op_desc(EST_OP_CRTS);
-	unsigned char key[KEY_LEN];
-	struct proxy_job *j;
-	int err;
 
-	if (!c || c->refresh)
+	if (!c || c->refreshing)
 		return;
-	request_key(op, label, "(refresh)", NULL, 0, key);
-	j = job_new(px, op, label, key, NULL, 0, &err);
-	if (!j)
-		return;
-	if (job_place(px, j) != 0) {
-		job_free(j);
-		return;
-	}
-	c->refresh = j;
+	if (background(px, JOB_REFRESH, est_op_desc(EST_OP_CRTS), label,
+		       "(refresh)") == 0)
+		c->refreshing = 1;
 }
 
 /* GET /csrattrs with no device waiting (A3): at start-up, after
@@ -828,22 +571,10 @@ static void refresh_one(struct proxy *px, const char *label)
  * /serverkeygen has no such probe: it needs a CSR and makes a key. */
 static void probe_csrattrs(struct proxy *px)
 {
-	const struct est_op_desc *op = est_op_desc(EST_OP_ATT);
-	unsigned char key[KEY_LEN];
-	struct proxy_job *j;
-	int err;
-
-	if (px->probe)
+	if (px->probe_running)
 		return;
-	request_key(op, "", "(probe)", NULL, 0, key);
-	j = job_new(px, op, "", key, NULL, 0, &err);
-	if (!j)
-		return;
-	if (job_place(px, j) != 0) {
-		job_free(j);
-		return;
-	}
-	px->probe = j;
+	if (background(px, JOB_PROBE, est_op_desc(EST_OP_ATT), "", "(probe)") == 0)
+		px->probe_running = 1;
 }
 
 static void on_refresh(evutil_socket_t fd, short what, void *arg)
@@ -857,30 +588,58 @@ static void on_refresh(evutil_socket_t fd, short what, void *arg)
 		probe_csrattrs(px);
 }
 
+/* The engine's limits from [upstream]. */
+static void engine_limits(const struct proxy *px, struct xchg_limits *l)
+{
+	const struct estgw_config *c = px->cfg;
+
+	memset(l, 0, sizeof(*l));
+	l->max_running = c->upstream.max_concurrent;
+	l->max_queued = c->upstream.queue;
+	l->answer_within_ms = c->upstream.answer_within * 1000;
+	l->timeout = c->upstream.timeout;
+	l->age = px->lim;
+	l->max_kept = c->upstream.max_kept;
+}
+
+static void take_config(struct proxy *px, const struct estgw_config *cfg)
+{
+	struct xchg_limits l;
+
+	px->cfg = cfg;
+	px->lim.max_age_default = cfg->upstream.retry_default;
+	px->lim.max_age_min = cfg->upstream.max_age_min;
+	px->lim.max_age_max = cfg->upstream.max_age_max;
+	if (px->xe) {
+		engine_limits(px, &l);
+		xchg_set_limits(px->xe, &l);
+	}
+}
+
 struct proxy *proxy_new(struct event_base *base, struct upstream *up,
 			const struct estgw_config *cfg)
 {
 	struct proxy *px = calloc(1, sizeof(*px));
 	struct timeval tv = { cfg->upstream.crts_refresh, 0 };
+	struct xchg_transport t = { upstream_send_opts, upstream_cancel, up };
+	struct xchg_limits l;
 
 	if (!px)
 		return NULL;
 	px->base = base;
-	px->up = up;
-	px->cfg = cfg;
-	px->lim.max_age_default = cfg->upstream.retry_default;
-	px->lim.max_age_min = cfg->upstream.max_age_min;
-	px->lim.max_age_max = cfg->upstream.max_age_max;
+	take_config(px, cfg);
+	engine_limits(px, &l);
+	px->xe = xchg_engine_new(base, &t, &est_hooks, &l);
 	px->refresh_timer = event_new(base, -1, EV_PERSIST, on_refresh, px);
-	if (!px->refresh_timer) {
-		free(px);
+	if (!px->xe || !px->refresh_timer) {
+		proxy_free(px);
 		return NULL;
 	}
 	event_add(px->refresh_timer, &tv);
 	refresh_one(px, ""); /* warm the default /crts cache at start-up */
-	px->warming = cache_find(px, "", 0) && cache_find(px, "", 0)->refresh;
+	px->warming = cache_find(px, "", 0) && cache_find(px, "", 0)->refreshing;
 	probe_csrattrs(px);
-	px->probing = px->probe != NULL;
+	px->probing = px->probe_running;
 	return px;
 }
 
@@ -900,10 +659,7 @@ void proxy_reload(struct proxy *px, const struct estgw_config *cfg)
 
 	if (cfg->upstream.crts_refresh != px->cfg->upstream.crts_refresh)
 		event_add(px->refresh_timer, &tv);
-	px->cfg = cfg;
-	px->lim.max_age_default = cfg->upstream.retry_default;
-	px->lim.max_age_min = cfg->upstream.max_age_min;
-	px->lim.max_age_max = cfg->upstream.max_age_max;
+	take_config(px, cfg);
 	/* The upstream may be another one now: learn again (A3). */
 	if (px->avail.missing)
 		log_info("discovery", "configuration reloaded: att, skg and "
@@ -916,17 +672,12 @@ void proxy_free(struct proxy *px)
 {
 	if (!px)
 		return;
-	while (px->jobs)
-		job_free(px->jobs);
-	while (px->kept) {
-		struct kept *k = px->kept;
-		px->kept = k->next;
-		kept_free(k);
-	}
+	xchg_engine_free(px->xe); /* cancels its upstream transfers */
 	for (size_t i = 0; i < CACHE_SLOTS; i++) {
 		free(px->cache[i].body);
 		free(px->cache[i].content_type);
 	}
-	event_free(px->refresh_timer);
+	if (px->refresh_timer)
+		event_free(px->refresh_timer);
 	free(px);
 }

@@ -1,11 +1,12 @@
 /* proxy.h - EST requests from devices to the EST server and back.
  *
- * Owns: one job per upstream exchange, with every device request waiting on
- * it (identical requests from the same client coalesce onto one exchange,
- * J1); the bound on concurrent exchanges and the queue behind it; the
- * answers kept for devices that resend an identical CSR; and the /cacerts
- * cache answered at once (libcoap clients before 4.3.5 lose multi-block
- * separate responses). Knows neither libcoap nor curl.
+ * Owns: the EST use of the exchange engine (exchange.h): the request key
+ * (identical requests from the same client coalesce onto one exchange,
+ * J1), the upstream HTTP request, the mapping of each answer for each
+ * waiting device (translate.c), which answers are kept for devices that
+ * resend an identical CSR; and the /cacerts cache answered at once
+ * (libcoap clients before 4.3.5 lose multi-block separate responses).
+ * Knows neither libcoap nor curl.
  */
 #ifndef ESTGW_PROXY_H
 #define ESTGW_PROXY_H
@@ -15,22 +16,24 @@
 
 #include "estgw/config.h"
 #include "estgw/translate.h"
+#include "exchange.h" /* struct proxy_outcome, proxy_done_fn, xchg_wait */
 
 struct event_base;
 struct upstream;
 struct proxy;
-struct proxy_wait;
 
-/** What the CoAP side sends back, plus what the log line needs. */
-struct proxy_outcome {
-	struct est_coap_resp resp; /**< owned by the receiver */
-	long upstream_status;      /**< HTTP status, 0 when none came */
-	char note[128];            /**< "cache", "kept", curl's error text ... */
+/** What proxy_submit (and brski_submit) did with a request: every call
+ *  ends in exactly one of these, and no callback runs inside the call. */
+enum proxy_rc {
+	/** Waiting upstream: @p fn runs exactly once, later, from the loop
+	 *  (the answer, or 5.03 + Max-Age after answer_within), unless
+	 *  proxy_cancel(*wait) comes first. */
+	PROXY_PENDING = 0,
+	/** Answered now (a cached or kept answer, a local error, busy, out
+	 *  of memory): *now is filled, the receiver owns now->resp, @p fn
+	 *  never runs and *wait is NULL. */
+	PROXY_ANSWERED = 1,
 };
-
-/** Called once from the loop when a pending request is answered. The
- *  receiver owns out->resp (est_coap_resp_free). */
-typedef void (*proxy_done_fn)(void *arg, struct proxy_outcome *out);
 
 /** One device request. */
 struct proxy_request {
@@ -49,12 +52,10 @@ void proxy_free(struct proxy *px);
  *  flight keep what they started with. */
 void proxy_reload(struct proxy *px, const struct estgw_config *cfg);
 
-/** Start or join the upstream work for @p rq. Returns 1 when answered at
- *  once (*now filled, @p fn never called), 0 when pending (@p fn runs later;
- *  *wait set for proxy_cancel), or a negative errno. */
-int proxy_submit(struct proxy *px, const struct proxy_request *rq,
-		 proxy_done_fn fn, void *arg, struct proxy_wait **wait,
-		 struct proxy_outcome *now);
+/** Start or join the upstream work for @p rq (see enum proxy_rc). */
+enum proxy_rc proxy_submit(struct proxy *px, const struct proxy_request *rq,
+			   proxy_done_fn fn, void *arg, struct xchg_wait **wait,
+			   struct proxy_outcome *now);
 
 /** True while the first /cacerts fetch (the /crts cache) or the start-up
  *  /csrattrs probe is in flight. */
@@ -70,6 +71,6 @@ unsigned proxy_ops_missing(const struct proxy *px);
  *  pending request with no answer after [upstream] answer_within seconds
  *  is answered 5.03 + Max-Age through @p fn the same way (D2), except
  *  skg/skc, whose key is not kept: they wait for the exchange. */
-void proxy_cancel(struct proxy_wait *w);
+void proxy_cancel(struct xchg_wait *w);
 
 #endif

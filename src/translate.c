@@ -687,16 +687,12 @@ static int answer_transport(enum est_upstream_err err,
 	return est_coap_resp_error(out, C(5, 2), "upstream failure");
 }
 
-/** Max-Age for a "retry" row: 202, 429, 503 (D, D2; RFC 9148 §4.7,
- *  RFC 8516 §3): the Retry-After seconds (an HTTP-date counted from now),
- *  clamped to [max_age_min, max_age_max]; without a usable Retry-After the
- *  configured default. */
-static uint32_t retry_max_age(const struct est_http_resp *in,
-			      const struct est_xlate_limits *lim)
+uint32_t est_retry_max_age(const char *retry_after, time_t now,
+			   const struct est_xlate_limits *lim)
 {
 	uint32_t s;
 
-	if (est_retry_after_seconds(in->retry_after, in->now, &s) != 0)
+	if (!retry_after || est_retry_after_seconds(retry_after, now, &s) != 0)
 		return lim->max_age_default;
 	if (s < lim->max_age_min)
 		s = lim->max_age_min;
@@ -705,16 +701,19 @@ static uint32_t retry_max_age(const struct est_http_resp *in,
 	return s;
 }
 
-/** Copy up to @p max bytes of @p s as printable ASCII ('?' otherwise). */
-static void printable_copy(char *dst, const char *s, size_t len, size_t max)
+size_t est_printable(char *dst, size_t dstlen, const void *src, size_t n)
 {
+	const uint8_t *p = src;
 	size_t i;
 
-	if (len > max)
-		len = max;
-	for (i = 0; i < len; i++)
-		dst[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
-	dst[len] = '\0';
+	if (dstlen == 0)
+		return 0;
+	if (n > dstlen - 1)
+		n = dstlen - 1;
+	for (i = 0; i < n; i++)
+		dst[i] = (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '"') ? (char)p[i] : '?';
+	dst[n] = '\0';
+	return n;
 }
 
 /** Any answer but 200 (D, D2): the row's code and diagnostic, and for
@@ -737,7 +736,7 @@ static int answer_status(const struct est_op_desc *op,
 	rc = est_coap_resp_error(out, post ? r->on_post : r->on_get, diag);
 	if (r->retry) {
 		out->has_max_age = 1;
-		out->max_age = retry_max_age(in, lim);
+		out->max_age = est_retry_max_age(in->retry_after, in->now, lim);
 	}
 	return rc;
 }
@@ -780,7 +779,7 @@ static int check_content_type(const char *ct, const char *want,
 		strcpy(diag, "upstream sent a malformed Content-Type");
 	} else {
 		memcpy(diag, "upstream sent ", 14);
-		printable_copy(diag + 14, type, len, sizeof(diag) - 15);
+		est_printable(diag + 14, sizeof(diag) - 14, type, len);
 	}
 	rc = est_coap_resp_error(out, C(5, 2), diag);
 	return rc ? rc : 1;

@@ -43,6 +43,7 @@ struct upstream_xfer {
 	size_t len, cap;
 	size_t max_response; /* from the config in force when it started */
 	int too_large;
+	int in_callback;     /* finish() is calling cb: it frees the transfer */
 	char content_type[HDR_MAX];
 	char retry_after[HDR_MAX];
 	char errbuf[CURL_ERROR_SIZE];
@@ -179,10 +180,10 @@ static void finish(CURL *easy, CURLcode rc)
 		r.err = classify(rc, x);
 		r.errmsg = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
 	}
-	upstream_cb cb = x->cb;
-	void *arg = x->arg;
-	x->cb = NULL;
-	cb(arg, &r);
+	/* The callback may cancel this transfer (or others, or start new
+	 * ones): while it runs, upstream_cancel(x) only leaves it to us. */
+	x->in_callback = 1;
+	x->cb(x->arg, &r);
 	xfer_free(x);
 }
 
@@ -494,6 +495,8 @@ struct upstream_xfer *upstream_send_opts(struct upstream *up,
 
 void upstream_cancel(struct upstream_xfer *x)
 {
+	if (x && x->in_callback)
+		return; /* finish() frees it when the callback returns */
 	xfer_free(x);
 }
 

@@ -50,8 +50,11 @@ const char *upstream_lib_version(void);
  *  flight finish with what they started with. */
 void upstream_reload(struct upstream *up, const struct estgw_config *cfg);
 
-/** Start @p req; @p cb runs later from the loop, never from inside this
- *  call. Returns NULL when the transfer could not even be set up. */
+/** Start @p req; @p cb runs once, later, from the loop, never from inside
+ *  this call. While it runs the callback may cancel this transfer (a
+ *  no-op: it is freed when the callback returns) or any other, and start
+ *  new ones; the result is valid only during the callback. Returns NULL
+ *  when the transfer could not even be set up. */
 struct upstream_xfer *upstream_send(struct upstream *up,
 				    const struct est_http_req *req,
 				    upstream_cb cb, void *arg);
@@ -73,7 +76,8 @@ struct upstream_xfer *upstream_send_opts(struct upstream *up,
 					 const struct upstream_opts *o,
 					 upstream_cb cb, void *arg);
 
-/** Abort a transfer; its callback will not run. */
+/** Abort a transfer; its callback will not run. From inside the
+ *  transfer's own callback: nothing to do (it is freed afterwards). */
 void upstream_cancel(struct upstream_xfer *x);
 
 /** Transfers currently in flight. */

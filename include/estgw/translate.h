@@ -176,6 +176,19 @@ int est_status_has_max_age(long status);
  *  5.6.7 requires of recipients. */
 int est_retry_after_seconds(const char *v, time_t now, uint32_t *secs);
 
+/** The Max-Age for an answer that tells the device to come back (D, D2;
+ *  RFC 9148 §4.7, RFC 8516 §3): the Retry-After seconds of @p retry_after
+ *  (an HTTP-date counted from @p now), clamped to [max_age_min,
+ *  max_age_max]; lim->max_age_default when it is NULL or unusable. */
+uint32_t est_retry_max_age(const char *retry_after, time_t now,
+			   const struct est_xlate_limits *lim);
+
+/** Untrusted text (@p n bytes of @p src) as printable ASCII for a log line
+ *  or a diagnostic payload: each byte outside 0x20..0x7e, and '"' (which
+ *  would end a quoted log field), becomes '?'; cut to @p dstlen - 1 bytes,
+ *  NUL-terminated. Returns the length written. */
+size_t est_printable(char *dst, size_t dstlen, const void *src, size_t n);
+
 /** Turn an upstream answer into the CoAP answer for @p op with the Accept
  *  already checked (@p resp_cf from est_check_request). @p csr is the
  *  request body for sen/sren (used by Accept 287 to find the end-entity

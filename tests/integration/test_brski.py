@@ -20,7 +20,8 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import COAP_CLIENT, SRC, CoapResult, Stack, StackTest, read_text, wait_for  # noqa: E402
+from harness import (COAP_CLIENT, SRC, CoapResult, Stack, StackTest, free_tcp_port,  # noqa: E402
+                     read_text, wait_for)
 
 sys.path.insert(0, os.path.join(SRC, "tests", "masa"))
 import cbor_cose as cc  # noqa: E402
@@ -546,6 +547,55 @@ class TestBrskiManufacturerTls(BrskiTest):
         q = self.s.masa_requests()[-1]
         self.assertEqual(base64.b64decode(q["client_cert_b64"]),
                          pem_to_der(os.path.join(self.b, "registrar-other.crt")))
+
+
+def metric(text, sample):
+    """The value of the sample line that starts with @sample (0 if absent)."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+class TestBrskiMetrics(BrskiTest):
+    """The cBRSKI counters on /metrics (J): pledge requests by resource and result, the
+    MASA's answers, the MASA exchange next to the EST ones."""
+
+    def setUp(self):
+        self.mport = free_tcp_port()
+        self.stack_kwargs = {"brski_extra": f"\n[metrics]\nlisten = 127.0.0.1:{self.mport}\n"}
+        super().setUp()
+
+    def metrics(self):
+        url = f"http://127.0.0.1:{self.mport}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.read().decode()
+
+    def test_J_brski_counters_on_metrics(self):
+        pvr, nonce = self.pvr()
+        self.check_voucher(self.s.pledge("/.well-known/brski/rv", "pledge", pvr), nonce)
+        self.check_voucher(self.s.pledge("/.well-known/brski/rv", "pledge", pvr), nonce)
+        self.assertEqual(self.s.pledge("/.well-known/brski/rv", "pledge", b"\x01\x02").code,
+                         "4.00")
+        ok = cc.dumps({"version": 1, "status": True})
+        self.assert_2xx(self.s.pledge("/.well-known/brski/vs", "pledge", ok, cf=60,
+                                      accept=None), "/.well-known/brski/vs")
+        self.assertEqual(self.s.pledge("/.well-known/brski/es", "pledge", b"\xff", cf=60,
+                                       accept=None).code, "4.00")
+        text = self.metrics()
+        for sample, value in (
+                ('estgw_brski_requests_total{resource="rv",result="sent"}', 1),
+                ('estgw_brski_requests_total{resource="rv",result="kept"}', 1),
+                ('estgw_brski_requests_total{resource="rv",result="refused"}', 1),
+                ('estgw_brski_requests_total{resource="vs",result="success"}', 1),
+                ('estgw_brski_requests_total{resource="es",result="refused"}', 1),
+                ('estgw_brski_masa_answers_total{result="voucher"}', 1),
+                ('estgw_upstream_exchanges_total{op="requestvoucher",status="200"}', 1),
+                ('estgw_upstream_duration_seconds_count{op="requestvoucher"}', 1),
+                ('estgw_requests_total{path="rv",code="2.04"}', 2),
+                ('estgw_requests_total{path="vs",code="2.04"}', 1)):
+            self.assertEqual(metric(text, sample), value, sample + "\n" + text)
+        self.assertEqual(len(self.s.masa_requests()), 1)
 
 
 class TestBrskiEnrolledEs(BrskiTest):

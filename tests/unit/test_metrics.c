@@ -85,6 +85,8 @@ static void test_empty_registry(void **state)
 	expect_line(t, "# TYPE estgw_dtls_handshake_failures_total counter");
 	expect_line(t, "# TYPE estgw_config_reloads_total counter");
 	expect_line(t, "# TYPE estgw_ca_certs_age_seconds gauge");
+	expect_line(t, "# TYPE estgw_brski_requests_total counter");
+	expect_line(t, "# TYPE estgw_brski_masa_answers_total counter");
 	expect_line(t, "estgw_dtls_sessions 0");
 	expect_line(t, "estgw_block1_reassemblies 0");
 	expect_line(t, "estgw_metrics_dropped_series_total 0");
@@ -102,13 +104,18 @@ static void test_requests_by_path_and_code(void **state)
 	metrics_request("/.well-known/core", CODE(2, 5));
 	metrics_request("/nope", CODE(4, 4));
 	metrics_request("/", CODE(4, 4));
+	metrics_request("/.well-known/brski/rv", CODE(2, 4));
+	metrics_request("/.well-known/brski/es", CODE(2, 4));
+	metrics_request("/.well-known/est/rv", CODE(4, 4)); /* not cBRSKI */
 	metrics_request(NULL, CODE(5, 3));
 	char *t = render(1000);
 	expect_line(t, "estgw_requests_total{path=\"sen\",code=\"2.04\"} 2");
 	expect_line(t, "estgw_requests_total{path=\"crts\",code=\"2.05\"} 1");
 	expect_line(t, "estgw_requests_total{path=\"sen\",code=\"4.15\"} 1");
 	expect_line(t, "estgw_requests_total{path=\"core\",code=\"2.05\"} 1");
-	expect_line(t, "estgw_requests_total{path=\"other\",code=\"4.04\"} 2");
+	expect_line(t, "estgw_requests_total{path=\"other\",code=\"4.04\"} 3");
+	expect_line(t, "estgw_requests_total{path=\"rv\",code=\"2.04\"} 1");
+	expect_line(t, "estgw_requests_total{path=\"es\",code=\"2.04\"} 1");
 	expect_line(t, "estgw_requests_total{path=\"other\",code=\"5.03\"} 1");
 	expect_valid_format(t);
 	free(t);
@@ -167,6 +174,35 @@ static void test_reloads(void **state)
 	char *t = render(1000);
 	expect_line(t, "estgw_config_reloads_total{result=\"ok\"} 1");
 	expect_line(t, "estgw_config_reloads_total{result=\"failed\"} 2");
+	free(t);
+}
+
+/* J: /metrics has the cBRSKI pledge requests by resource and result, and the MASA's
+ * answers (counted once per exchange, however many pledges waited). */
+static void test_J_brski_requests_and_masa_answers(void **state)
+{
+	metrics_brski_request("rv", "sent");
+	metrics_brski_request("rv", "joined");
+	metrics_brski_request("rv", "kept");
+	metrics_brski_request("rv", "kept");
+	metrics_brski_request("rv", "refused");
+	metrics_brski_request("vs", "success");
+	metrics_brski_request("es", "failure");
+	metrics_brski_masa("voucher");
+	metrics_brski_masa("pending");
+	metrics_brski_masa("error");
+	metrics_brski_masa("error");
+	char *t = render(1000);
+	expect_line(t, "estgw_brski_requests_total{resource=\"rv\",result=\"sent\"} 1");
+	expect_line(t, "estgw_brski_requests_total{resource=\"rv\",result=\"joined\"} 1");
+	expect_line(t, "estgw_brski_requests_total{resource=\"rv\",result=\"kept\"} 2");
+	expect_line(t, "estgw_brski_requests_total{resource=\"rv\",result=\"refused\"} 1");
+	expect_line(t, "estgw_brski_requests_total{resource=\"vs\",result=\"success\"} 1");
+	expect_line(t, "estgw_brski_requests_total{resource=\"es\",result=\"failure\"} 1");
+	expect_line(t, "estgw_brski_masa_answers_total{result=\"voucher\"} 1");
+	expect_line(t, "estgw_brski_masa_answers_total{result=\"pending\"} 1");
+	expect_line(t, "estgw_brski_masa_answers_total{result=\"error\"} 2");
+	expect_valid_format(t);
 	free(t);
 }
 
@@ -251,6 +287,7 @@ int main(void)
 		cmocka_unit_test_setup(test_upstream_exchanges_errors_histogram, reset),
 		cmocka_unit_test_setup(test_gauges, reset),
 		cmocka_unit_test_setup(test_reloads, reset),
+		cmocka_unit_test_setup(test_J_brski_requests_and_masa_answers, reset),
 		cmocka_unit_test_setup(test_label_escaping, reset),
 		cmocka_unit_test_setup(test_long_label_value, reset),
 		cmocka_unit_test_setup(test_series_cap, reset),

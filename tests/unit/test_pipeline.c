@@ -37,7 +37,7 @@ struct proxy {
 	unsigned missing;           /* proxy_ops_missing */
 };
 
-struct proxy_wait {
+struct xchg_wait { /* the engine's waiter, opaque to its users */
 	int dummy;
 };
 
@@ -49,16 +49,12 @@ struct brski {
 	void *arg;
 };
 
-struct brski_wait {
-	int dummy;
-};
-
-static struct proxy_wait the_wait;
-static struct brski_wait the_bwait;
+static struct xchg_wait the_wait;
+static struct xchg_wait the_bwait;
 static struct proxy *cur_px;
 static struct brski *cur_b;
 
-static int answer(struct proxy_outcome *now, uint8_t code, int cf)
+static enum proxy_rc answer(struct proxy_outcome *now, uint8_t code, int cf)
 {
 	memset(now, 0, sizeof(*now));
 	now->resp.code = code;
@@ -66,11 +62,11 @@ static int answer(struct proxy_outcome *now, uint8_t code, int cf)
 	now->resp.payload = malloc(3);
 	memcpy(now->resp.payload, "abc", 3);
 	now->resp.len = 3;
-	return 1;
+	return PROXY_ANSWERED;
 }
 
-int proxy_submit(struct proxy *px, const struct proxy_request *rq,
-		 proxy_done_fn fn, void *arg, struct proxy_wait **wait,
+enum proxy_rc proxy_submit(struct proxy *px, const struct proxy_request *rq,
+			   proxy_done_fn fn, void *arg, struct xchg_wait **wait,
 		 struct proxy_outcome *now)
 {
 	px->submits++;
@@ -81,12 +77,12 @@ int proxy_submit(struct proxy *px, const struct proxy_request *rq,
 		px->fn = fn;
 		px->arg = arg;
 		*wait = &the_wait;
-		return 0;
+		return PROXY_PENDING;
 	}
 	return answer(now, px->code, px->cf);
 }
 
-void proxy_cancel(struct proxy_wait *w)
+void proxy_cancel(struct xchg_wait *w)
 {
 	assert_ptr_equal(w, &the_wait);
 	cur_px->cancels++;
@@ -97,8 +93,8 @@ unsigned proxy_ops_missing(const struct proxy *px)
 	return px->missing;
 }
 
-int brski_submit(struct brski *b, const struct brski_request *rq,
-		 proxy_done_fn fn, void *arg, struct brski_wait **wait,
+enum proxy_rc brski_submit(struct brski *b, const struct brski_request *rq,
+			   proxy_done_fn fn, void *arg, struct xchg_wait **wait,
 		 struct proxy_outcome *now)
 {
 	b->submits++;
@@ -107,12 +103,12 @@ int brski_submit(struct brski *b, const struct brski_request *rq,
 		b->fn = fn;
 		b->arg = arg;
 		*wait = &the_bwait;
-		return 0;
+		return PROXY_PENDING;
 	}
 	return answer(now, EST_CODE(2, 4), EST_CF_NONE);
 }
 
-void brski_cancel(struct brski_wait *w)
+void brski_cancel(struct xchg_wait *w)
 {
 	assert_ptr_equal(w, &the_bwait);
 	cur_b->cancels++;

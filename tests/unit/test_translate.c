@@ -608,6 +608,35 @@ static void test_D_retry_after_past_date(void **st)
 	expect_retry("Sun, 06 Nov 1994 08:49:00 GMT", T_1994, 0);
 }
 
+/* The Max-Age from a Retry-After, shared by the EST and MASA mappings. */
+static void test_D_retry_max_age_clamped_or_default(void **st)
+{
+	const struct est_xlate_limits lim = { 60, 5, 3600 };
+
+	assert_int_equal(est_retry_max_age("120", 0, &lim), 120);
+	assert_int_equal(est_retry_max_age("2", 0, &lim), 5);       /* max_age_min */
+	assert_int_equal(est_retry_max_age("99999", 0, &lim), 3600); /* max_age_max */
+	assert_int_equal(est_retry_max_age("Sun, 06 Nov 1994 08:50:37 GMT", T_1994, &lim), 97);
+	assert_int_equal(est_retry_max_age(NULL, 0, &lim), 60);      /* none: default */
+	assert_int_equal(est_retry_max_age("soon", 0, &lim), 60);
+}
+
+/* Untrusted text for logs and diagnostics: printable ASCII, no '"'. */
+static void test_D_printable_copy_of_untrusted_text(void **st)
+{
+	char out[8];
+
+	assert_int_equal(est_printable(out, sizeof(out), "ok", 2), 2);
+	assert_string_equal(out, "ok");
+	assert_int_equal(est_printable(out, sizeof(out), "a\"b\n\x01\x7f\xc3", 7), 7);
+	assert_string_equal(out, "a?b????");
+	assert_int_equal(est_printable(out, sizeof(out), "0123456789", 10), 7);
+	assert_string_equal(out, "0123456");
+	assert_int_equal(est_printable(out, sizeof(out), "x", 0), 0);
+	assert_string_equal(out, "");
+	assert_int_equal(est_printable(out, 0, "x", 1), 0);
+}
+
 static void test_D_retry_after_garbage(void **st)
 {
 	static const char *const bad[] = {
@@ -1438,6 +1467,8 @@ int main(void)
 		cmocka_unit_test(test_B_att_not_sequence_5_02),
 		cmocka_unit_test(test_F_skg_skc_no_boundary_5_02),
 		cmocka_unit_test(test_D1_error_payload_is_copy),
+		cmocka_unit_test(test_D_retry_max_age_clamped_or_default),
+		cmocka_unit_test(test_D_printable_copy_of_untrusted_text),
 		cmocka_unit_test(test_A3_links_all),
 		cmocka_unit_test(test_A3_links_mandatory_only),
 		cmocka_unit_test(test_A3_links_well_known_root),
