@@ -372,6 +372,8 @@ static struct xchg *job_new(struct proxy *px, enum job_kind kind,
 		xchg_abort(ex);
 		return NULL;
 	}
+	if (!px->cfg->upstream.send_cte)
+		xchg_request(ex)->transfer_encoding = NULL;
 	if (kg) { /* the job owns the key from now on */
 		j->kg_op = kg->op;
 		j->kg_key = kg->key;

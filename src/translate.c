@@ -283,6 +283,7 @@ static int encode_csr(const uint8_t *der, size_t len, struct est_http_req *out)
 	if (rc)
 		return rc;
 	out->content_type = "application/pkcs10";
+	out->transfer_encoding = "base64"; /* old servers want it said (B5) */
 	return 0;
 }
 

@@ -439,9 +439,12 @@ static int set_request(struct upstream_xfer *x, const struct est_http_req *req,
 		char ct[128];
 		snprintf(ct, sizeof(ct), "Content-Type: %s", req->content_type);
 		x->headers = curl_slist_append(x->headers, ct);
-		if (cfg->upstream.send_cte && !o)
-			x->headers = curl_slist_append(
-				x->headers, "Content-Transfer-Encoding: base64");
+		if (req->transfer_encoding) {
+			char te[96];
+			snprintf(te, sizeof(te), "Content-Transfer-Encoding: %s",
+				 req->transfer_encoding);
+			x->headers = curl_slist_append(x->headers, te);
+		}
 		x->headers = curl_slist_append(x->headers, "Expect:");
 		bad |= curl_easy_setopt(e, CURLOPT_POST, 1L);
 		bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)req->body_len);

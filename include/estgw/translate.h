@@ -108,6 +108,10 @@ struct est_http_req {
 	char *url;                /**< malloc'd: base[/label]/http_name */
 	enum est_method method;   /**< EST_GET or EST_POST */
 	const char *content_type; /**< static, NULL for GET */
+	const char *transfer_encoding; /**< static: "base64" for EST bodies (sent
+				       as Content-Transfer-Encoding by the
+				       transport unless cleared: [upstream]
+				       send_cte), NULL for none (B5) */
 	char *body;               /**< malloc'd MIME Base64 (64-character lines,
 				       each ending in CRLF; B5), NULL for GET */
 	size_t body_len;

@@ -156,5 +156,28 @@ class TestAnswerLayouts(StackTest):
         self.assertNotRegex(self.s.log(), r"code=5\.02")
 
 
+class TestTransferEncodingHeader(StackTest):
+    """Content-Transfer-Encoding: base64 goes with every EST body by default
+    (old servers want it said; RFC 8951 makes it meaningless, B5)."""
+
+    def test_B5_cte_header_sent_with_the_body(self):
+        csr = open(os.path.join(self.s.pki, "device.csr.der"), "rb").read()
+        r = self.s.coap(WK + "/sen", method="post", cf=286, payload=csr)
+        self.assertEqual(r.code, "2.xx", r)
+        headers = self.s.ca_stats()["last"]["headers"]
+        self.assertEqual(headers.get("content-transfer-encoding"), "base64", headers)
+
+
+class TestTransferEncodingHeaderOff(StackTest):
+    stack_kwargs = {"extra_upstream": "send_cte = no"}
+
+    def test_B5_cte_header_off_by_send_cte(self):
+        csr = open(os.path.join(self.s.pki, "device.csr.der"), "rb").read()
+        r = self.s.coap(WK + "/sen", method="post", cf=286, payload=csr)
+        self.assertEqual(r.code, "2.xx", r)
+        headers = self.s.ca_stats()["last"]["headers"]
+        self.assertNotIn("content-transfer-encoding", headers)
+
+
 if __name__ == "__main__":
     harness.main(__name__)
