@@ -23,29 +23,27 @@ struct proxy {
 	proxy_done_fn fn;
 	void *arg;
 };
-struct proxy_wait {
+struct xchg_wait { /* the engine's waiter, opaque to its users */
 	int dummy;
 };
 struct brski {
 	proxy_done_fn fn;
 	void *arg;
 };
-struct brski_wait {
-	int dummy;
-};
-
-static struct proxy_wait a_wait;
-static struct brski_wait a_bwait;
+static struct xchg_wait a_wait;
+static struct xchg_wait a_bwait;
 static int later; /* the fake targets answer later (flags bit) */
 static int live;  /* pending jobs not yet answered or cancelled */
 
-static int answer(struct proxy_outcome *now, uint8_t code)
+static enum proxy_rc answer(struct proxy_outcome *now, uint8_t code)
 {
-	return est_coap_resp_error(&now->resp, code, "fake") == 0 ? 1 : -1;
+	if (est_coap_resp_error(&now->resp, code, "fake") != 0)
+		memset(&now->resp, 0, sizeof(now->resp)); /* answered, empty */
+	return PROXY_ANSWERED;
 }
 
-int proxy_submit(struct proxy *px, const struct proxy_request *rq,
-		 proxy_done_fn fn, void *arg, struct proxy_wait **wait,
+enum proxy_rc proxy_submit(struct proxy *px, const struct proxy_request *rq,
+			   proxy_done_fn fn, void *arg, struct xchg_wait **wait,
 		 struct proxy_outcome *now)
 {
 	if (!rq->route || !rq->route->op || !rq->client)
@@ -58,10 +56,10 @@ int proxy_submit(struct proxy *px, const struct proxy_request *rq,
 	px->arg = arg;
 	*wait = &a_wait;
 	live++;
-	return 0;
+	return PROXY_PENDING;
 }
 
-void proxy_cancel(struct proxy_wait *w)
+void proxy_cancel(struct xchg_wait *w)
 {
 	if (w != &a_wait)
 		abort();
@@ -73,8 +71,8 @@ unsigned proxy_ops_missing(const struct proxy *px)
 	return 1u << EST_OP_ATT;
 }
 
-int brski_submit(struct brski *b, const struct brski_request *rq,
-		 proxy_done_fn fn, void *arg, struct brski_wait **wait,
+enum proxy_rc brski_submit(struct brski *b, const struct brski_request *rq,
+			   proxy_done_fn fn, void *arg, struct xchg_wait **wait,
 		 struct proxy_outcome *now)
 {
 	if (rq->res < BRSKI_RV || rq->res > BRSKI_ES || rq->method != EST_POST)
@@ -85,10 +83,10 @@ int brski_submit(struct brski *b, const struct brski_request *rq,
 	b->arg = arg;
 	*wait = &a_bwait;
 	live++;
-	return 0;
+	return PROXY_PENDING;
 }
 
-void brski_cancel(struct brski_wait *w)
+void brski_cancel(struct xchg_wait *w)
 {
 	if (w != &a_bwait)
 		abort();
