@@ -41,7 +41,9 @@ struct masa_job {
 	struct proxy_outcome out; /* the mapped answer: each waiter gets a copy */
 };
 
-/* A manufacturer line, loaded. */
+/* A manufacturer line, loaded. Its CAs only fill the RVR's x5bag: which
+ * line an IDevID belongs to is the DTLS verifier's answer
+ * (brski_request.mfr), never checked again here. */
 struct mfr {
 	const struct estgw_brski_mfr *cfg;
 	struct brski_trust *ca;
@@ -196,16 +198,6 @@ static int proximity_ok(const struct brski *b, const struct vr_fields *f)
 	return 0;
 }
 
-/* The manufacturer line whose CA issued this IDevID, or NULL. */
-static const struct mfr *find_mfr(const struct brski *b, const uint8_t *der,
-				  size_t len)
-{
-	for (size_t i = 0; i < b->nmfr; i++)
-		if (brski_trust_verify(b->mfrs[i].ca, der, len) == 0)
-			return &b->mfrs[i];
-	return NULL;
-}
-
 /* What the MASA request needs, gathered from the checks. */
 struct rv_ctx {
 	struct cose_sign1 pvr;
@@ -231,11 +223,18 @@ static int check_request(struct brski *b, const struct brski_request *rq,
 		return answer(now, EST_CODE(4, 6), "rv answers only Content-Format 836", 0);
 	if (!rq->peer)
 		return answer(now, EST_CODE(4, 1), "no client certificate", 0);
-	const struct mfr *m = find_mfr(b, rq->peer, rq->peer_len);
-	c->mfr = m ? m->cfg : NULL;
-	c->issuers = m ? m->ca : b->mfr_trust;
-	if (!m && brski_trust_verify(b->mfr_trust, rq->peer, rq->peer_len) != 0)
+	if (rq->cert_expired) /* G3: an expired IDevID may only use sen */
+		return answer(now, EST_CODE(4, 3), "an expired IDevID may only enroll (sen)", 0);
+	/* the DTLS verifier decided which line the IDevID chains to */
+	if (rq->mfr >= 0 && (size_t)rq->mfr < b->nmfr) {
+		c->mfr = b->mfrs[rq->mfr].cfg;
+		c->issuers = b->mfrs[rq->mfr].ca;
+	} else if (rq->mfr == BRSKI_MFR_GENERIC) {
+		c->mfr = NULL;
+		c->issuers = b->mfr_trust;
+	} else {
 		return answer(now, EST_CODE(4, 3), "client certificate is not an IDevID of a configured manufacturer", 0);
+	}
 	return 0;
 }
 

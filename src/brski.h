@@ -36,6 +36,10 @@ enum brski_res {
 #define BRSKI_CF_CBOR 60
 #define BRSKI_CF_JSON 50
 
+/** brski_request.mfr besides an index into cfg->brski.mfr. */
+#define BRSKI_MFR_NONE (-1)    /**< chains to no manufacturer bundle */
+#define BRSKI_MFR_GENERIC (-2) /**< chains to [brski] manufacturer_trust */
+
 /** One pledge request, with what the DTLS session knows. */
 struct brski_request {
 	enum brski_res res;
@@ -45,6 +49,10 @@ struct brski_request {
 	size_t len;
 	const uint8_t *peer;   /**< DTLS client certificate (DER), NULL: none */
 	size_t peer_len;
+	int mfr;               /**< the manufacturer line @p peer chains to, as the
+				    DTLS verifier found it: an index into
+				    cfg->brski.mfr, BRSKI_MFR_GENERIC or BRSKI_MFR_NONE */
+	int cert_expired;      /**< @p peer is past notAfter (let through by G3) */
 	const char *session;   /**< the DTLS session, for log lines */
 };
 

@@ -1,5 +1,7 @@
 /* brski_pki.c - mbedTLS for cBRSKI: ES256 over COSE Sig_structures, the
- * registrar's signing key, EKU and key-id facts, manufacturer trust stores.
+ * registrar's signing key, EKU and key-id facts, manufacturer CA bundles
+ * parsed for the x5bag. No chain verification: OpenSSL in the DTLS glue
+ * (dtls_openssl.c) is the one X.509 verifier; mbedTLS only parses here.
  * Must not: log (callers do), or keep key material beyond the signer object.
  */
 #include "brski_pki.h"
@@ -215,22 +217,6 @@ void brski_trust_free(struct brski_trust *t)
 		return;
 	mbedtls_x509_crt_free(&t->ca);
 	free(t);
-}
-
-int brski_trust_verify(const struct brski_trust *t, const uint8_t *der,
-		       size_t len)
-{
-	mbedtls_x509_crt crt;
-	uint32_t flags = 0;
-	int rc;
-
-	mbedtls_x509_crt_init(&crt);
-	rc = mbedtls_x509_crt_parse_der(&crt, der, len);
-	if (rc == 0)
-		rc = mbedtls_x509_crt_verify(&crt, (mbedtls_x509_crt *)&t->ca,
-					     NULL, NULL, &flags, NULL, NULL);
-	mbedtls_x509_crt_free(&crt);
-	return rc == 0 ? 0 : -EACCES;
 }
 
 size_t brski_trust_chain(const struct brski_trust *t, const uint8_t *der,

@@ -1,6 +1,7 @@
 /* brski_pki.h - the mbedTLS side of cBRSKI (H2, H4 in docs/conformance.md):
- * ES256 for COSE_Sign1, the registrar's signing key, certificate checks for
- * pledges and the registrar. Only this file and pki.c include mbedTLS;
+ * ES256 for COSE_Sign1, the registrar's signing key, certificate fields of
+ * pledges and the registrar (parsed, never chain-verified: dtls_openssl.c
+ * is the one X.509 verifier). Only this file and pki.c include mbedTLS;
  * cose.c stays pure.
  */
 #ifndef ESTGW_BRSKI_PKI_H
@@ -42,13 +43,11 @@ int brski_cert_eku(const uint8_t *der, size_t len, unsigned *bits);
  *  idevid-issuer when the IDevID has no AKI. */
 int brski_cert_keyid(const uint8_t *der, size_t len, uint8_t out[20]);
 
-/** A bundle of CA certificates (PEM file) kept loaded. */
+/** A bundle of CA certificates (PEM file) kept loaded, parsed only: chain
+ *  questions are the DTLS verifier's (estgw_dtls_peer_manufacturer). */
 struct brski_trust;
 struct brski_trust *brski_trust_load(const char *file);
 void brski_trust_free(struct brski_trust *t);
-/** 0 when @p der chains to a certificate in @p t (validity checked). */
-int brski_trust_verify(const struct brski_trust *t, const uint8_t *der,
-		       size_t len);
 /** The chain from @p der's issuer up to a self-signed root, as found in
  *  @p t (slices into the trust store, valid while it lives). */
 size_t brski_trust_chain(const struct brski_trust *t, const uint8_t *der,

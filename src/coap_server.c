@@ -356,8 +356,9 @@ static void sess_free(struct sess_data *sd)
 	free(sd);
 }
 
-/* Who the peer is, once per session: subject, certificate, and its kind
- * and expiry for the policy (G2, G3). */
+/* Who the peer is, once per session: subject, certificate, its kind and
+ * expiry for the policy (G2, G3) and its cBRSKI manufacturer line (H2), all
+ * from the verifier that accepted the handshake. */
 static void sess_identify(struct coap_server *srv, struct sess_data *sd,
 			  void *tls)
 {
@@ -375,6 +376,7 @@ static void sess_identify(struct coap_server *srv, struct sess_data *sd,
 		id->kind = kind == ESTGW_DTLS_KIND_IDEVID ? ESTGW_CLIENT_IDEVID :
 			   kind == ESTGW_DTLS_KIND_LDEVID ? ESTGW_CLIENT_LDEVID :
 							    ESTGW_CLIENT_OTHER;
+	id->mfr = estgw_dtls_peer_manufacturer(srv->dtls, tls);
 }
 
 static struct sess_data *sess_get(struct coap_server *srv, coap_session_t *s)
@@ -844,12 +846,17 @@ static struct estgw_dtls *load_dtls(const struct estgw_config *cfg)
 		.allow_expired_idevid = cfg->policy.allow_expired_idevid,
 	};
 	struct estgw_dtls *d = estgw_dtls_new(&dc);
+	int bad = 0;
 
+	_Static_assert(BRSKI_MFR_NONE == ESTGW_DTLS_MFR_NONE, "one 'no manufacturer'");
 	if (!d || !cfg->brski.enabled) /* pledges' IDevIDs too (H2) */
 		return d;
-	int bad = estgw_dtls_add_trust(d, cfg->brski.manufacturer_trust) != 0;
+	/* the lines first, then the generic bundle: a line's MASA settings win */
 	for (size_t i = 0; !bad && i < cfg->brski.nmfr; i++)
-		bad = estgw_dtls_add_trust(d, cfg->brski.mfr[i].ca) != 0;
+		bad = estgw_dtls_add_manufacturer(d, cfg->brski.mfr[i].ca, (int)i) != 0;
+	if (!bad)
+		bad = estgw_dtls_add_manufacturer(d, cfg->brski.manufacturer_trust,
+						  BRSKI_MFR_GENERIC) != 0;
 	if (bad) {
 		estgw_dtls_free(d);
 		return NULL;

@@ -41,9 +41,14 @@ struct estgw_dtls_conf {
 struct estgw_dtls *estgw_dtls_new(const struct estgw_dtls_conf *conf);
 void estgw_dtls_free(struct estgw_dtls *d);
 
-/** Trust the CAs of another PEM bundle for client certificates too (the
- *  cBRSKI manufacturer CAs whose IDevIDs may connect, H2). */
-int estgw_dtls_add_trust(struct estgw_dtls *d, const char *file);
+/** No manufacturer bundle (estgw_dtls_peer_manufacturer). */
+#define ESTGW_DTLS_MFR_NONE (-1)
+
+/** A cBRSKI manufacturer bundle (H2): its CAs are trusted for client
+ *  certificates too (the IDevIDs that may connect), and it is kept as its
+ *  own store under @p id (any value but ESTGW_DTLS_MFR_NONE) for
+ *  estgw_dtls_peer_manufacturer(). Bundles are asked in the order added. */
+int estgw_dtls_add_manufacturer(struct estgw_dtls *d, const char *file, int id);
 
 /** Per-connection set-up hook, run from libcoap's ClientHello processing:
  *  cipher list (CCM_8 first, server preference, AEAD only; G1), groups
@@ -62,6 +67,13 @@ int estgw_dtls_setup_session(struct estgw_dtls *d, void *tls);
  *  its notAfter (only possible with allow_expired_idevid; G3). */
 int estgw_dtls_peer_kind(struct estgw_dtls *d, void *tls,
 			 enum estgw_dtls_kind *kind, int *expired);
+
+/** The id of the first manufacturer bundle the client certificate of a
+ *  finished handshake chains to (the peer's chain as helpers, a chain to
+ *  any certificate of the bundle, time not looked at: the handshake checked
+ *  it), or ESTGW_DTLS_MFR_NONE. The same verifier as the handshake, so
+ *  cBRSKI never re-verifies the IDevID with another library. */
+int estgw_dtls_peer_manufacturer(struct estgw_dtls *d, void *tls);
 
 /** The client certificate's subject as one RFC 2253 line ("-" if none).
  *  Works on resumed sessions. */

@@ -1,5 +1,8 @@
 /* dtls_openssl.c - the OpenSSL side of libcoap-3-openssl (the only file that
  * touches OpenSSL types). Another libcoap backend means another file like this.
+ * The one X.509 verifier: the handshake, and every later question of which
+ * configured bundle a client certificate chains to (IDevID/LDevID kind, the
+ * cBRSKI manufacturer line), is answered here with stores built once.
  * Also the key log ([log] keylog_file) for the DTLS side and, through the
  * SSL_CTX curl hands upstream.c, the HTTPS side.
  */
@@ -35,6 +38,12 @@ static const unsigned char sid_ctx[] = "estgw";
 /* "CLIENT_RANDOM <64 hex> <96 hex>" and the TLS 1.3 labels fit easily */
 #define KEYLOG_LINE_MAX 512
 
+/* A cBRSKI manufacturer bundle and the caller's id for it. */
+struct mfr_store {
+	X509_STORE *st;
+	int id;
+};
+
 /* Everything is parsed once here; the per-connection hook only takes
  * references (see dtls.h and docs/libraries.md "Handshake cost"). */
 struct estgw_dtls {
@@ -45,6 +54,8 @@ struct estgw_dtls {
 	STACK_OF(X509_NAME) *ca_names;   /* CertificateRequest CA list */
 	X509_STORE *idevid; /* manufacturer CAs, or NULL */
 	X509_STORE *ldevid; /* EST CA certificates, or NULL */
+	struct mfr_store *mfr; /* cBRSKI manufacturer bundles, in order */
+	size_t nmfr;
 	int allow_expired_idevid;
 };
 
@@ -164,13 +175,33 @@ fail:
 	return NULL;
 }
 
-int estgw_dtls_add_trust(struct estgw_dtls *d, const char *file)
+static int add_trust(struct estgw_dtls *d, const char *file)
 {
 	if (add_certs(d->trust, file) == 0 ||
 	    !SSL_add_file_cert_subjects_to_stack(d->ca_names, file)) {
 		log_err("dtls", "cannot load client trust from %s", file);
 		return -EINVAL;
 	}
+	return 0;
+}
+
+int estgw_dtls_add_manufacturer(struct estgw_dtls *d, const char *file, int id)
+{
+	struct mfr_store *m;
+	X509_STORE *st;
+
+	if (id == ESTGW_DTLS_MFR_NONE || add_trust(d, file) != 0)
+		return -EINVAL;
+	m = realloc(d->mfr, (d->nmfr + 1) * sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	d->mfr = m;
+	st = load_store(file);
+	if (!st) {
+		log_err("dtls", "cannot load the manufacturer bundle %s", file);
+		return -EINVAL;
+	}
+	d->mfr[d->nmfr++] = (struct mfr_store){ st, id };
 	return 0;
 }
 
@@ -187,6 +218,9 @@ void estgw_dtls_free(struct estgw_dtls *d)
 	X509_STORE_free(d->trust);
 	X509_STORE_free(d->idevid);
 	X509_STORE_free(d->ldevid);
+	for (size_t i = 0; i < d->nmfr; i++)
+		X509_STORE_free(d->mfr[i].st);
+	free(d->mfr);
 	sk_X509_NAME_pop_free(d->ca_names, X509_NAME_free);
 	free(d);
 }
@@ -389,6 +423,23 @@ int estgw_dtls_peer_kind(struct estgw_dtls *d, void *tls,
 		*kind = ESTGW_DTLS_KIND_LDEVID;
 	X509_free(cert);
 	return 0;
+}
+
+int estgw_dtls_peer_manufacturer(struct estgw_dtls *d, void *tls)
+{
+	X509 *cert = tls ? SSL_get1_peer_certificate(tls) : NULL;
+	STACK_OF(X509) *chain;
+	int id = ESTGW_DTLS_MFR_NONE;
+
+	if (!cert || !d)
+		goto out;
+	chain = SSL_get_peer_cert_chain(tls);
+	for (size_t i = 0; i < d->nmfr && id == ESTGW_DTLS_MFR_NONE; i++)
+		if (chains_to(d->mfr[i].st, cert, chain))
+			id = d->mfr[i].id;
+out:
+	X509_free(cert);
+	return id;
 }
 
 int estgw_dtls_peer_subject(void *tls, char *buf, size_t len)

@@ -302,7 +302,8 @@ static int to_brski(struct pipeline *pl, const struct pl_request *rq,
 	struct brski_request brq = {
 		.res = rt->res, .method = rq->method, .cf = rq->cf,
 		.accept = rq->accept, .body = body, .len = len,
-		.peer = c->cert, .peer_len = c->cert_len, .session = c->session,
+		.peer = c->cert, .peer_len = c->cert_len, .mfr = c->mfr,
+		.cert_expired = c->cert_expired, .session = c->session,
 	};
 
 	return (int)brski_submit(pl->brski, &brq, on_target_done, job, &job->bwait, now);

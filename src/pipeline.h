@@ -50,6 +50,7 @@ struct pl_client {
 	size_t cert_len;
 	enum estgw_client_kind kind;
 	int cert_expired;
+	int mfr;                   /**< cBRSKI manufacturer line (brski_request.mfr) */
 	const uint8_t *tls_unique; /**< RFC 5929 tls-unique, NULL: unavailable (G4) */
 	size_t tls_unique_len;
 	const char *session;       /**< the session as written in cBRSKI log lines */

@@ -326,6 +326,15 @@ class TestBrskiVoucher(BrskiTest):
         t.join()
         self.assertEqual(rc, 0)
 
+    def test_H2_rv_from_a_non_manufacturer_certificate_4_03(self):
+        # the EST device certificate passes the handshake ([server] client_trust), but the
+        # DTLS verifier finds no manufacturer bundle above it: no IDevID, nothing sent
+        pvr, _ = self.pvr()
+        r = self.s.pledge("/.well-known/brski/rv", os.path.join(self.s.base, "device.crt"), pvr)
+        self.assertEqual(r.code, "4.03", r)
+        self.assertIn("not an IDevID of a configured manufacturer", r.diag)
+        self.assert_no_masa_request()
+
     def test_H5_rv_bad_signature_4_03_no_masa_request(self):
         pvr, _ = self.pvr(sign_key=os.path.join(self.b, "pledge-b.key"))
         r = self.s.pledge("/.well-known/brski/rv", "pledge", pvr)

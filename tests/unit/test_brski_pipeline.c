@@ -209,6 +209,11 @@ static int teardown(void **state)
 	free(fx.cfg.brski.manufacturer_trust);
 	free(fx.cfg.brski.masa_trust);
 	free(fx.cfg.brski.masa_url);
+	for (size_t i = 0; i < fx.cfg.brski.nmfr; i++) {
+		free(fx.cfg.brski.mfr[i].ca);
+		free(fx.cfg.brski.mfr[i].masa_url);
+	}
+	memset(&fx.cfg, 0, sizeof(fx.cfg));
 	return 0;
 }
 
@@ -228,16 +233,27 @@ static void on_answer(void *arg, struct proxy_outcome *out)
 	p->out = *out;
 }
 
-static enum proxy_rc rv(const struct blob *pvr, struct pledge_rec *p, struct xchg_wait **w,
-			struct proxy_outcome *now)
+/* rv from a pledge whose IDevID the DTLS verifier found under manufacturer
+ * line @p mfr (brski_request.mfr: the test gives it directly). */
+static enum proxy_rc rv_from(int mfr, int expired, const struct blob *pvr,
+			     struct pledge_rec *p, struct xchg_wait **w,
+			     struct proxy_outcome *now)
 {
 	struct brski_request rq = {
 		.res = BRSKI_RV, .method = EST_POST, .cf = BRSKI_CF_VOUCHER_COSE,
 		.accept = BRSKI_CF_VOUCHER_COSE, .body = pvr->p, .len = pvr->n,
-		.peer = pledge.p, .peer_len = pledge.n, .session = "test",
+		.peer = pledge.p, .peer_len = pledge.n, .mfr = mfr,
+		.cert_expired = expired, .session = "test",
 	};
 	memset(now, 0, sizeof(*now));
 	return brski_submit(fx.b, &rq, on_answer, p, w, now);
+}
+
+/* rv from a pledge under [brski] manufacturer_trust. */
+static enum proxy_rc rv(const struct blob *pvr, struct pledge_rec *p, struct xchg_wait **w,
+			struct proxy_outcome *now)
+{
+	return rv_from(BRSKI_MFR_GENERIC, 0, pvr, p, w, now);
 }
 
 static void expect_voucher(const struct proxy_outcome *o)
@@ -447,6 +463,63 @@ static void test_H2_pipeline_shutdown_with_an_exchange_in_flight(void **state)
 	assert_int_equal(p.calls, 0);
 }
 
+/* The DTLS verifier found no manufacturer (an LDevID, another CA): 4.03,
+ * nothing sent; an index past the configured lines is no manufacturer. */
+static void test_H2_pipeline_no_manufacturer_4_03(void **state)
+{
+	const int mfrs[] = { BRSKI_MFR_NONE, 0, 7 };
+	struct pledge_rec p = { 0 };
+	struct proxy_outcome now;
+	struct xchg_wait *w;
+
+	for (size_t i = 0; i < sizeof(mfrs) / sizeof(mfrs[0]); i++) {
+		assert_int_equal(rv_from(mfrs[i], 0, &pvr1, &p, &w, &now), PROXY_ANSWERED);
+		assert_int_equal(now.resp.code, EST_CODE(4, 3));
+		assert_string_equal(now.note, "client certificate is not an IDevID of a "
+				    "configured manufacturer");
+		est_coap_resp_free(&now.resp);
+	}
+	assert_int_equal(fake.started, 0);
+}
+
+/* G3: an expired IDevID the handshake let through may only use sen. */
+static void test_G3_pipeline_expired_idevid_rv_4_03(void **state)
+{
+	struct pledge_rec p = { 0 };
+	struct proxy_outcome now;
+	struct xchg_wait *w;
+
+	assert_int_equal(rv_from(BRSKI_MFR_GENERIC, 1, &pvr1, &p, &w, &now), PROXY_ANSWERED);
+	assert_int_equal(now.resp.code, EST_CODE(4, 3));
+	assert_string_equal(now.note, "an expired IDevID may only enroll (sen)");
+	assert_int_equal(fake.started, 0);
+	est_coap_resp_free(&now.resp);
+}
+
+/* The line the DTLS verifier names selects its MASA; the generic bundle
+ * keeps [brski]'s. */
+static void test_H2_pipeline_manufacturer_line_selects_its_masa(void **state)
+{
+	struct estgw_brski_mfr *m = &fx.cfg.brski.mfr[1];
+	struct pledge_rec p = { 0 }, q = { 0 };
+	struct proxy_outcome now;
+	struct xchg_wait *w;
+
+	brski_free(fx.b);
+	fx.cfg.brski.nmfr = 2;
+	fx.cfg.brski.mfr[0].ca = path_of("bmfg-ca.crt");
+	m->ca = path_of("bmfg-ca.crt");
+	m->masa_url = strdup("https://line.example:9443");
+	fx.cfg.brski.max_pending = 2;
+	fx.b = brski_new(fx.base, &fake, &fx.cfg);
+	assert_non_null(fx.b);
+	assert_int_equal(rv_from(1, 0, &pvr1, &p, &w, &now), PROXY_PENDING);
+	assert_string_equal(fake.url, "https://line.example:9443/.well-known/brski/requestvoucher");
+	assert_int_equal(rv_from(BRSKI_MFR_GENERIC, 0, &pvr2, &q, &w, &now), PROXY_PENDING);
+	assert_string_equal(fake.url, "https://masa.example:8443/.well-known/brski/requestvoucher");
+	assert_int_equal(fake.started, 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -459,6 +532,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_H5_pipeline_refused_pvr_never_sent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_H2_pipeline_cancelled_pledge_voucher_still_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_H2_pipeline_shutdown_with_an_exchange_in_flight, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_H2_pipeline_no_manufacturer_4_03, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_G3_pipeline_expired_idevid_rv_4_03, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_H2_pipeline_manufacturer_line_selects_its_masa, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
