@@ -15,16 +15,16 @@
 
 #include <event2/event.h>
 
-#include "brski.h"
-#include "coap_server.h"
-#include "dtls.h"
+#include "core/brski.h"
+#include "downstream/coap_server.h"
+#include "tls/dtls.h"
 #include "estgw/config.h"
 #include "estgw/log.h"
 #include "estgw_build.h"
-#include "metrics.h"
-#include "pki.h"
-#include "proxy.h"
-#include "upstream.h"
+#include "ops/metrics.h"
+#include "pki/pki.h"
+#include "core/proxy.h"
+#include "upstream/upstream.h"
 
 #ifdef HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>

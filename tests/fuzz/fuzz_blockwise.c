@@ -1,5 +1,5 @@
 /* fuzz_blockwise.c - libFuzzer: Block1 reassembly, kept answers and Block2
- * slices (src/blockwise.c; E1, E4-E8) fed a stream of requests on
+ * slices (src/downstream/blockwise.c; E1, E4-E8) fed a stream of requests on
  * two sessions with small limits. Checks the counters against what the
  * sessions hold, every READY body against the limit, every slice against
  * the answer, and that clearing the sessions leaves nothing behind.
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blockwise.h"
+#include "downstream/blockwise.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

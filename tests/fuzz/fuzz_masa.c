@@ -1,4 +1,4 @@
-/* fuzz_masa.c - libFuzzer driver for the MASA answer mapping (src/masa.c,
+/* fuzz_masa.c - libFuzzer driver for the MASA answer mapping (src/core/masa.c,
  * H5): whatever a MASA sends back.
  *
  * Input: 3 header bytes (status choice, transport error, flags), then

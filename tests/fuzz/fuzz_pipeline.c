@@ -1,4 +1,4 @@
-/* fuzz_pipeline.c - libFuzzer: the request pipeline (src/pipeline.c; G9)
+/* fuzz_pipeline.c - libFuzzer: the request pipeline (src/core/pipeline.c; G9)
  * fed a stream of requests as a transport would decode them: Uri-Path
  * segments and Uri-Query values of any bytes, any method, Content-Format
  * and Accept, three clients, a rate limit, a clock that moves. Checks that
@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pipeline.h"
+#include "core/pipeline.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -5,7 +5,7 @@ estgw tells libcoap 4.3.1 to load no PEM file in its per-ClientHello set-up and
 installs the chain and key it parsed at start-up from the TLS set-up hook. That
 leans on 4.3.1 internals, so these cases pin the behaviour: after a libcoap
 upgrade they fail until the trick is re-verified (or dropped) and the version
-gate in src/coap_server.c (creds_parsed_once) is moved.
+gate in src/downstream/coap_server.c (creds_parsed_once) is moved.
 Run one test: test_handshake.py TestHandshakeCost.test_G1_fast_path_active
 """
 import os

@@ -1,12 +1,12 @@
 /* test_avail.c - the marks behind discovery's att/skg/skc links (A3:
- * RFC 9148 §4.1 lists them "only if implemented"; src/avail.c). */
+ * RFC 9148 §4.1 lists them "only if implemented"; src/core/avail.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "avail.h"
+#include "core/avail.h"
 
 #define OP(x) (1u << (x))
 #define SKGC (OP(EST_OP_SKG) | OP(EST_OP_SKC))

@@ -1,5 +1,5 @@
 /* test_blockwise.c - Block1 reassembly, kept answers and Block2 slices
- * (src/blockwise.c; RFC 7959, E1 E4-E8): one case per malformed or
+ * (src/downstream/blockwise.c; RFC 7959, E1 E4-E8): one case per malformed or
  * out-of-bound input, the bounds, and the happy paths. */
 #include <errno.h>
 #include <setjmp.h>
@@ -10,7 +10,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "blockwise.h"
+#include "downstream/blockwise.h"
 #include "estgw/translate.h"
 
 #define T0 1000

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "brski_pki.h"
+#include "pki/brski_pki.h"
 #include "estgw/cose.h"
 #include "estgw/voucher.h"
 

@@ -19,9 +19,9 @@
 
 #include <event2/event.h>
 
-#include "brski.h"
-#include "metrics.h"
-#include "upstream.h"
+#include "core/brski.h"
+#include "ops/metrics.h"
+#include "upstream/upstream.h"
 
 /* ---- the fake transport ------------------------------------------------- */
 

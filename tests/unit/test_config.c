@@ -25,7 +25,7 @@
 
 #include "estgw/config.h"
 #include "estgw/translate.h"
-#include "pki.h"
+#include "pki/pki.h"
 
 static char tmp[PATH_MAX];  /* the group's directory */
 static char conf[PATH_MAX]; /* tmp/t.conf */

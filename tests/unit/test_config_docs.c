@@ -1,5 +1,5 @@
 /* test_config_docs.c - the documentation of the configuration keys agrees
- * with the schema table in src/config.c (estgw_config_key_info()).
+ * with the schema table in src/ops/config.c (estgw_config_key_info()).
  *
  * Checked, in both directions (no key missing, no key the table lacks):
  *  - docs/man/estgw.conf.5: per key, the lines "Type: T.", "Default: D." or

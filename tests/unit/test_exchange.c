@@ -1,4 +1,4 @@
-/* test_exchange.c - the exchange engine (src/exchange.c) over a fake
+/* test_exchange.c - the exchange engine (src/core/exchange.c) over a fake
  * transport: the test starts nothing on the network and completes each
  * exchange by hand, so every state change and callback order is checked
  * without sockets. A real libevent base runs the engine's own events (the
@@ -17,7 +17,7 @@
 
 #include <event2/event.h>
 
-#include "exchange.h"
+#include "core/exchange.h"
 
 /* ---- the fake transport ------------------------------------------------- */
 

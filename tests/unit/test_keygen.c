@@ -17,7 +17,7 @@
 #include <cmocka.h>
 
 #include "estgw/skg.h"
-#include "keygen.h"
+#include "pki/keygen.h"
 #include "skg_fixtures.h"
 
 /* challengePassword 1.2.840.113549.1.9.7 */

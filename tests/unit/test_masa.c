@@ -1,4 +1,4 @@
-/* test_masa.c - the MASA answer table (src/masa.c, H5): every row and the
+/* test_masa.c - the MASA answer table (src/core/masa.c, H5): every row and the
  * voucher checks, with the voucher of the constrained-voucher examples
  * (fixtures/cv/voucher.hex; its nonce and serial-number are written out
  * here, read off the example by hand).

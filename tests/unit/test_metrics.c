@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "estgw/translate.h"
-#include "metrics.h"
+#include "ops/metrics.h"
 
 #define CODE(c, d) ((uint8_t)(((c) << 5) | (d)))
 

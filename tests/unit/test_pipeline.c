@@ -1,4 +1,4 @@
-/* test_pipeline.c - the request pipeline (src/pipeline.c) with fake
+/* test_pipeline.c - the request pipeline (src/core/pipeline.c) with fake
  * targets: each step's refusal (5.03 shutting down, 4.01 identity, 4.04
  * route, 4.05 method, 4.15 Content-Format, 4.06 Accept, 4.29 rate limit,
  * 4.01/4.03 policy), the order of the steps, that EST and cBRSKI requests
@@ -16,7 +16,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "pipeline.h"
+#include "core/pipeline.h"
 #include "policy_fixtures.h"
 
 #define ALL_OPS ((1u << EST_OP_COUNT) - 1)

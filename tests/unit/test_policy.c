@@ -11,7 +11,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "policy.h"
+#include "core/policy.h"
 #include "policy_fixtures.h"
 
 #define ALL ((1u << EST_OP_COUNT) - 1)

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <cmocka.h>
 
-#include "ratelimit.h"
+#include "core/ratelimit.h"
 
 static void test_burst_then_refused(void **state)
 {

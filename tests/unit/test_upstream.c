@@ -19,8 +19,8 @@
 
 #include <event2/event.h>
 
-#include "dtls.h"
-#include "upstream.h"
+#include "tls/dtls.h"
+#include "upstream/upstream.h"
 
 /* upstream.c hands curl's TLS context to the OpenSSL glue when [log]
  * keylog_file is set; not here. */

@@ -7,7 +7,7 @@
  * with its unprotected header stripped, 2.04 CF 836. vs/es: validated,
  * logged, counted; never sent upstream (H3).
  */
-#include "brski.h"
+#include "core/brski.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -15,14 +15,14 @@
 #include <string.h>
 #include <time.h>
 
-#include "brski_pki.h"
+#include "pki/brski_pki.h"
 #include "estgw/cose.h"
 #include "estgw/log.h"
 #include "estgw/masa.h"
 #include "estgw/translate.h"
 #include "estgw/voucher.h"
-#include "metrics.h"
-#include "upstream.h"
+#include "ops/metrics.h"
+#include "upstream/upstream.h"
 
 #define KEEP_VOUCHER 60     /* seconds a delivered voucher is kept for resends */
 #define MAX_KEPT 256        /* MASA answers kept (202 / voucher) */

@@ -4,7 +4,7 @@
  * certificate kind and expiry first (they do not depend on the body), then
  * the CSR: well-formed, POP link, serialNumber, re-enroll subject.
  */
-#include "policy.h"
+#include "core/policy.h"
 
 #include <errno.h>
 #include <string.h>

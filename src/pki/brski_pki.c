@@ -4,7 +4,7 @@
  * (dtls_openssl.c) is the one X.509 verifier; mbedTLS only parses here.
  * Must not: log (callers do), or keep key material beyond the signer object.
  */
-#include "brski_pki.h"
+#include "pki/brski_pki.h"
 
 #include "estgw/config.h"
 

@@ -16,7 +16,7 @@
 
 #include "estgw/config.h"
 #include "estgw/translate.h"
-#include "exchange.h" /* struct proxy_outcome, proxy_done_fn, xchg_wait */
+#include "core/exchange.h" /* struct proxy_outcome, proxy_done_fn, xchg_wait */
 
 struct event_base;
 struct upstream;

@@ -38,7 +38,7 @@
 #include <time.h>
 
 #include "estgw/translate.h"
-#include "upstream.h"
+#include "upstream/upstream.h"
 
 struct event_base;
 struct xchg_engine;

@@ -19,7 +19,7 @@
  * Block2 state by resource + method + query only, and every EST path is
  * one resource here, so interleaved transfers got each other's blocks (E6).
  */
-#include "coap_server.h"
+#include "downstream/coap_server.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -30,12 +30,12 @@
 #include <coap3/coap.h>
 #include <event2/event.h>
 
-#include "blockwise.h"
-#include "dtls.h"
+#include "downstream/blockwise.h"
+#include "tls/dtls.h"
 #include "estgw/log.h"
 #include "estgw/translate.h"
-#include "metrics.h"
-#include "pipeline.h"
+#include "ops/metrics.h"
+#include "core/pipeline.h"
 
 #define REASM_LIFETIME 247     /* seconds: EXCHANGE_LIFETIME (RFC 7252 4.8.2) */
 #define CLIENT_MAX 256

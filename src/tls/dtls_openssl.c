@@ -6,7 +6,7 @@
  * Also the key log ([log] keylog_file) for the DTLS side and, through the
  * SSL_CTX curl hands upstream.c, the HTTPS side.
  */
-#include "dtls.h"
+#include "tls/dtls.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -25,7 +25,7 @@
 #include <openssl/x509.h>
 
 #include "estgw/log.h"
-#include "metrics.h"
+#include "ops/metrics.h"
 
 /* G1: TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 first, then AEAD ECDHE-ECDSA
  * suites only (no CBC, no RSA key exchange, no EXPORT/DES/NULL/RC4). */

@@ -16,7 +16,7 @@
  * background. The EST server's 404/501 for /csrattrs or /serverkeygen
  * takes att or skg/skc out of discovery (A3, avail.c); /csrattrs is probed.
  */
-#include "proxy.h"
+#include "core/proxy.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -25,13 +25,13 @@
 
 #include <event2/event.h>
 
-#include "avail.h"
+#include "core/avail.h"
 #include "estgw/log.h"
 #include "estgw/skg.h"
-#include "keygen.h"
-#include "pki.h"
-#include "metrics.h"
-#include "upstream.h"
+#include "pki/keygen.h"
+#include "pki/pki.h"
+#include "ops/metrics.h"
+#include "upstream/upstream.h"
 
 #define CACHE_SLOTS 16
 

@@ -4,7 +4,7 @@
  * millisecond and holds at most per_minute requests, so all arithmetic is
  * integer and exact.
  */
-#include "ratelimit.h"
+#include "core/ratelimit.h"
 
 #include <errno.h>
 #include <stdlib.h>

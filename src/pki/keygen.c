@@ -10,7 +10,7 @@
  * Must not: log, keep keys, or free a buffer that held the key without
  * zeroing it (mbedtls_platform_zeroize).
  */
-#include "keygen.h"
+#include "pki/keygen.h"
 
 #include <errno.h>
 #include <stdlib.h>

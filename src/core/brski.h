@@ -18,7 +18,7 @@
 #include "estgw/codec.h"
 #include "estgw/config.h"
 #include "estgw/masa.h"
-#include "proxy.h" /* enum proxy_rc, struct proxy_outcome, xchg_wait */
+#include "core/proxy.h" /* enum proxy_rc, struct proxy_outcome, xchg_wait */
 
 struct event_base;
 struct upstream;

@@ -5,7 +5,7 @@
  * The socket is bound to the address config.c parsed ([metrics] listen):
  * no text is parsed here.
  */
-#include "metrics.h"
+#include "ops/metrics.h"
 
 #include <errno.h>
 #include <stdio.h>

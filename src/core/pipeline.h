@@ -31,11 +31,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "brski.h"
+#include "core/brski.h"
 #include "estgw/config.h"
 #include "estgw/translate.h"
-#include "policy.h"
-#include "proxy.h"
+#include "core/policy.h"
+#include "core/proxy.h"
 
 struct pipeline;
 

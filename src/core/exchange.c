@@ -10,7 +10,7 @@
  * xchg_engine_free called from inside it only mark, and the frame that
  * made the call frees once the callback has returned.
  */
-#include "exchange.h"
+#include "core/exchange.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /* avail.c - marks for the EST operations the EST server lacks (A3).
  * See avail.h.
  */
-#include "avail.h"
+#include "core/avail.h"
 
 #include <stddef.h>
 

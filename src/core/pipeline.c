@@ -7,7 +7,7 @@
  * the table below. Knows neither libcoap nor curl: the transport hands in
  * a plain request and sends the answer it gets back.
  */
-#include "pipeline.h"
+#include "core/pipeline.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "estgw/log.h"
-#include "ratelimit.h"
+#include "core/ratelimit.h"
 
 #define RATE_CLIENTS 4096 /* clients the rate limit tracks at once */
 #define CF_ANY (-2)       /* in a service row: any Content-Format (or Accept) */

@@ -6,9 +6,9 @@
  * certificate lacks it, RFC 9148 s9.2). Only mbedTLS is used here.
  * Must not: log or keep keys: everything is freed before returning.
  */
-#include "pki.h"
+#include "pki/pki.h"
 
-#include "brski_pki.h"
+#include "pki/brski_pki.h"
 
 #include "estgw/config.h"
 

@@ -6,7 +6,7 @@
  * the block accepted last (a retransmission). Anything else is 4.08 and
  * drops the body (RFC 7959 §2.3, §2.9.2).
  */
-#include "blockwise.h"
+#include "downstream/blockwise.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -4,7 +4,7 @@
  * by its rendered label set; a series past the cap is counted in
  * estgw_metrics_dropped_series_total instead of growing memory.
  */
-#include "metrics.h"
+#include "ops/metrics.h"
 
 #include <errno.h>
 #include <stdio.h>

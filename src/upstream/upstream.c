@@ -5,7 +5,7 @@
  * libevent timer. No call here blocks: name resolution is curl's asynchronous
  * resolver, and every transfer has connect and total timeouts.
  */
-#include "upstream.h"
+#include "upstream/upstream.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -17,7 +17,7 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 
-#include "dtls.h"
+#include "tls/dtls.h"
 #include "estgw/log.h"
 
 #define HDR_MAX 256
