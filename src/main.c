@@ -18,6 +18,7 @@
 #include "core/brski.h"
 #include "downstream/coap_server.h"
 #include "tls/dtls.h"
+#include "tls/keylog.h"
 #include "estgw/config.h"
 #include "estgw/log.h"
 #include "estgw_build.h"

@@ -87,23 +87,6 @@ int estgw_dtls_peer_cert_der(void *tls, uint8_t **der, size_t *len);
 int estgw_dtls_tls_unique(void *tls, uint8_t *out, size_t outsize,
 			  size_t *len);
 
-/** The key log ([log] keylog_file): the secrets of every DTLS handshake and
- *  of every upstream TLS connection, one NSS key log line each
- *  ("CLIENT_RANDOM <client random> <master secret>" and the TLS 1.3 labels,
- *  as OpenSSL gives them; the SSLKEYLOGFILE format Wireshark reads), so a
- *  capture can be decrypted. Open @p path append-only (created with mode
- *  0600; an existing file must be a regular file of mode 0600 owned by our
- *  user, no symbolic link); until then, and after estgw_keylog_close(),
- *  nothing is written.
- *  Returns 0 or a negative errno with the reason in @p err. */
-int estgw_keylog_open(const char *path, char *err, size_t errlen);
-void estgw_keylog_close(void);
-
-/** Have connections made from @p ssl_ctx (an OpenSSL SSL_CTX *, e.g. the one
- *  curl hands to CURLOPT_SSL_CTX_FUNCTION) report their secrets to the key
- *  log; nothing when it is not open. The DTLS side is attached by
- *  estgw_dtls_setup_session(). */
-void estgw_keylog_attach(void *ssl_ctx);
 
 /** The negotiated cipher suite name, for debug logs. */
 const char *estgw_dtls_cipher(void *tls);

@@ -17,7 +17,7 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 
-#include "tls/dtls.h"
+#include "tls/keylog.h"
 #include "estgw/log.h"
 
 #define HDR_MAX 256

@@ -19,7 +19,7 @@
 
 #include <event2/event.h>
 
-#include "tls/dtls.h"
+#include "tls/keylog.h"
 #include "upstream/upstream.h"
 
 /* upstream.c hands curl's TLS context to the OpenSSL glue when [log]
