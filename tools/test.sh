@@ -4,7 +4,11 @@
 #   2. plain build: unit tests under valgrind, the 'valgrind' suite
 #      (estgw itself under valgrind for a few end-to-end cases), the 'bench' smoke
 #   3. clang libFuzzer build: each fuzz target for FUZZ_SECONDS (default 10)
-#   4. as root (unless ESTGW_CONTAINER_TESTS=0): the 'container' suite, the image
+#   4. as root (unless ESTGW_CROSS_TESTS=0; =1 runs it as any user whose machine has
+#      the cross toolchains): tools/cross-build.sh for arm64 and armhf, the unit
+#      suite and five end-to-end cases with the ARM estgw under qemu-user
+#      (~75 s for both with the sysroots made from scratch, ~40 s after)
+#   5. as root (unless ESTGW_CONTAINER_TESTS=0): the 'container' suite, the image
 #      and the interop compose stack with podman (tools/container-deps.sh first)
 # The 'deploy' suite (install tree, unit security score, man lint) runs in 1.
 # Installs missing Debian packages first when run as root.
@@ -49,6 +53,20 @@ for t in build-fuzz/tests/fuzz/fuzz_*; do
   rm -rf "$corpus"
 done
 logs+=("$fuzz_log")
+
+cross=${ESTGW_CROSS_TESTS:-auto}
+if [ "$cross" = 1 ] || { [ "$cross" = auto ] && [ "$(id -u)" = 0 ]; }; then
+  for a in arm64 armhf; do
+    rm -f "build-$a/meson-logs/cross.json"
+    timeout 900 tools/cross-build.sh "$a" || true
+    if [ -s "build-$a/meson-logs/cross.json" ]; then logs+=("build-$a/meson-logs/cross.json")
+    else
+      mkdir -p build/meson-logs
+      echo "{\"name\": \"$a:cross-build\", \"result\": \"FAIL\"}" > "build/meson-logs/cross-$a-setup.json"
+      logs+=("build/meson-logs/cross-$a-setup.json")
+    fi
+  done
+fi
 
 if [ "$(id -u)" = 0 ] && [ "${ESTGW_CONTAINER_TESTS:-1}" = 1 ]; then
   if timeout 900 tools/container-deps.sh; then

@@ -533,10 +533,27 @@ static int full_year(int yy, time_t now)
 	return year;
 }
 
-static int parse_http_date(struct text t, time_t now, time_t *when)
+/** Seconds since 1970-01-01 of a valid Gregorian date, in 64 bits: timegm()
+ *  returns a 32-bit time_t on 32-bit ABIs without time64 (Debian 12 armhf),
+ *  which cannot hold dates after 2038 (RFC 9110 §5.6.7 allows any 4-digit
+ *  year). A leap second (:60) counts as the next second, as timegm does. */
+static int64_t epoch_seconds(const struct date_parts *d)
+{
+	static const int before_month[12] = { 0, 31, 59, 90, 120, 151,
+					      181, 212, 243, 273, 304, 334 };
+	int64_t y = d->year, days;
+	int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+
+	/* days from 0000-01-01 to the 1st of January of year y, minus that
+	 * of 1970 (leap years before y: (y-1)/4 - (y-1)/100 + (y-1)/400) */
+	days = 365 * y + (y + 3) / 4 - (y + 99) / 100 + (y + 399) / 400 - 719528;
+	days += before_month[d->mon] + (d->mon > 1 && leap) + d->mday - 1;
+	return ((days * 24 + d->hour) * 60 + d->min) * 60 + d->sec;
+}
+
+static int parse_http_date(struct text t, time_t now, int64_t *when)
 {
 	struct date_parts d;
-	struct tm tm;
 	size_t i;
 
 	for (i = 0; i < sizeof(date_formats) / sizeof(date_formats[0]); i++)
@@ -549,14 +566,7 @@ static int parse_http_date(struct text t, time_t now, time_t *when)
 	if (d.mday < 1 || d.mday > days_in_month(d.year, d.mon) ||
 	    d.hour > 23 || d.min > 59 || d.sec > 60)
 		return -EINVAL;
-	memset(&tm, 0, sizeof(tm));
-	tm.tm_year = d.year - 1900;
-	tm.tm_mon = d.mon;
-	tm.tm_mday = d.mday;
-	tm.tm_hour = d.hour;
-	tm.tm_min = d.min;
-	tm.tm_sec = d.sec;
-	*when = timegm(&tm);
+	*when = epoch_seconds(&d);
 	return 0;
 }
 
@@ -586,7 +596,7 @@ static int is_ows(char c)
 int est_retry_after_seconds(const char *v, time_t now, uint32_t *secs)
 {
 	struct text t;
-	time_t when;
+	int64_t when;
 
 	if (!v || !secs)
 		return -EINVAL;
@@ -600,12 +610,12 @@ int est_retry_after_seconds(const char *v, time_t now, uint32_t *secs)
 		return 0;
 	if (parse_http_date(t, now, &when) != 0)
 		return -EINVAL;
-	if (when <= now)
+	if (when <= (int64_t)now)
 		*secs = 0;
-	else if ((uint64_t)when - (uint64_t)now > UINT32_MAX)
-		*secs = UINT32_MAX; /* unsigned: no overflow for any now */
+	else if (when - (int64_t)now > (int64_t)UINT32_MAX)
+		*secs = UINT32_MAX; /* both fit in 64 bits: no overflow */
 	else
-		*secs = (uint32_t)((uint64_t)when - (uint64_t)now);
+		*secs = (uint32_t)(when - (int64_t)now);
 	return 0;
 }
 

@@ -50,7 +50,10 @@ def is_build_dir(path):
 
 def tree_files(src):
     for root, dirs, files in os.walk(src):
+        # build*/ at the top is ignored by git (.gitignore): build trees, and the
+        # cross-build sysroots of tools/cross-build.sh (build-sysroot/)
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and
+                         not (root == src and d.startswith("build")) and
                          not is_build_dir(os.path.join(root, d)))
         for f in sorted(files):
             yield os.path.join(root, f)

@@ -665,6 +665,21 @@ static void test_D_retry_after_garbage(void **st)
 	assert_int_equal(est_retry_after_seconds(NULL, T_1994, &s), -EINVAL);
 }
 
+/* Dates past 2038 on a 32-bit time_t (Debian 12 armhf): the seconds are
+ * counted in 64 bits, not by timegm(). Expected values from `date -u -d`. */
+static void test_D_retry_after_date_after_2038(void **st)
+{
+	/* 2^31 s after the epoch: one past the largest 32-bit time_t */
+	expect_retry("Tue, 19 Jan 2038 03:14:08 GMT", 0, 2147483648u);
+	/* 2100 is not a leap year; 2100-01-01 is 4102444800 */
+	expect_retry("Fri, 01 Jan 2100 00:00:00 GMT", T_1994,
+		     (uint32_t)(4102444800ll - T_1994));
+	expect_retry("Mon, 01 Mar 2100 00:00:00 GMT", T_1994,
+		     (uint32_t)(4107542400ll - T_1994));
+	/* a leap second counts as the next second, as with timegm() */
+	expect_retry("Sat, 31 Dec 2016 23:59:60 GMT", 1483228800 - 10, 10);
+}
+
 static void test_D_retry_after_huge(void **st)
 {
 	expect_retry("4294967295", 0, UINT32_MAX);
@@ -1420,6 +1435,7 @@ int main(void)
 		cmocka_unit_test(test_D_retry_after_obsolete_dates),
 		cmocka_unit_test(test_D_retry_after_past_date),
 		cmocka_unit_test(test_D_retry_after_garbage),
+		cmocka_unit_test(test_D_retry_after_date_after_2038),
 		cmocka_unit_test(test_D_retry_after_huge),
 		cmocka_unit_test(test_D_transport_connect_5_02),
 		cmocka_unit_test(test_D_transport_dns_5_02),
