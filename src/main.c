@@ -8,10 +8,14 @@
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -26,10 +30,6 @@
 #include "pki/pki.h"
 #include "core/proxy.h"
 #include "upstream/upstream.h"
-
-#ifdef HAVE_SYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
 
 #define DEFAULT_CONFIG "/etc/estgw/estgw.conf"
 #define DRAIN_TICK_MS 50
@@ -71,7 +71,7 @@ static void print_version(void)
 	printf("libevent %s\n", event_get_version());
 	printf("%s\n", estgw_pki_lib_version());
 	printf("%s (DTLS backend)\n", estgw_dtls_backend_version());
-#ifdef HAVE_SYSTEMD
+#ifdef ESTGW_SD_NOTIFY
 	printf("sd_notify: yes\n");
 #else
 	printf("sd_notify: no\n");
@@ -120,11 +120,34 @@ static int parse_args(int argc, char **argv, struct options *o)
 	return 0;
 }
 
-/** Tell the service manager (systemd Type=notify); nothing without it. */
+/** Tell the service manager (systemd Type=notify; sd_notify(3)'s protocol):
+ *  one datagram with the state to the AF_UNIX socket named in NOTIFY_SOCKET,
+ *  a path or, with a leading '@', an abstract name; nothing without it. The
+ *  protocol is one sendto(), so it is written here instead of linking
+ *  libsystemd, which with the compression and crypto libraries it loads costs
+ *  about 1 MiB of resident memory (docs/performance.md, "Memory budget").
+ *  Never blocks the loop: a full queue drops the message. */
 static void notify(const char *state)
 {
-#ifdef HAVE_SYSTEMD
-	sd_notify(0, state);
+#ifdef ESTGW_SD_NOTIFY
+	const char *name = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t n = name ? strlen(name) : 0;
+	int fd;
+
+	if (n < 2 || (name[0] != '/' && name[0] != '@') || n >= sizeof(sa.sun_path))
+		return; /* unset, or a kind (vsock:) this build does not speak */
+	memcpy(sa.sun_path, name, n);
+	if (name[0] == '@')
+		sa.sun_path[0] = '\0';
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	if (sendto(fd, state, strlen(state), MSG_DONTWAIT | MSG_NOSIGNAL,
+		   (const struct sockaddr *)&sa,
+		   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) < 0)
+		log_warn("main", "sd_notify %s to %s: %s", state, name, strerror(errno));
+	close(fd);
 #else
 	(void)state;
 #endif

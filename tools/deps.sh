@@ -5,7 +5,7 @@ pkgs=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev
       libcoap3-dev libcoap3-bin libevent-dev libcurl4-openssl-dev libcbor-dev
       libmbedtls-dev libssl-dev libinih-dev libcmocka-dev
       openssl python3 valgrind curl
-      libsystemd-dev systemd mandoc    # sd_notify; systemd-analyze and mandoc for tests
+      systemd mandoc                   # systemd-analyze and mandoc for tests
       tshark)                          # decrypts a capture with [log] keylog_file (test_keylog)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # install_tree.sh BUILD_DIR - `meson install` into a DESTDIR and check the tree:
 # the binary, the example config under sysconfdir, the man pages, the systemd
-# unit (Type= matching the libsystemd choice, ExecStart naming the installed
+# unit (Type= matching the sd_notify choice, ExecStart naming the installed
 # binary) and the sysusers.d file. Prints "N passed, N failed".
 set -euo pipefail
 build=$1
@@ -35,7 +35,7 @@ if [ "$unit_on" = True ] || [ "$unit_on" = true ]; then
     grep -qx "ExecStart=$sbin/estgw -c $etc/estgw/estgw.conf" "$unit"
   check "ExecReload sends SIGHUP" grep -qx 'ExecReload=/bin/kill -HUP $MAINPID' "$unit"
   check "runs as its own user" grep -qx 'User=estgw' "$unit"
-  if grep -q '^#define HAVE_SYSTEMD' "$build/estgw_build.h"; then want=notify; else want=exec; fi
+  if grep -q '^#define ESTGW_SD_NOTIFY' "$build/estgw_build.h"; then want=notify; else want=exec; fi
   check "Type=$want" grep -qx "Type=$want" "$unit"
   check "no @placeholders@ left" bash -c "! grep -q '@[A-Z_]*@' '$unit'"
 fi

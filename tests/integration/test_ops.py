@@ -483,17 +483,28 @@ class TestJsonLog(StackTest):
 
 
 class TestNotify(StackTest):
-    """sd_notify (systemd Type=notify): READY, RELOADING + READY, STOPPING."""
+    """sd_notify (systemd Type=notify): READY, RELOADING + READY, STOPPING.
+    estgw speaks the protocol itself (no libsystemd): one datagram per state to
+    the AF_UNIX socket NOTIFY_SOCKET names."""
+
+    abstract = False
 
     def setUp(self):
         exe = os.environ.get("ESTGW", "estgw")
         if b"sd_notify: yes" not in subprocess.run([exe, "--version"], capture_output=True).stdout:
-            self.skipTest("estgw built without libsystemd")
+            self.skipTest("estgw built with -Dsystemd=disabled")
         self.sockdir = tempfile.mkdtemp(prefix="estgw-notify-")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(os.path.join(self.sockdir, "notify"))
+        if self.abstract:
+            # a leading '@' names a socket in the abstract namespace
+            name = f"estgw-notify-{os.getpid()}-{time.time_ns()}"
+            self.sock.bind("\0" + name)
+            env = "@" + name
+        else:
+            env = os.path.join(self.sockdir, "notify")
+            self.sock.bind(env)
         self.sock.settimeout(20)
-        os.environ["NOTIFY_SOCKET"] = os.path.join(self.sockdir, "notify")
+        os.environ["NOTIFY_SOCKET"] = env
         try:
             super().setUp()
         finally:
@@ -520,6 +531,12 @@ class TestNotify(StackTest):
         # exited by itself: tearDown must not send its SIGTERM into the exit
         # (a second signal after the loop let go of its handlers kills it)
         self.assertEqual(self.s.gw.wait(timeout=30), 0)
+
+
+class TestNotifyAbstract(TestNotify):
+    """The same states to an abstract-namespace socket (NOTIFY_SOCKET=@name)."""
+
+    abstract = True
 
 
 class TestSignals(unittest.TestCase):
