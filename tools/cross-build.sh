@@ -8,7 +8,7 @@
 # 2. unpacks the target's -dev packages and everything they depend on into a
 #    sysroot, build-sysroot/<triplet>/ (apt-get download + dpkg -x: the host's
 #    own packages are never touched; docs/deploy.md "Cross builds" says why)
-# 3. meson setup + compile in build-<arch>/ with cross/<arch>.ini + cross/sysroot.ini
+# 3. meson setup + compile in build-<arch>/ with deploy/cross/<arch>.ini + deploy/cross/sysroot.ini
 # 4. runs the unit suite under qemu-user (meson's exe_wrapper)
 # 5. end to end (unless --unit-only): a few integration cases with the ARM estgw
 #    under qemu (ESTGW_WRAP), the x86 test CA and coap-client-openssl as the device
@@ -99,8 +99,8 @@ fi
 printf "[constants]\nsysroot = '%s'\n" "$SYSROOT" > "$SYSROOT.ini"
 
 say "meson setup + compile in build-$arch"
-cross=(--cross-file "$SRC/cross/$arch.ini" --cross-file "$SYSROOT.ini"
-       --cross-file "$SRC/cross/sysroot.ini")
+cross=(--cross-file "$SRC/deploy/cross/$arch.ini" --cross-file "$SYSROOT.ini"
+       --cross-file "$SRC/deploy/cross/sysroot.ini")
 # The bench tools are x86 measurement programs: not built for the target.
 setup_log=$(mktemp)
 if [ -f "$BUILD/meson-private/coredata.dat" ]; then set -- --reconfigure; else set --; fi
