@@ -362,6 +362,8 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 static void kept_free(struct kept_node *k)
 {
 	free(k->k.content_type);
+	if (k->k.body) /* a serverkeygen answer holds a private key (G7) */
+		explicit_bzero(k->k.body, k->k.len);
 	free(k->k.body);
 	free(k);
 }

@@ -308,6 +308,13 @@ static void on_answered(struct xchg *ex, const struct upstream_result *r)
 		   !j->kg_op && good_answer(px, j, r, EST_CF_PKCS7_CERTS)) {
 		/* for a device told to come back (D2) */
 		xchg_keep(px->xe, xchg_key(ex), r, px->cfg->upstream.keep_issued);
+	} else if ((j->op->op == EST_OP_SKG || j->op->op == EST_OP_SKC) &&
+		   !j->kg_op && good_answer(px, j, r, EST_CF_MULTIPART_CORE)) {
+		/* The CA's key and certificate, for the device that was told
+		 * 5.03 and comes back, or resends after a lost answer: the
+		 * same key again, never a second one (D2). Only that client
+		 * identity's identical request finds it; zeroed when dropped. */
+		xchg_keep(px->xe, xchg_key(ex), r, px->cfg->upstream.keep_issued);
 	}
 }
 
@@ -327,12 +334,14 @@ static void on_outcome(struct xchg *ex, int resp_cf, const struct upstream_resul
 
 static const struct xchg_hooks est_hooks = { on_answered, on_outcome, job_free };
 
-/* An answer with a private key (skg, skc): estgw keeps no keys (G7),
- * so a device told to come back would only have a second key made. It
- * waits for the exchange itself, up to [upstream] timeout. */
+/* A key estgw made itself (registrar keygen, F4) exists only in this job:
+ * a device told to come back would find it gone with the job, so it waits
+ * for the exchange itself, up to [upstream] timeout. The CA's skg/skc
+ * answers are kept like certificates (on_answered) and take the
+ * answer_within 5.03 like every other request (D2). */
 static int brings_key(const struct est_job *j)
 {
-	return j->kg_op || j->op->op == EST_OP_SKG || j->op->op == EST_OP_SKC;
+	return j->kg_op != NULL;
 }
 
 /* A new exchange in RECEIVING with its request built; NULL with *err

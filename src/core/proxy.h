@@ -70,7 +70,7 @@ unsigned proxy_ops_missing(const struct proxy *px);
  *  exchange goes on; a certificate it brings is kept (keep_issued). A
  *  pending request with no answer after [upstream] answer_within seconds
  *  is answered 5.03 + Max-Age through @p fn the same way (D2), except
- *  skg/skc, whose key is not kept: they wait for the exchange. */
+ *  registrar keygen (F4), whose key lives only in its exchange. */
 void proxy_cancel(struct xchg_wait *w);
 
 #endif

@@ -44,10 +44,15 @@ def max_age(result):
     return int(ages[-1]) if ages else None
 
 
+def req_lines_ms_path(log, short, code):
+    """The time (ms) of each request line for WK/<short> with that code."""
+    return [float(ms) for ms in re.findall(
+        rf"POST /.well-known/est/{short} upstream=\S+ code={re.escape(code)} ([\d.]+)ms", log)]
+
+
 def req_lines_ms(log, code):
     """The time (ms) of each /sen request line of estgw's log with that code."""
-    return [float(ms) for ms in re.findall(
-        rf"POST /.well-known/est/sen upstream=\S+ code={re.escape(code)} ([\d.]+)ms", log)]
+    return req_lines_ms_path(log, "sen", code)
 
 
 class TestRetryAfter(StackTest):
@@ -439,6 +444,37 @@ class TestStalledCA(StackTest):
         self.assertEqual(stats["issued"], 1, stats)
         self.assertEqual(stats["ops"].get("simpleenroll"), 1, stats)
         self.assertRegex(self.s.log(), r"POST /.well-known/est/sen upstream=- code=2\.04 "
+                                       r"[\d.]+ms \(kept\)")
+        self.assertNotIn("code=5.04", self.s.log())
+
+
+class TestStalledCAServerKeygen(StackTest):
+    """/skg against a CA that holds /serverkeygen: 5.03 + Max-Age after answer_within
+    like every request, the exchange goes on, and the retry gets the key and the
+    certificate the CA made meanwhile; one key made, never a second (D2, F)."""
+    stack_kwargs = {"timeout": 30, "extra_upstream": f"answer_within = {ANSWER_WITHIN}"}
+
+    def skg(self, csr):
+        return self.s.coap(WK + "/skg", method="post", cf=286, payload=csr, extra=["-v", "7"])
+
+    def test_D2_held_serverkeygen_5_03_then_kept_key(self):
+        self.s.ca_control(mode="hold", op="serverkeygen")
+        csr = csr_der(self.s.pki)
+        r = self.skg(csr)
+        self.assertEqual(r.code, "5.03", r)
+        self.assertTrue(26 <= max_age(r) <= 30, max_age(r))
+        [ms] = req_lines_ms_path(self.s.log(), "skg", "5.03")
+        self.assertTrue(ANSWER_WITHIN * 1000 <= ms < ANSWER_WITHIN * 1000 + MARGIN_MS, ms)
+        self.s.ca_control(release=True)
+        wait_for(lambda: "serverkeygen -> HTTP 200" in self.s.log(), what="the CA's answer")
+        first = self.skg(csr)
+        self.assertEqual(first.rc, 0, first)
+        self.assertEqual(first.payload[:1], b"\x84", first)  # CBOR array of 4 (RFC 9148 4.8)
+        again = self.skg(csr)  # the same request again: the same key, not a second one
+        self.assertEqual(again.payload, first.payload)
+        stats = self.s.ca_stats()
+        self.assertEqual(stats["ops"].get("serverkeygen"), 1, stats)
+        self.assertRegex(self.s.log(), r"POST /.well-known/est/skg upstream=- code=2\.04 "
                                        r"[\d.]+ms \(kept\)")
         self.assertNotIn("code=5.04", self.s.log())
 
