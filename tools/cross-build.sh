@@ -44,7 +44,7 @@ target_pkgs=(libc6-dev libcoap3-dev libevent-dev libcurl4-openssl-dev libcbor-de
              libmbedtls-dev libssl-dev libinih-dev libcmocka-dev)
 # The host side. Not crossbuild-essential-$arch: it adds g++ and dpkg-cross (perl
 # modules, which upgrade the host's perl on an older install); C needs only these.
-host_pkgs=("gcc-$triplet" "binutils-$triplet" qemu-user meson ninja-build pkg-config)
+host_pkgs=("gcc-$triplet" "binutils-$triplet" qemu-user meson ninja-build pkg-config file)
 
 missing=()
 for p in "${host_pkgs[@]}"; do
