@@ -425,7 +425,14 @@ static int start(struct gateway *gw)
 		return -1;
 	if (upstream_global_init() != 0)
 		return -1;
-	gw->base = event_base_new();
+	/* Precise monotonic time for timers: libevent's default coarse clock
+	 * runs up to a tick behind, so answer_within (D2) could fire early. */
+	struct event_config *ec = event_config_new();
+	if (!ec)
+		return -1;
+	event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
+	gw->base = event_base_new_with_config(ec);
+	event_config_free(ec);
 	if (!gw->base)
 		return -1;
 	for (int i = 0; i < 3; i++) {

@@ -606,6 +606,9 @@ struct xchg_wait *xchg_wait(struct xchg *ex, int param, proxy_done_fn fn,
 	if (ms && !ex->no_deadline) {
 		struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
 		w->deadline = evtimer_new(e->base, on_deadline, w);
+		/* counted from now: libevent counts a timer from when its loop
+		 * last woke, older by whatever ran before in this pass */
+		event_base_update_cache_time(e->base);
 		if (!w->deadline || evtimer_add(w->deadline, &tv) != 0) {
 			wait_free(w);
 			return NULL;
