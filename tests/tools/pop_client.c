@@ -22,6 +22,8 @@
 #include <unistd.h>
 
 #include <coap3/coap.h>
+
+#include "dtls_client.h"
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -163,35 +165,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 static coap_session_t *open_session(coap_context_t *ctx, const struct opts *o,
 				    coap_uri_t *uri)
 {
-	static coap_dtls_pki_t pki;
-	coap_address_t dst;
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM };
-	struct addrinfo *ai = NULL;
-	char host[256], port[8];
-
-	if (coap_split_uri((const uint8_t *)o->uri, strlen(o->uri), uri) < 0 ||
-	    uri->scheme != COAP_URI_SCHEME_COAPS || uri->host.length >= sizeof(host))
-		return NULL;
-	memcpy(host, uri->host.s, uri->host.length);
-	host[uri->host.length] = '\0';
-	snprintf(port, sizeof(port), "%u", uri->port);
-	if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai)
-		return NULL;
-	coap_address_init(&dst);
-	dst.size = ai->ai_addrlen;
-	memcpy(&dst.addr, ai->ai_addr, ai->ai_addrlen);
-	freeaddrinfo(ai);
-	memset(&pki, 0, sizeof(pki));
-	pki.version = COAP_DTLS_PKI_SETUP_VERSION;
-	pki.verify_peer_cert = 1;
-	pki.check_common_ca = 1;
-	pki.cert_chain_validation = 1;
-	pki.cert_chain_verify_depth = 4;
-	pki.pki_key.key_type = COAP_PKI_KEY_PEM;
-	pki.pki_key.key.pem.public_cert = o->cert;
-	pki.pki_key.key.pem.private_key = o->key;
-	pki.pki_key.key.pem.ca_file = o->ca;
-	return coap_new_client_session_pki(ctx, NULL, &dst, COAP_PROTO_DTLS, &pki);
+	return test_dtls_open(ctx, o->cert, o->key, o->ca, o->uri, uri);
 }
 
 /* The tls-unique as the client sees it: its own Finished on a full
