@@ -16,6 +16,7 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -78,8 +79,19 @@ class Capture:
             ["tshark", "-i", "lo", "-f", f"udp port {udp_port} or tcp port {tcp_port}",
              "-w", self.pcap, "-P", "-l", "-d", f"udp.port=={udp_port},dtls"],
             stdout=self.out, stderr=self.err, stdin=subprocess.DEVNULL)
-        wait_for(lambda: "Capturing on" in read_text(self.err_path) or self.proc.poll() is not None,
-                 timeout=60, what="tshark capturing")
+        # tshark says "Capturing on" before its dumpcap child has the
+        # interface open: only a packet seen in the capture proves it is on.
+        # Probes go to the DTLS port while nothing listens there yet.
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            def seen():
+                if self.proc.poll() is not None:
+                    return True
+                probe.sendto(b"capture probe", ("127.0.0.1", udp_port))
+                return read_text(self.out_path).strip() != ""
+            wait_for(seen, timeout=60, what="tshark capturing (a probe datagram seen)")
+        finally:
+            probe.close()
         if self.proc.poll() is not None:
             raise AssertionError(f"tshark exited: {read_text(self.err_path)}")
 
