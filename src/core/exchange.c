@@ -365,6 +365,9 @@ static void kept_free(struct kept_node *k)
 	if (k->k.body) /* a serverkeygen answer holds a private key (G7) */
 		explicit_bzero(k->k.body, k->k.len);
 	free(k->k.body);
+	if (k->k.extra)
+		explicit_bzero(k->k.extra, k->k.extra_len);
+	free(k->k.extra);
 	free(k);
 }
 
@@ -401,6 +404,13 @@ const struct xchg_kept *xchg_kept_find(struct xchg_engine *e,
 int xchg_keep(struct xchg_engine *e, const uint8_t key[XCHG_KEY_LEN],
 	      const struct upstream_result *r, uint32_t ttl)
 {
+	return xchg_keep_extra(e, key, r, ttl, NULL, 0);
+}
+
+int xchg_keep_extra(struct xchg_engine *e, const uint8_t key[XCHG_KEY_LEN],
+		    const struct upstream_result *r, uint32_t ttl,
+		    const uint8_t *extra, size_t extra_len)
+{
 	struct kept_node *k;
 
 	if (ttl == 0 || xchg_kept_find(e, key))
@@ -410,10 +420,17 @@ int xchg_keep(struct xchg_engine *e, const uint8_t key[XCHG_KEY_LEN],
 		return -ENOMEM;
 	k->k.body = malloc(r->body_len ? r->body_len : 1);
 	k->k.content_type = r->content_type ? strdup(r->content_type) : NULL;
+	if (extra && !(k->k.extra = malloc(extra_len ? extra_len : 1))) {
+		kept_free(k);
+		return -ENOMEM;
+	}
 	if (!k->k.body || (r->content_type && !k->k.content_type)) {
 		kept_free(k);
 		return -ENOMEM;
 	}
+	if (extra && extra_len)
+		memcpy(k->k.extra, extra, extra_len);
+	k->k.extra_len = extra ? extra_len : 0;
 	if (r->body_len)
 		memcpy(k->k.body, r->body, r->body_len);
 	kept_trim(e, e->clock.wall(), 1);

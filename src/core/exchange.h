@@ -110,6 +110,9 @@ struct xchg_kept {
 	char *content_type; /**< NULL when none */
 	uint8_t *body;
 	size_t len;
+	uint8_t *extra;     /**< the owner's data kept beside it, or NULL:
+				 secret (a key estgw made), zeroed when dropped */
+	size_t extra_len;
 	time_t expires;     /**< wall clock */
 };
 
@@ -181,6 +184,11 @@ void xchg_abort(struct xchg *ex);
  *  0 or -ENOMEM. */
 int xchg_keep(struct xchg_engine *e, const uint8_t key[XCHG_KEY_LEN],
 	      const struct upstream_result *r, uint32_t ttl);
+/** xchg_keep with @p extra (copied) kept beside the answer: what the owner
+ *  needs to rebuild the device's answer, such as the key estgw made. */
+int xchg_keep_extra(struct xchg_engine *e, const uint8_t key[XCHG_KEY_LEN],
+		    const struct upstream_result *r, uint32_t ttl,
+		    const uint8_t *extra, size_t extra_len);
 /** The answer kept for @p key and not expired, or NULL. */
 const struct xchg_kept *xchg_kept_find(struct xchg_engine *e,
 				       const uint8_t key[XCHG_KEY_LEN]);

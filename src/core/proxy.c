@@ -252,6 +252,59 @@ static void log_exchange(const struct est_job *j, const struct upstream_result *
 			  r->seconds * 1000, r->reused ? ", reused connection" : "");
 }
 
+/* A kept registrar-keygen answer's extra data: the key's length (4 bytes,
+ * big-endian), the key (PKCS#8), then the CSR estgw signed with it. */
+static void kg_keep(struct proxy *px, struct xchg *ex, const struct est_job *j,
+		    const struct upstream_result *r)
+{
+	size_t n = 4 + j->kg_key_len + j->csr_len;
+	uint8_t *x = malloc(n);
+
+	if (!x)
+		return; /* not kept: a retry makes a new key */
+	x[0] = (uint8_t)(j->kg_key_len >> 24);
+	x[1] = (uint8_t)(j->kg_key_len >> 16);
+	x[2] = (uint8_t)(j->kg_key_len >> 8);
+	x[3] = (uint8_t)j->kg_key_len;
+	memcpy(x + 4, j->kg_key, j->kg_key_len);
+	memcpy(x + 4 + j->kg_key_len, j->csr, j->csr_len);
+	xchg_keep_extra(px->xe, xchg_key(ex), r, px->cfg->upstream.keep_issued,
+			x, n);
+	explicit_bzero(x, n);
+	free(x);
+}
+
+/* The device's answer from a kept registrar-keygen answer (0), or -EINVAL
+ * when @p k holds none. */
+static int kg_answer_kept(struct proxy *px, const struct proxy_request *rq,
+			  const struct xchg_kept *k, struct proxy_outcome *out)
+{
+	struct upstream_result r = {
+		.err = EST_UP_OK,
+		.status = k->status,
+		.content_type = k->content_type,
+		.body = k->body,
+		.body_len = k->len,
+	};
+	struct kg_answer kg;
+	size_t klen;
+
+	if (!k->extra || k->extra_len < 4)
+		return -EINVAL;
+	klen = (size_t)k->extra[0] << 24 | (size_t)k->extra[1] << 16 |
+	       (size_t)k->extra[2] << 8 | k->extra[3];
+	if (klen == 0 || klen > k->extra_len - 4)
+		return -EINVAL;
+	kg.op = rq->route->op;
+	kg.key = k->extra + 4;
+	kg.len = klen;
+	translate_keygen(px, &kg, rq->resp_cf, k->extra + 4 + klen,
+			 k->extra_len - 4 - klen, &r, out);
+	out->upstream_status = 0;
+	snprintf(out->note, sizeof(out->note), "%s", "kept, key made by estgw");
+	return 0;
+}
+
 /* A3: what the EST server answers for /csrattrs or /serverkeygen
  * decides whether discovery lists att or skg/skc. Discovery lists the
  * unlabeled paths only, so a label's answers (maybe another CA profile)
@@ -308,6 +361,11 @@ static void on_answered(struct xchg *ex, const struct upstream_result *r)
 		   !j->kg_op && good_answer(px, j, r, EST_CF_PKCS7_CERTS)) {
 		/* for a device told to come back (D2) */
 		xchg_keep(px->xe, xchg_key(ex), r, px->cfg->upstream.keep_issued);
+	} else if (j->kg_op && good_answer(px, j, r, EST_CF_PKCS7_CERTS)) {
+		/* Registrar keygen (F4): the certificate with the key estgw
+		 * made and the CSR it signed, so that the device told 5.03
+		 * (or whose answer was lost) gets this key again (D2). */
+		kg_keep(px, ex, j, r);
 	} else if ((j->op->op == EST_OP_SKG || j->op->op == EST_OP_SKC) &&
 		   !j->kg_op && good_answer(px, j, r, EST_CF_MULTIPART_CORE)) {
 		/* The CA's key and certificate, for the device that was told
@@ -333,16 +391,6 @@ static void on_outcome(struct xchg *ex, int resp_cf, const struct upstream_resul
 }
 
 static const struct xchg_hooks est_hooks = { on_answered, on_outcome, job_free };
-
-/* A key estgw made itself (registrar keygen, F4) exists only in this job:
- * a device told to come back would find it gone with the job, so it waits
- * for the exchange itself, up to [upstream] timeout. The CA's skg/skc
- * answers are kept like certificates (on_answered) and take the
- * answer_within 5.03 like every other request (D2). */
-static int brings_key(const struct est_job *j)
-{
-	return j->kg_op != NULL;
-}
 
 /* A new exchange in RECEIVING with its request built; NULL with *err
  * (-EINVAL: the body is not a CSR, -ENOMEM). @p kg: the key estgw made. */
@@ -388,8 +436,6 @@ static struct xchg *job_new(struct proxy *px, enum job_kind kind,
 		j->kg_key = kg->key;
 		j->kg_key_len = kg->len;
 	}
-	if (brings_key(j))
-		xchg_no_deadline(ex);
 	return ex;
 }
 
@@ -466,6 +512,7 @@ static enum proxy_rc keygen_submit(struct proxy *px, const struct proxy_request 
 {
 	const struct est_op_desc *op = rq->route->op;
 	uint8_t key[XCHG_KEY_LEN];
+	const struct xchg_kept *k;
 	struct estgw_keygen kg;
 	struct xchg *ex;
 	int err;
@@ -478,6 +525,9 @@ static enum proxy_rc keygen_submit(struct proxy *px, const struct proxy_request 
 		return answer_now(now, EST_CODE(5, 1),
 				  "encrypted keys need the CA's serverkeygen", 0);
 	request_key(op, rq->route->label, rq->client, rq->body, rq->len, key);
+	k = xchg_kept_find(px->xe, key);
+	if (k && kg_answer_kept(px, rq, k, now) == 0)
+		return PROXY_ANSWERED;
 	ex = xchg_find(px->xe, key);
 	if (ex)
 		return wait_on(ex, rq, fn, arg, wait, now);

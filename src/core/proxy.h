@@ -69,8 +69,8 @@ unsigned proxy_ops_missing(const struct proxy *px);
 /** Forget a pending request: its callback will not run. The upstream
  *  exchange goes on; a certificate it brings is kept (keep_issued). A
  *  pending request with no answer after [upstream] answer_within seconds
- *  is answered 5.03 + Max-Age through @p fn the same way (D2), except
- *  registrar keygen (F4), whose key lives only in its exchange. */
+ *  is answered 5.03 + Max-Age through @p fn the same way (D2); skg/skc
+ *  answers are kept too, with registrar keygen (F4) the key estgw made. */
 void proxy_cancel(struct xchg_wait *w);
 
 #endif

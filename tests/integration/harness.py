@@ -73,6 +73,16 @@ def wait_for(pred, timeout=15.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def new_csr(tmpdir, name):
+    """A fresh P-256 CSR (test side, openssl CLI), subject CN=device-001."""
+    key = os.path.join(tmpdir, name + ".key")
+    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", key, "-subj", "/CN=device-001/serialNumber=SN001",
+                    "-outform", "DER", "-out", key + ".csr"], check=True, capture_output=True)
+    with open(key + ".csr", "rb") as f:
+        return f.read()
+
+
 def openssl(*args, data=None):
     r = subprocess.run(["openssl", *args], input=data, capture_output=True, check=False)
     if r.returncode != 0:

@@ -18,7 +18,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
-from harness import (StackTest, certs_of_pkcs7_der, openssl, pubkey_of_cert_der,  # noqa: E402
+from harness import (StackTest, certs_of_pkcs7_der, new_csr, openssl, pubkey_of_cert_der,  # noqa: E402
                      pubkey_of_csr_der)
 
 WK = "/.well-known/est"
@@ -313,9 +313,16 @@ class TestRegistrarKeygen(KeygenTest):
         self.assertEqual(self.s.ca_stats()["paths"].get(f"{WK}/lbl1/simpleenroll"), 1)
 
     def test_F4_each_request_gets_a_new_key(self):
+        """A new CSR gets a new key; the same CSR again (a device whose answer
+        was lost) gets the same key from the kept answer, no second enrollment."""
         k1, _ = self.expect_answer(self.keygen("skc"), 284, 287)
-        k2, _ = self.expect_answer(self.keygen("skc", block=128), 284, 287)
+        k1b, _ = self.expect_answer(self.keygen("skc", block=128), 284, 287)
+        self.assertEqual(k1, k1b)
+        self.assertEqual(self.s.ca_stats()["ops"].get("simpleenroll"), 1)
+        other = new_csr(self.s.dir, "second")
+        k2, _ = self.expect_answer(self.keygen("skc", csr=other), 284, 287)
         self.assertNotEqual(k1, k2)
+        self.assertEqual(self.s.ca_stats()["ops"].get("simpleenroll"), 2)
 
     def test_F4_encrypted_key_request_5_01(self):
         csr = csr_asking_encryption(self.s.pki, b"\x01\x02")

@@ -18,23 +18,13 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
-from harness import Stack, StackTest, certs_of_pkcs7_der, pubkey_of_cert_der, pubkey_of_csr_der, wait_for  # noqa: E402
+from harness import Stack, StackTest, certs_of_pkcs7_der, new_csr, pubkey_of_cert_der, pubkey_of_csr_der, wait_for  # noqa: E402
 
 WK = "/.well-known/est"
 
 
 def csr_der(pki):
     with open(os.path.join(pki, "device.csr.der"), "rb") as f:
-        return f.read()
-
-
-def new_csr(tmpdir, name):
-    """A fresh P-256 CSR (test side, openssl CLI), subject CN=device-001."""
-    key = os.path.join(tmpdir, name + ".key")
-    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                    "-nodes", "-keyout", key, "-subj", "/CN=device-001/serialNumber=SN001",
-                    "-outform", "DER", "-out", key + ".csr"], check=True, capture_output=True)
-    with open(key + ".csr", "rb") as f:
         return f.read()
 
 
@@ -448,17 +438,18 @@ class TestStalledCA(StackTest):
         self.assertNotIn("code=5.04", self.s.log())
 
 
-class TestStalledCAServerKeygen(StackTest):
-    """/skg against a CA that holds /serverkeygen: 5.03 + Max-Age after answer_within
+class StalledKeygenTest(StackTest):
+    """/skg against a CA that holds the request: 5.03 + Max-Age after answer_within
     like every request, the exchange goes on, and the retry gets the key and the
-    certificate the CA made meanwhile; one key made, never a second (D2, F)."""
+    certificate made meanwhile; one key made, never a second (D2, F)."""
     stack_kwargs = {"timeout": 30, "extra_upstream": f"answer_within = {ANSWER_WITHIN}"}
 
     def skg(self, csr):
         return self.s.coap(WK + "/skg", method="post", cf=286, payload=csr, extra=["-v", "7"])
 
-    def test_D2_held_serverkeygen_5_03_then_kept_key(self):
-        self.s.ca_control(mode="hold", op="serverkeygen")
+    def held_then_kept(self, held_op):
+        """Hold @held_op at the CA, ask, release, ask twice: the CA's stats."""
+        self.s.ca_control(mode="hold", op=held_op)
         csr = csr_der(self.s.pki)
         r = self.skg(csr)
         self.assertEqual(r.code, "5.03", r)
@@ -466,17 +457,41 @@ class TestStalledCAServerKeygen(StackTest):
         [ms] = req_lines_ms_path(self.s.log(), "skg", "5.03")
         self.assertTrue(ANSWER_WITHIN * 1000 <= ms < ANSWER_WITHIN * 1000 + MARGIN_MS, ms)
         self.s.ca_control(release=True)
-        wait_for(lambda: "serverkeygen -> HTTP 200" in self.s.log(), what="the CA's answer")
+        wait_for(lambda: f"{held_op} -> HTTP 200" in self.s.log(), what="the CA's answer")
         first = self.skg(csr)
         self.assertEqual(first.rc, 0, first)
         self.assertEqual(first.payload[:1], b"\x84", first)  # CBOR array of 4 (RFC 9148 4.8)
         again = self.skg(csr)  # the same request again: the same key, not a second one
         self.assertEqual(again.payload, first.payload)
-        stats = self.s.ca_stats()
+        self.assertNotIn("code=5.04", self.s.log())
+        return self.s.ca_stats()
+
+
+class TestStalledCAServerKeygen(StalledKeygenTest):
+    """The CA makes the key (/serverkeygen held)."""
+
+    def test_D2_held_serverkeygen_5_03_then_kept_key(self):
+        stats = self.held_then_kept("serverkeygen")
         self.assertEqual(stats["ops"].get("serverkeygen"), 1, stats)
         self.assertRegex(self.s.log(), r"POST /.well-known/est/skg upstream=- code=2\.04 "
                                        r"[\d.]+ms \(kept\)")
-        self.assertNotIn("code=5.04", self.s.log())
+
+
+class TestStalledCARegistrarKeygen(StalledKeygenTest):
+    """[server] serverkeygen = registrar (/simpleenroll held): the retry gets the key
+    estgw made with the certificate the CA issued for it; one enrollment (F4)."""
+    stack_kwargs = dict(StalledKeygenTest.stack_kwargs,
+                        extra_server="serverkeygen = registrar", ca_args=("--no-serverkeygen",))
+
+    def test_D2_registrar_keygen_5_03_then_kept_key(self):
+        stats = self.held_then_kept("simpleenroll")
+        self.assertEqual(stats["ops"].get("simpleenroll"), 1, stats)
+        self.assertEqual(stats["issued"], 1, stats)
+        self.assertNotIn("serverkeygen", stats["ops"])
+        log = self.s.log()
+        self.assertEqual(len(re.findall(r"POST /.well-known/est/skg upstream=- code=2\.04 "
+                                        r"[\d.]+ms \(kept, key made by estgw\)", log)), 2, log)
+        self.assertNotIn("PRIVATE KEY", log)
 
 
 class TestStalledCATimeout(StackTest):

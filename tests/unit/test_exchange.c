@@ -431,6 +431,32 @@ static void test_J1_kept_answer_expires_and_first_stays(void **state)
 	assert_null(xchg_kept_find(fx.e, key));
 }
 
+/* Registrar keygen keeps its key beside the CA's answer (D2, F4). */
+static void test_D2_kept_answer_with_extra(void **state)
+{
+	uint8_t key[XCHG_KEY_LEN];
+	const struct xchg_kept *k;
+	struct upstream_result r = {
+		.status = 200, .content_type = "application/pkcs7-mime",
+		.body = (const uint8_t *)"cert", .body_len = 4,
+	};
+	uint8_t extra[3] = { 1, 2, 3 };
+
+	key_of(7, key);
+	assert_int_equal(xchg_keep_extra(fx.e, key, &r, 10, extra, sizeof(extra)), 0);
+	extra[0] = 9; /* copied, not referenced */
+	k = xchg_kept_find(fx.e, key);
+	assert_non_null(k);
+	assert_memory_equal(k->body, "cert", 4);
+	assert_int_equal(k->extra_len, 3);
+	assert_int_equal(k->extra[0], 1);
+	key_of(8, key);
+	assert_int_equal(xchg_keep(fx.e, key, &r, 10), 0);
+	k = xchg_kept_find(fx.e, key);
+	assert_null(k->extra);
+	assert_int_equal(k->extra_len, 0);
+}
+
 static void test_J1_kept_answers_bounded_oldest_dropped(void **state)
 {
 	uint8_t key[XCHG_KEY_LEN];
@@ -708,6 +734,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_D2_deadline_503_max_age_then_answer_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_D2_max_age_clamped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_D2_no_deadline_waits_for_the_answer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_D2_kept_answer_with_extra, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_D2_cancel_before_deadline_no_call, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
