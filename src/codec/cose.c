@@ -16,6 +16,8 @@ static int read_bag(struct cbr *r, struct cose_sign1 *out)
 	if (rc)
 		return rc;
 	if (it.type == CBR_BYTES) {
+		if (it.len == 0) /* no certificate is empty, in an array or not */
+			return -EINVAL;
 		out->x5bag[0] = (struct est_slice){ it.ptr, it.len };
 		out->nx5bag = 1;
 		return 0;

@@ -218,6 +218,33 @@ static void test_H2_cose_sign_verify_round_trip(void **st)
 	brski_signer_free(sg);
 }
 
+/* x5bag/x5chain of an empty bstr, alone or in an array: no certificate is
+ * empty (G6; found by the long fuzz campaign); in the protected header an
+ * x5chain survives the strip. */
+static void test_G6_cose_empty_x5chain_rejected(void **st)
+{
+	struct blob in;
+	struct cose_sign1 s, t;
+	uint8_t *out;
+	size_t len;
+
+	/* [h'a1 1821 40' ({33: h''}), {}, h'', h'00'] */
+	hex("84 44 a1 18 21 40 a0 40 41 00", &in);
+	assert_int_equal(cose_sign1_parse(in.b, in.n, &s), -EINVAL);
+	/* [h'', {33: [h'']}, h'', h'00'] */
+	hex("84 40 a1 18 21 81 40 40 41 00", &in);
+	assert_int_equal(cose_sign1_parse(in.b, in.n, &s), -EINVAL);
+	/* [h'a1 1821 41 aa' ({33: h'aa'}), {}, h'', h'00']: kept by the strip */
+	hex("84 45 a1 18 21 41 aa a0 40 41 00", &in);
+	assert_int_equal(cose_sign1_parse(in.b, in.n, &s), 0);
+	assert_int_equal(s.nx5bag, 1);
+	assert_int_equal(cose_sign1_strip(in.b, in.n, &out, &len), 0);
+	assert_int_equal(cose_sign1_parse(out, len, &t), 0);
+	assert_int_equal(t.nx5bag, 1);
+	assert_true(t.x5bag[0].ptr > t.prot.ptr && t.x5bag[0].ptr < t.prot.ptr + t.prot.len);
+	free(out);
+}
+
 static void test_H2_sig_der_raw(void **st)
 {
 	struct blob der;
@@ -578,6 +605,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_H2_cose_verify_cv_pvr),
+		cmocka_unit_test(test_G6_cose_empty_x5chain_rejected),
 		cmocka_unit_test(test_H2_cose_verify_cv_rvr_x5bag_array),
 		cmocka_unit_test(test_H2_cose_verify_cv_voucher),
 		cmocka_unit_test(test_H2_cv_pvr_fields),
