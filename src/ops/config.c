@@ -1101,7 +1101,7 @@ static int check_policy(struct load *ld)
 	return 0;
 }
 
-/** [cluster]: its keys need redis; redis needs seal_key (stored answers
+/** [cluster]: node, password_file, seal_key need redis; redis needs seal_key (stored answers
  *  are always sealed, K1); hiredis 0.14 (Debian 12) has no TLS. */
 static int check_cluster(struct load *ld)
 {
@@ -1112,8 +1112,10 @@ static int check_cluster(struct load *ld)
 		return fail(ld, cfg->cluster.tls_src.line, "cluster", "tls", -ENOTSUP,
 			    "hiredis 0.14 (Debian 12) has no TLS: reach Redis over a unix "
 			    "socket or a private network, or a local TLS tunnel");
+	/* the keys without a default (the example file spells the others out) */
 	for (size_t i = 0; i < N_KEYS; i++)
-		if (strcmp(schema[i].section, "cluster") == 0 && ld->seen[i] && !cfg->cluster.redis)
+		if (strcmp(schema[i].section, "cluster") == 0 && !schema[i].def &&
+		    ld->seen[i] && !cfg->cluster.redis)
 			return fail_key(ld, &schema[i], ld->seen[i], -EINVAL,
 					"needs [cluster] redis");
 	if (cfg->cluster.redis && !cfg->cluster.seal_key)

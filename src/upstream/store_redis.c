@@ -473,10 +473,8 @@ static void on_claim_reply(redisAsyncContext *ac, void *r, void *priv)
 	char name[NAME_MAX_LEN];
 
 	(void)ac;
-	if (s->closing) {
-		op_free(op);
+	if (s->closing) /* core may still cancel it: freed by store_redis_free */
 		return;
-	}
 	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
 	    rep->element[0]->type != REDIS_REPLY_INTEGER) {
 		if (rep && rep->type == REDIS_REPLY_ERROR && !op->done)
@@ -603,8 +601,9 @@ static void on_rate_reply(redisAsyncContext *ac, void *r, void *priv)
 	redisReply *rep = r;
 
 	(void)ac;
-	if (!op->s->closing && !op->done && rep && rep->type == REDIS_REPLY_INTEGER &&
-	    rep->integer >= 0 && op->rfn)
+	if (op->s->closing)
+		return; /* freed by store_redis_free */
+	if (!op->done && rep && rep->type == REDIS_REPLY_INTEGER && rep->integer >= 0 && op->rfn)
 		op->rfn(op->arg, op->client, (uint64_t)rep->integer);
 	op_free(op);
 }
@@ -790,7 +789,8 @@ void store_redis_close(struct estgw_store *s)
 	if (s->ac) {
 		redisAsyncContext *ac = s->ac;
 		s->ac = NULL;
-		redisAsyncFree(ac); /* replies come back NULL: ops freed, no calls */
+		redisAsyncFree(ac); /* replies come back NULL: no calls; ops stay
+				     * until store_redis_free (core may cancel them) */
 	}
 	s->state = S_DOWN;
 }
