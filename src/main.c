@@ -29,6 +29,7 @@
 #include "ops/metrics.h"
 #include "pki/pki.h"
 #include "core/proxy.h"
+#include "upstream/store_redis.h"
 #include "upstream/upstream.h"
 
 #define DEFAULT_CONFIG "/etc/estgw/estgw.conf"
@@ -57,6 +58,7 @@ struct gateway {
 	struct estgw_config *brski_cfg; /**< the config brski was made with */
 	struct coap_server *srv;
 	struct metrics_server *ms;
+	struct estgw_store *store; /**< [cluster] (K1), NULL: none (K2) */
 	struct event *sigs[3];    /**< SIGINT, SIGTERM, SIGHUP */
 	struct event *drain;      /**< shutdown: polls for in-flight work */
 	struct timespec deadline; /**< shutdown: end of [server] shutdown_grace */
@@ -452,6 +454,15 @@ static int start(struct gateway *gw)
 	gw->px = proxy_new(gw->base, gw->up, gw->cfg);
 	if (!gw->px)
 		return -1;
+	if (gw->cfg->cluster.redis) { /* K1; without [cluster] nothing changes (K2) */
+		char err[512] = "";
+		gw->store = store_redis_new(gw->base, gw->cfg, err, sizeof(err));
+		if (!gw->store) {
+			log_err("cluster", "%s", err);
+			return -1;
+		}
+		proxy_set_store(gw->px, store_redis_if(gw->store));
+	}
 	/* Open the CoAP side once /crts can be answered at once: a separate
 	 * multi-block answer is lost by libcoap clients before 4.3.5. The
 	 * fetch ends within [upstream] timeout whatever the CA does. */
@@ -467,6 +478,7 @@ static int start(struct gateway *gw)
 		gw->brski_cfg = gw->cfg;
 		if (!gw->brski)
 			return -1;
+		brski_set_store(gw->brski, store_redis_if(gw->store));
 		coap_server_set_brski(gw->srv, gw->brski);
 	}
 	if (gw->cfg->metrics.listen.salen) {
@@ -480,10 +492,12 @@ static int start(struct gateway *gw)
 
 static void stop(struct gateway *gw)
 {
+	store_redis_close(gw->store); /* no store callback runs after this */
 	metrics_server_free(gw->ms);
 	coap_server_free(gw->srv); /* cancels its pending proxy jobs */
 	brski_free(gw->brski);     /* cancels its MASA transfers */
 	proxy_free(gw->px);        /* cancels its upstream transfers */
+	store_redis_free(gw->store);
 	upstream_free(gw->up);
 	for (int i = 0; i < 3; i++)
 		if (gw->sigs[i])

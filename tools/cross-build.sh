@@ -41,7 +41,7 @@ say() { echo "cross-build[$arch] +$(( $(date +%s) - t0 ))s: $*"; }
 # What estgw links (and its unit tests: cmocka), for the target; libc6-dev makes
 # the sysroot a complete one for gcc --sysroot.
 target_pkgs=(libc6-dev libcoap3-dev libevent-dev libcurl4-openssl-dev libcbor-dev
-             libmbedtls-dev libssl-dev libinih-dev libcmocka-dev)
+             libmbedtls-dev libssl-dev libinih-dev libcmocka-dev libhiredis-dev)
 # The host side. Not crossbuild-essential-$arch: it adds g++ and dpkg-cross (perl
 # modules, which upgrade the host's perl on an older install); C needs only these.
 host_pkgs=("gcc-$triplet" "binutils-$triplet" qemu-user meson ninja-build pkg-config file)

@@ -6,7 +6,9 @@ pkgs=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev
       libmbedtls-dev libssl-dev libinih-dev libcmocka-dev
       openssl python3 valgrind curl
       systemd mandoc                   # systemd-analyze and mandoc for tests
-      tshark)                          # decrypts a capture with [log] keylog_file (test_keylog)
+      tshark                           # decrypts a capture with [log] keylog_file (test_keylog)
+      libhiredis-dev redis-server      # [cluster]: store_redis.c, and the Redis test_cluster starts
+      nftables iproute2 python3-yaml)  # test_cluster's load balancing; deploy manifests check
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -142,6 +142,18 @@ struct estgw_config {
 		uint32_t crts_max_age; /**< /healthz: 503 when the CA cache is older */
 		struct estgw_cfg_src listen_src;
 	} metrics;
+	struct { /* several instances sharing state through Redis (K1) */
+		char *redis;          /**< "host:port" or "unix:/path"; NULL: no cluster (K2) */
+		char *password_file;  /**< AUTH password (first line), or NULL */
+		char *node;           /**< this instance's name; NULL: hostname-pid */
+		char *seal_key;       /**< AES-256-GCM key file for stored answers */
+		char *prefix;         /**< of every key estgw writes */
+		uint32_t claim_ttl;     /**< s a dead instance's claim blocks a key */
+		uint32_t store_timeout; /**< ms a request may wait on the store */
+		uint32_t stream_max;    /**< telemetry stream length (MAXLEN ~) */
+		int tls;                /**< refused: hiredis 0.14 has no TLS */
+		struct estgw_cfg_src redis_src, tls_src;
+	} cluster;
 	/** Line of each schema row's (first) setting, 0: not in the file. */
 	unsigned key_line[ESTGW_CFG_MAX_KEYS];
 };

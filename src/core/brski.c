@@ -51,6 +51,7 @@ struct mfr {
 
 struct brski {
 	struct event_base *base;
+	const struct store_if *store; /* [cluster] telemetry stream, or NULL */
 	const struct estgw_config *cfg;
 	struct est_xlate_limits lim;
 	struct xchg_engine *xe;
@@ -529,6 +530,25 @@ void brski_note_enrolled(struct brski *b, int cf, const uint8_t *payload,
 	}
 }
 
+/* The vs/es record on the cluster's stream, for an operator reading all
+ * instances in one place (XRANGE / XREAD on [cluster] prefix + "brski"). */
+static void share_status(struct brski *b, const struct brski_request *rq,
+			 const char *what, const char *serial, int ok,
+			 const char *reason)
+{
+	const char *f[] = { "kind", what, "serial", serial, "session",
+			    rq->session ? rq->session : "-", "status",
+			    ok ? "success" : "failure", "reason", reason };
+
+	if (b->store)
+		b->store->ops->telemetry(b->store->s, f, sizeof(f) / sizeof(f[0]));
+}
+
+void brski_set_store(struct brski *b, const struct store_if *st)
+{
+	b->store = st;
+}
+
 static enum proxy_rc handle_status(struct brski *b, const struct brski_request *rq,
 				   struct proxy_outcome *now)
 {
@@ -568,6 +588,7 @@ static enum proxy_rc handle_status(struct brski *b, const struct brski_request *
 			 "client_cert=%s", serial, rq->session, st.status ? "success" : "failure",
 			 reason, enrolled ? "enrolled-ldevid" : "not-the-enrolled-cert");
 	}
+	share_status(b, rq, what, serial, st.status, reason);
 	memset(now, 0, sizeof(*now));
 	now->resp.code = EST_CODE(2, 4);
 	now->resp.cf = EST_CF_NONE;

@@ -66,6 +66,9 @@ struct brski_stats {
 struct brski *brski_new(struct event_base *base, struct upstream *up,
 			const struct estgw_config *cfg);
 void brski_free(struct brski *b);
+/** Append every vs/es record to the shared store's telemetry stream too
+ *  ([cluster], K1; RFC 8995 §5.7, §5.9.4: the registrar keeps them). */
+void brski_set_store(struct brski *b, const struct store_if *st);
 
 /** Which resource the Uri-Path names: exactly /.well-known/brski/{rv,vs,es}. */
 enum brski_res brski_route(const struct est_slice *segs, size_t nseg);

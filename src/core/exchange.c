@@ -48,6 +48,10 @@ struct xchg {
 	struct upstream_opts opts;
 	int has_opts;
 	int no_deadline;
+	int shared;           /* asks the store first (K1) */
+	int claimed;          /* this instance holds the store's claim */
+	struct store_op *sop; /* the store's answer pending (STORE) */
+	struct event *poll;   /* REMOTE: ask again */
 	int finishing;        /* inside finish(): freed by it */
 	struct upstream_xfer *xfer;
 	uint64_t deadline_ms; /* monotonic: the transport's timeout, once started */
@@ -71,6 +75,8 @@ struct xchg_engine {
 	struct xchg *index[BUCKETS];
 	struct xchg *qhead, *qtail;
 	size_t running, queued;
+	size_t asking;          /* in STORE or REMOTE */
+	const struct store_if *store; /* NULL: no [cluster] (K2) */
 	struct event *drain;
 	struct kept_node *kept; /* newest first */
 	size_t nkept;
@@ -213,6 +219,8 @@ static void xchg_free(struct xchg *ex)
 {
 	struct xchg_engine *e = ex->e;
 
+	if (ex->poll)
+		event_free(ex->poll);
 	drop_waiters(ex);
 	est_http_req_free(&ex->req);
 	if (e->h.data_free && ex->data)
@@ -233,6 +241,8 @@ static void call_waiter(struct xchg_engine *e, struct xchg_wait *w,
 	wait_free(w);
 }
 
+static void publish_kept(struct xchg_engine *e, struct xchg *ex);
+
 /* The one completion path: the answer (or a start failure) for @p ex,
  * already out of the index and the running count. Frees @p ex. */
 static void finish(struct xchg *ex, const struct upstream_result *r)
@@ -244,6 +254,8 @@ static void finish(struct xchg *ex, const struct upstream_result *r)
 	enter(e);
 	if (e->h.answered)
 		e->h.answered(ex, r);
+	if (ex->shared && e->store && !e->dying)
+		publish_kept(e, ex);
 	while (ex->waiters && ex->state == XCHG_ANSWERED && !e->dying) {
 		struct xchg_wait *w = ex->waiters;
 		struct proxy_outcome out;
@@ -284,6 +296,8 @@ static int start(struct xchg *ex)
 	est_http_req_free(&ex->req); /* the transport has its copy */
 	return 0;
 }
+
+static void on_poll_event(evutil_socket_t fd, short what, void *arg);
 
 static const struct upstream_result start_failed = {
 	.err = EST_UP_PROTOCOL,
@@ -449,6 +463,146 @@ time_t xchg_now(const struct xchg_engine *e)
 	return e->clock.wall();
 }
 
+/* ---- the shared store (K1) ---------------------------------------------- */
+
+/* What the owner kept for @p ex goes to the store, and the claim goes. */
+static void publish_kept(struct xchg_engine *e, struct xchg *ex)
+{
+	const struct xchg_kept *k = xchg_kept_find(e, ex->key);
+	time_t now = e->clock.wall();
+
+	if (k) {
+		struct store_answer a = {
+			.status = k->status, .content_type = k->content_type,
+			.body = k->body, .len = k->len,
+			.ttl = k->expires > now ? (uint32_t)(k->expires - now) : 1,
+		};
+		e->store->ops->publish(e->store->s, ex->key, &a);
+	} else if (ex->claimed) {
+		e->store->ops->publish(e->store->s, ex->key, NULL);
+	}
+	ex->claimed = 0;
+}
+
+/* Another instance's answer for @p ex (already out of the index): kept
+ * here as well, then each waiter's outcome, as if it had come upstream. */
+static void finish_stored(struct xchg *ex, const struct store_answer *a)
+{
+	struct xchg_engine *e = ex->e;
+	struct upstream_result r = {
+		.err = EST_UP_OK, .status = a->status, .content_type = a->content_type,
+		.body = a->body, .body_len = a->len,
+	};
+
+	xchg_keep(e, ex->key, &r, a->ttl);
+	ex->state = XCHG_ANSWERED;
+	ex->finishing = 1;
+	enter(e);
+	log_debug("proxy", "%s answered from the store", ex->what);
+	while (ex->waiters && ex->state == XCHG_ANSWERED && !e->dying) {
+		struct xchg_wait *w = ex->waiters;
+		struct proxy_outcome out;
+
+		wait_unlink(w);
+		memset(&out, 0, sizeof(out));
+		e->h.outcome(ex, w->param, &r, &out);
+		out.upstream_status = 0;
+		snprintf(out.note, sizeof(out.note), "from the store");
+		call_waiter(e, w, &out);
+	}
+	xchg_free(ex);
+	leave(e);
+}
+
+/* Claimed, or the store had no verdict: run or queue it here. */
+static void go_local(struct xchg *ex)
+{
+	struct xchg_engine *e = ex->e;
+
+	if (e->running < e->lim.max_running && !e->qhead && !e->dying) {
+		if (start(ex) != 0) {
+			index_del(ex);
+			finish(ex, &start_failed);
+		}
+		return;
+	}
+	queue_push(ex);
+	schedule_drain(e);
+}
+
+static void on_store(void *arg, enum store_verdict v, const struct store_answer *a)
+{
+	struct xchg *ex = arg;
+	struct xchg_engine *e = ex->e;
+	struct timeval tv = { 0, XCHG_POLL_MS * 1000 };
+
+	ex->sop = NULL;
+	switch (v) {
+	case STORE_ANSWER:
+		e->asking--;
+		index_del(ex);
+		finish_stored(ex, a);
+		break;
+	case STORE_CLAIMED:
+		ex->claimed = 1;
+		/* fall through */
+	case STORE_DOWN:
+		e->asking--;
+		go_local(ex);
+		break;
+	case STORE_BUSY:
+		ex->state = XCHG_REMOTE;
+		log_debug("proxy", "%s: another instance holds the claim, asking again "
+			  "every %d ms", ex->what, XCHG_POLL_MS);
+		if (!ex->poll)
+			ex->poll = evtimer_new(e->base, on_poll_event, ex);
+		if (!ex->poll || evtimer_add(ex->poll, &tv) != 0) {
+			e->asking--;
+			go_local(ex);
+		}
+		break;
+	}
+}
+
+/* REMOTE: ask again, unless nobody waits any more. */
+static void on_poll(struct xchg *ex)
+{
+	struct xchg_engine *e = ex->e;
+
+	if (!ex->waiters) {
+		xchg_abort(ex);
+		return;
+	}
+	ex->state = XCHG_STORE;
+	ex->sop = e->store ? e->store->ops->claim(e->store->s, ex->key, on_store, ex) : NULL;
+	if (!ex->sop) { /* the store went away: local state (K1) */
+		e->asking--;
+		go_local(ex);
+	}
+}
+
+static void on_poll_event(evutil_socket_t fd, short what, void *arg)
+{
+	struct xchg *ex = arg;
+	struct xchg_engine *e = ex->e;
+
+	(void)fd;
+	(void)what;
+	enter(e);
+	on_poll(ex);
+	leave(e);
+}
+
+void xchg_set_store(struct xchg_engine *e, const struct store_if *st)
+{
+	e->store = st;
+}
+
+void xchg_share(struct xchg *ex)
+{
+	ex->shared = 1;
+}
+
 /* ---- the API ------------------------------------------------------------ */
 
 struct xchg_engine *xchg_engine_new(struct event_base *base,
@@ -518,7 +672,7 @@ void xchg_engine_free(struct xchg_engine *e)
 
 int xchg_room(const struct xchg_engine *e)
 {
-	return e->running + e->queued < e->lim.max_running + e->lim.max_queued;
+	return e->running + e->queued + e->asking < e->lim.max_running + e->lim.max_queued;
 }
 
 size_t xchg_running(const struct xchg_engine *e)
@@ -596,6 +750,15 @@ int xchg_place(struct xchg *ex)
 		xchg_abort(ex);
 		return -EBUSY;
 	}
+	if (ex->shared && e->store) {
+		ex->state = XCHG_STORE;
+		ex->sop = e->store->ops->claim(e->store->s, ex->key, on_store, ex);
+		if (ex->sop) {
+			e->asking++;
+			return 0;
+		}
+		ex->state = XCHG_RECEIVING; /* store down: on local state */
+	}
 	if (e->running < e->lim.max_running && !e->qhead) {
 		if (start(ex) != 0) {
 			xchg_abort(ex);
@@ -660,7 +823,20 @@ void xchg_abort(struct xchg *ex)
 		drop_waiters(ex);
 		return;
 	}
+	if (ex->claimed && e->store) { /* let the key go for the next asker */
+		e->store->ops->publish(e->store->s, ex->key, NULL);
+		ex->claimed = 0;
+	}
 	switch (ex->state) {
+	case XCHG_STORE:
+		if (ex->sop)
+			e->store->ops->cancel(ex->sop);
+		ex->sop = NULL;
+		e->asking--;
+		break;
+	case XCHG_REMOTE:
+		e->asking--;
+		break;
 	case XCHG_QUEUED:
 		queue_del(ex);
 		break;

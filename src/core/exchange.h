@@ -29,6 +29,23 @@
  * A waiter ends exactly once: by its callback (the answer, or 5.03 at the
  * deadline) or by xchg_cancel before that. Callbacks run from the loop,
  * never from inside xchg_place or xchg_wait.
+ *
+ * With a shared store (xchg_set_store, [cluster], K1), a shared exchange
+ * (xchg_share) asks the store first when placed:
+ *
+ *   RECEIVING --place--> STORE --answer--> ANSWERED (kept here too; no
+ *                          |                upstream call, no answered hook)
+ *                          +--claimed, or no verdict in time--> QUEUED/UPSTREAM
+ *                          +--another instance's claim--> REMOTE --poll--> STORE
+ *
+ * In REMOTE the exchange asks again every XCHG_POLL_MS until the other
+ * instance publishes its answer, or its claim goes (released after an
+ * answer that is not kept, or expired after a kill: claim_ttl), and then
+ * takes the claim itself. Its waiters get 5.03 + Max-Age at answer_within as
+ * always; a REMOTE exchange nobody waits for any more is dropped. An
+ * answered exchange publishes what its owner kept (xchg_keep) and releases
+ * its claim. The store answers within its own timeout, so no waiter is held
+ * longer by it; an exchange the store cannot answer runs on local state.
  */
 #ifndef ESTGW_EXCHANGE_H
 #define ESTGW_EXCHANGE_H
@@ -38,6 +55,7 @@
 #include <time.h>
 
 #include "estgw/translate.h"
+#include "upstream/store.h"
 #include "upstream/upstream.h"
 
 struct event_base;
@@ -46,6 +64,8 @@ struct xchg;
 struct xchg_wait;
 
 #define XCHG_KEY_LEN 32
+#define XCHG_POLL_MS 200 /**< REMOTE: how often the store is asked again */
+_Static_assert(XCHG_KEY_LEN == STORE_KEY_LEN, "one request key");
 
 /** What the CoAP side sends back, plus what the log line needs (the
  *  answer to one device request, EST or cBRSKI). */
@@ -61,6 +81,8 @@ typedef void (*proxy_done_fn)(void *arg, struct proxy_outcome *out);
 
 enum xchg_state {
 	XCHG_RECEIVING,
+	XCHG_STORE,  /**< asking the shared store (K1): answer, or claim it */
+	XCHG_REMOTE, /**< another instance holds the claim: asking again */
 	XCHG_QUEUED,
 	XCHG_UPSTREAM,
 	XCHG_ANSWERED,
@@ -131,6 +153,12 @@ struct xchg_engine *xchg_engine_new(struct event_base *base,
 void xchg_engine_free(struct xchg_engine *e);
 void xchg_set_limits(struct xchg_engine *e, const struct xchg_limits *lim);
 void xchg_set_clock(struct xchg_engine *e, const struct xchg_clock *c);
+
+/** Share shared exchanges through @p st from now on (NULL: none, K2). */
+void xchg_set_store(struct xchg_engine *e, const struct store_if *st);
+/** This exchange's answer is shared: before it goes upstream the store is
+ *  asked for a kept answer or the claim (K1). Call in RECEIVING. */
+void xchg_share(struct xchg *ex);
 
 /** 1 when a new exchange would be accepted now (run or queued), else 0. */
 int xchg_room(const struct xchg_engine *e);

@@ -173,14 +173,33 @@ static int route_and_check(const struct pipeline *pl,
 
 /* ---- step 7: the rate limit --------------------------------------------- */
 
+/* The shared bucket's answer ([cluster], K1). The store is closed before
+ * the pipeline is freed, so @p arg is alive. */
+static void on_shared_rate(void *arg, const char *client, uint64_t units)
+{
+	struct pipeline *pl = arg;
+
+	if (pl->rate)
+		estgw_rate_sync(pl->rate, client, units);
+}
+
 /* One token per request from the client's bucket, whatever the path; a
  * later Block1 block belongs to a request already counted. */
 static int over_limit(struct pipeline *pl, const struct pl_request *rq,
 		      uint32_t *retry)
 {
+	const struct store_if *st;
+
 	if (!pl->rate || rq->continuation)
 		return 0;
-	return estgw_rate_take(pl->rate, rq->client->name, rq->now_ms, retry) != 0;
+	if (estgw_rate_take(pl->rate, rq->client->name, rq->now_ms, retry) != 0)
+		return 1;
+	/* K1: the cluster's bucket counts it too; its answer sets this
+	 * instance's bucket for the client's next request (never waited for) */
+	if (pl->px && (st = proxy_store(pl->px)))
+		st->ops->rate(st->s, rq->client->name, pl->cfg->server.rate_limit,
+			      on_shared_rate, pl);
+	return 0;
 }
 
 int pipeline_admit(struct pipeline *pl, const struct pl_request *rq,

@@ -76,6 +76,7 @@ struct proxy {
 	struct estgw_avail avail;  /* what discovery leaves out (A3) */
 	int probe_running;         /* GET /csrattrs without a device */
 	int probing;               /* the start-up probe is in flight */
+	const struct store_if *store; /* [cluster] (K1), NULL: none */
 };
 
 /* ---- jobs --------------------------------------------------------------- */
@@ -550,6 +551,26 @@ static enum proxy_rc keygen_submit(struct proxy *px, const struct proxy_request 
 	return wait_on(ex, rq, fn, arg, wait, now);
 }
 
+/* The operations whose answers are kept, so shared through the store
+ * ([cluster], K1): a certificate, or the CA's key and certificate. GETs
+ * and registrar keygen (its key lives in its exchange only) stay local. */
+static int shared_op(const struct est_op_desc *op)
+{
+	return op->op == EST_OP_SEN || op->op == EST_OP_SREN ||
+	       op->op == EST_OP_SKG || op->op == EST_OP_SKC;
+}
+
+void proxy_set_store(struct proxy *px, const struct store_if *st)
+{
+	px->store = st;
+	xchg_set_store(px->xe, st);
+}
+
+const struct store_if *proxy_store(const struct proxy *px)
+{
+	return px->store;
+}
+
 enum proxy_rc proxy_submit(struct proxy *px, const struct proxy_request *rq,
 			   proxy_done_fn fn, void *arg, struct xchg_wait **wait,
 			   struct proxy_outcome *now)
@@ -585,6 +606,8 @@ enum proxy_rc proxy_submit(struct proxy *px, const struct proxy_request *rq,
 						  "malformed request payload", 0);
 			return answer_now(now, EST_CODE(5, 0), "out of memory", 0);
 		}
+		if (shared_op(op))
+			xchg_share(ex); /* one upstream call across instances (K1) */
 		if (place_or_answer(px, ex, now) == PROXY_ANSWERED)
 			return PROXY_ANSWERED;
 	} else {

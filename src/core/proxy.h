@@ -57,6 +57,12 @@ enum proxy_rc proxy_submit(struct proxy *px, const struct proxy_request *rq,
 			   proxy_done_fn fn, void *arg, struct xchg_wait **wait,
 			   struct proxy_outcome *now);
 
+/** Share kept answers and in-flight claims through @p st ([cluster],
+ *  K1); NULL (the default): this instance alone (K2). Before requests. */
+void proxy_set_store(struct proxy *px, const struct store_if *st);
+/** The store set, or NULL (the pipeline's shared rate limit uses it). */
+const struct store_if *proxy_store(const struct proxy *px);
+
 /** True while the first /cacerts fetch (the /crts cache) or the start-up
  *  /csrattrs probe is in flight. */
 int proxy_warming(const struct proxy *px);

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define COST 60000u /* units per request: ms per minute */
+#define COST ESTGW_RATE_COST /* units per request: ms per minute */
 #define KEY_MAX 256
 
 struct bucket {
@@ -109,4 +109,19 @@ int estgw_rate_take(struct estgw_rate *r, const char *client, uint64_t now_ms,
 	if (*retry_s == 0)
 		*retry_s = 1;
 	return -EBUSY;
+}
+
+void estgw_rate_sync(struct estgw_rate *r, const char *client, uint64_t units)
+{
+	const uint64_t cap = (uint64_t)r->per_minute * COST;
+
+	if (!client || !*client)
+		client = "-";
+	for (size_t i = 0; i < r->n; i++) {
+		struct bucket *b = &r->b[i];
+		if (b->key[0] && strncmp(b->key, client, KEY_MAX - 1) == 0) {
+			b->units = units < cap ? units : cap;
+			return;
+		}
+	}
 }

@@ -32,4 +32,13 @@ void estgw_rate_set(struct estgw_rate *r, uint32_t per_minute);
 int estgw_rate_take(struct estgw_rate *r, const char *client, uint64_t now_ms,
 		    uint32_t *retry_s);
 
+/** Units of one request (a bucket holds per_minute of them). */
+#define ESTGW_RATE_COST 60000u
+
+/** What the shared bucket of the cluster says is left for @p client
+ *  ([cluster], K1): this instance's bucket is set to @p units (at most
+ *  full), so requests other instances took count here from now on. A
+ *  client not tracked here is ignored. */
+void estgw_rate_sync(struct estgw_rate *r, const char *client, uint64_t units);
+
 #endif

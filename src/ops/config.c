@@ -86,6 +86,8 @@ static int set_masa_url(struct load *, const struct cfg_key *, const char *, uns
 static int set_manufacturer(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_format(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_addr(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_redis(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_name(struct load *, const struct cfg_key *, const char *, unsigned);
 
 #define SRV(f) offsetof(struct estgw_config, server.f)
 #define UP(f) offsetof(struct estgw_config, upstream.f)
@@ -94,6 +96,7 @@ static int set_addr(struct load *, const struct cfg_key *, const char *, unsigne
 #define ALL_OPS "crts att sen sren skg skc"
 #define BR(f) offsetof(struct estgw_config, brski.f)
 #define MT(f) offsetof(struct estgw_config, metrics.f)
+#define CL(f) offsetof(struct estgw_config, cluster.f)
 #define REQ K_REQUIRED
 #define MULTI K_MULTI
 
@@ -159,6 +162,15 @@ static const struct cfg_key schema[] = {
 	{ "log",      "keylog_file",     set_outfile, NULL,     0,    0,          LG(keylog_file),     LG(keylog_file_src),   0, RESTART },
 	{ "metrics",  "listen",          set_addr,   NULL,      0,    0,          MT(listen),          MT(listen_src),        0, RESTART },
 	{ "metrics",  "crts_max_age",    set_u32,    "900",     1,    2592000,    MT(crts_max_age),    NO_SRC,                0, LIVE },
+	{ "cluster",  "redis",           set_redis,  NULL,      0,    0,          CL(redis),           CL(redis_src),         0, RESTART },
+	{ "cluster",  "password_file",   set_file,   NULL,      0,    0,          CL(password_file),   NO_SRC,                0, RESTART },
+	{ "cluster",  "tls",             set_bool_src, "no",    0,    0,          CL(tls),             CL(tls_src),           0, RESTART },
+	{ "cluster",  "node",            set_name,   NULL,      0,    0,          CL(node),            NO_SRC,                0, RESTART },
+	{ "cluster",  "seal_key",        set_file,   NULL,      0,    0,          CL(seal_key),        NO_SRC,                0, RESTART },
+	{ "cluster",  "prefix",          set_name,   "estgw:",  0,    0,          CL(prefix),          NO_SRC,                0, RESTART },
+	{ "cluster",  "claim_ttl",       set_u32,    "10",      2,    3600,       CL(claim_ttl),       NO_SRC,                0, RESTART },
+	{ "cluster",  "store_timeout",   set_u32,    "200",     10,   5000,       CL(store_timeout),   NO_SRC,                0, RESTART },
+	{ "cluster",  "stream_max",      set_u32,    "100000",  100,  100000000,  CL(stream_max),      NO_SRC,                0, RESTART },
 };
 
 #define N_KEYS ARRAY_SIZE(schema)
@@ -172,7 +184,8 @@ static const struct {
 	{ "upstream", "max_age_min", "max_age_max" },
 };
 
-static const char *const sections[] = { "server", "upstream", "policy", "log", "brski", "metrics" };
+static const char *const sections[] = { "server", "upstream", "policy", "log", "brski", "metrics",
+					"cluster" };
 
 /** State of one estgw_config_load() call. */
 struct load {
@@ -564,6 +577,44 @@ static int set_root(struct load *ld, const struct cfg_key *k, const char *val,
 	return store_str(ld, k, val, strlen(val), line);
 }
 
+/** [cluster] redis: "unix:/absolute/path" or "host:port" (a name or an
+ *  address; IPv6 in brackets), port 1-65535. Not resolved here. */
+static int set_redis(struct load *ld, const struct cfg_key *k, const char *val,
+		     unsigned line)
+{
+	const char *colon = strrchr(val, ':');
+	char *end;
+	long port;
+
+	if (strncmp(val, "unix:", 5) == 0) {
+		if (val[5] != '/' || strlen(val) > 5 + 107)
+			return fail_key(ld, k, line, -EINVAL, "'%s': expected unix:/absolute/path "
+					"(at most 107 characters)", val);
+		return store_str(ld, k, val, strlen(val), line);
+	}
+	if (!colon || colon == val || strchr(val, ' '))
+		return fail_key(ld, k, line, -EINVAL, "'%s': expected host:port or unix:/path", val);
+	port = strtol(colon + 1, &end, 10);
+	if (*end || port < 1 || port > 65535 || end == colon + 1)
+		return fail_key(ld, k, line, -EINVAL, "'%s': port must be 1-65535", val);
+	if (val[0] == '[' && colon[-1] != ']')
+		return fail_key(ld, k, line, -EINVAL, "'%s': IPv6 addresses go in brackets", val);
+	return store_str(ld, k, val, strlen(val), line);
+}
+
+/** A name in store keys and records: 1-64 of [A-Za-z0-9._:-]. */
+static int set_name(struct load *ld, const struct cfg_key *k, const char *val,
+		    unsigned line)
+{
+	size_t n = strlen(val);
+
+	if (n < 1 || n > 64 || strspn(val, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+				     "0123456789._:-") != n)
+		return fail_key(ld, k, line, -EINVAL, "'%s': expected 1-64 characters of "
+				"A-Z a-z 0-9 . _ : -", val);
+	return store_str(ld, k, val, n, line);
+}
+
 /** Stored without trailing '/', so "url + /cacerts" works. */
 static int set_url(struct load *ld, const struct cfg_key *k, const char *val,
 		   unsigned line)
@@ -881,7 +932,7 @@ static int check_line(struct load *ld, const char *s, size_t n, size_t max)
 	close = strchr(s, ']');
 	if (*s == '[' && close && !section_known(s + 1, (size_t)(close - s - 1)))
 		return fail(ld, ld->line, NULL, NULL, -EINVAL,
-			    "[%.*s]: unknown section (expected [server], [upstream], [policy], [log], [brski] or [metrics])",
+			    "[%.*s]: unknown section (expected [server], [upstream], [policy], [log], [brski], [metrics] or [cluster])",
 			    (int)(close - s - 1), s + 1);
 	return 0;
 }
@@ -1050,6 +1101,30 @@ static int check_policy(struct load *ld)
 	return 0;
 }
 
+/** [cluster]: node, password_file, seal_key need redis; redis needs seal_key (stored answers
+ *  are always sealed, K1); hiredis 0.14 (Debian 12) has no TLS. */
+static int check_cluster(struct load *ld)
+{
+	const struct estgw_config *cfg = ld->cfg;
+	const struct cfg_key *redis = find_key("cluster", "redis");
+
+	if (cfg->cluster.tls)
+		return fail(ld, cfg->cluster.tls_src.line, "cluster", "tls", -ENOTSUP,
+			    "hiredis 0.14 (Debian 12) has no TLS: reach Redis over a unix "
+			    "socket or a private network, or a local TLS tunnel");
+	/* the keys without a default (the example file spells the others out) */
+	for (size_t i = 0; i < N_KEYS; i++)
+		if (strcmp(schema[i].section, "cluster") == 0 && !schema[i].def &&
+		    ld->seen[i] && !cfg->cluster.redis)
+			return fail_key(ld, &schema[i], ld->seen[i], -EINVAL,
+					"needs [cluster] redis");
+	if (cfg->cluster.redis && !cfg->cluster.seal_key)
+		return fail_key(ld, redis, cfg->cluster.redis_src.line, -EINVAL,
+				"needs [cluster] seal_key (a file of 32 random bytes the "
+				"instances share: stored answers are sealed)");
+	return 0;
+}
+
 static int load_steps(struct load *ld)
 {
 	int rc = open_file(ld);
@@ -1064,6 +1139,8 @@ static int load_steps(struct load *ld)
 		rc = check_relations(ld);
 	if (!rc)
 		rc = check_policy(ld);
+	if (!rc)
+		rc = check_cluster(ld);
 	return rc;
 }
 
@@ -1121,6 +1198,11 @@ void estgw_config_free(struct estgw_config *cfg)
 	for (size_t i = 0; i < cfg->brski.nmfr; i++)
 		mfr_free(&cfg->brski.mfr[i]);
 	free(cfg->log.keylog_file);
+	free(cfg->cluster.redis);
+	free(cfg->cluster.password_file);
+	free(cfg->cluster.node);
+	free(cfg->cluster.seal_key);
+	free(cfg->cluster.prefix);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -1149,6 +1231,7 @@ static const struct {
 	{ set_skg, "enum", V_INT },           { set_bool_src, "boolean", V_INT },
 	{ set_ops, "operations", V_U32 },     { set_masa_url, "MASA URL", V_STR },
 	{ set_manufacturer, "line", V_MFR }, { set_outfile, "output file", V_STR },
+	{ set_redis, "store address", V_STR }, { set_name, "name", V_STR },
 };
 
 static int kind_of(const struct cfg_key *k, enum value_kind *kind)

@@ -51,6 +51,9 @@ struct cache_age {
 static struct registry {
 	struct family requests, exchanges, up_errors, hs_fail, reloads;
 	struct family brski_requests, masa_answers;
+	struct family store_ops;   /* [cluster] (K1) */
+	int store_state;           /* 0: no store, 1: up, 2: down */
+	uint64_t store_outages;
 	struct histogram hist[MAX_OPS];
 	size_t nhist;
 	int64_t dtls_sessions, block1;
@@ -74,6 +77,8 @@ static void init_names(void)
 	reg.brski_requests.help = "cBRSKI pledge requests, by resource (rv, vs, es) and how they were handled.";
 	reg.masa_answers.name = "estgw_brski_masa_answers_total";
 	reg.masa_answers.help = "MASA answers to voucher requests, by result (voucher, pending, refused, error).";
+	reg.store_ops.name = "estgw_cluster_store_ops_total";
+	reg.store_ops.help = "Shared-store verdicts on request keys, by result (answer, claimed, busy, down, timeout).";
 }
 
 void metrics_reset(void)
@@ -288,6 +293,26 @@ int metrics_crts_fresh(time_t now, uint32_t max_age)
 	return 0;
 }
 
+void metrics_store_op(const char *result)
+{
+	char labels[LABELS_MAX] = "";
+
+	add_label(labels, sizeof(labels), "result", result);
+	family_add(&reg.store_ops, labels);
+}
+
+void metrics_store_state(int up)
+{
+	if (reg.store_state == 1 && !up)
+		reg.store_outages++;
+	reg.store_state = up ? 1 : 2;
+}
+
+int metrics_store_health(void)
+{
+	return reg.store_state == 0 ? -1 : reg.store_state == 1;
+}
+
 /* ---- rendering --------------------------------------------------------- */
 
 static void render_family(FILE *f, const struct family *fam)
@@ -369,6 +394,15 @@ int metrics_render(time_t now, char **text, size_t *len)
 	render_cache_age(f, now);
 	render_family(f, &reg.brski_requests);
 	render_family(f, &reg.masa_answers);
+	if (reg.store_state) {
+		render_gauge(f, "estgw_cluster_store_up", "1 while the shared store ([cluster] redis) answers.",
+			     reg.store_state == 1);
+		fprintf(f, "# HELP estgw_cluster_store_outages_total Times the shared store went away.\n"
+			   "# TYPE estgw_cluster_store_outages_total counter\n"
+			   "estgw_cluster_store_outages_total %llu\n",
+			(unsigned long long)reg.store_outages);
+		render_family(f, &reg.store_ops);
+	}
 	fprintf(f, "# HELP estgw_metrics_dropped_series_total Updates dropped: too many label sets.\n"
 		   "# TYPE estgw_metrics_dropped_series_total counter\n"
 		   "estgw_metrics_dropped_series_total %llu\n",

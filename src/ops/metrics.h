@@ -62,6 +62,16 @@ void metrics_crts_fetched(const char *label, time_t when);
  *  seconds old at @p now, else 0 (also when it was never filled). */
 int metrics_crts_fresh(time_t now, uint32_t max_age);
 
+/** [cluster]: one verdict of the shared store on a request key:
+ *  "answer", "claimed", "busy", "down" (not asked: store down) or
+ *  "timeout" (no answer within store_timeout). */
+void metrics_store_op(const char *result);
+/** [cluster]: the shared store is up (1) or down (0); an up -> down
+ *  change counts one outage. */
+void metrics_store_state(int up);
+/** -1: no store configured; 1: up; 0: down (/healthz says which). */
+int metrics_store_health(void);
+
 /** The whole registry as Prometheus text (malloc'd, NUL-terminated).
  *  Returns 0 or -ENOMEM. */
 int metrics_render(time_t now, char **text, size_t *len);

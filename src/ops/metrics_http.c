@@ -57,10 +57,21 @@ static void on_metrics(struct evhttp_request *req)
 static void on_healthz(struct metrics_server *ms, struct evhttp_request *req)
 {
 	static const char ok[] = "ok\n", stale[] = "CA certificate cache is stale\n";
+	/* K1: a store outage is said but stays 200: the instance serves from
+	 * its own state, and a balancer that dropped every instance while
+	 * Redis is away would turn a degraded cluster into an outage. */
+	static const char ok_down[] = "ok\nstore: down, serving from local state\n";
+	static const char ok_up[] = "ok\nstore: up\n";
+	int store = metrics_store_health();
 
-	if (metrics_crts_fresh(time(NULL), ms->crts_max_age))
-		reply_text(req, 200, "OK", "text/plain", ok, sizeof(ok) - 1);
-	else
+	if (metrics_crts_fresh(time(NULL), ms->crts_max_age)) {
+		if (store < 0)
+			reply_text(req, 200, "OK", "text/plain", ok, sizeof(ok) - 1);
+		else if (store)
+			reply_text(req, 200, "OK", "text/plain", ok_up, sizeof(ok_up) - 1);
+		else
+			reply_text(req, 200, "OK", "text/plain", ok_down, sizeof(ok_down) - 1);
+	} else
 		reply_text(req, 503, "Service Unavailable", "text/plain", stale,
 			   sizeof(stale) - 1);
 }

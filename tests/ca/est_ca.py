@@ -51,7 +51,7 @@ Control (choose one or both; tests usually use the plain port):
   GET  /stats    JSON {"total", "paths": {path: n}, "ops": {op: n}, "status": {code: n},
                  "issued", "connections", "last": {"method", "path", "headers"}, "last_csr",
                  "last_body" (the last POST body as sent, Latin-1 text),
-                 "in_flight", "max_in_flight", "held"}.
+                 "in_flight", "max_in_flight", "held", "abandoned"}.
                  Control requests are not counted. "connections" counts TLS handshakes done;
                  "in_flight" EST requests being worked on now, "max_in_flight" the most at
                  once since the last reset, "held" requests waiting in mode hold now.
@@ -69,7 +69,11 @@ Faults (MODE), also from the command line with --mode and the matching flags:
   delay=S         sleep S seconds, then answer normally ("delay" also combines with any mode)
   hold            keep the request open until POST /control {"release": true} (at most
                   HOLD_MAX seconds), then answer normally; setting mode hold after a
-                  release holds the requests that follow again
+                  release holds the requests that follow again. A held request whose
+                  client has gone (its connection closed, e.g. the gateway was killed)
+                  is not processed: nothing is issued, "abandoned" counts it, the log
+                  says "client gone" (a CA that commits an enrollment only with its
+                  answer)
   status=CODE     answer CODE with a short text/plain body (204: none; 3xx: a Location too;
                   Retry-After when retry_after is set)
   accepted[=N]    202, empty body, Retry-After: N (default 1; retry_after "none" omits it)
@@ -468,7 +472,7 @@ class State:
             return self.implemented.get(op, True)
 
     def reset_stats(self):
-        self.stats = {"total": 0, "paths": {}, "ops": {}, "status": {}, "issued": 0,
+        self.stats = {"total": 0, "paths": {}, "ops": {}, "status": {}, "issued": 0, "abandoned": 0,
                       "encrypted_keys": 0, "connections": 0, "last": None, "last_csr": None,
                       "last_body": None, "max_in_flight": self.in_flight}
 
@@ -742,11 +746,33 @@ class Handler(http.server.BaseHTTPRequestHandler):
         fault = self.server.state.take_fault(op) or Fault()
         if fault.mode == "hold":
             self.server.state.hold()
+            if self.client_gone():
+                self.server.state.bump("abandoned")
+                self.close_connection = True
+                log(f"{self.client_address[0]} {self.command} {self.path} client gone "
+                    "while held: not processed")
+                return
         if fault.delay:
             time.sleep(fault.delay)
         if self.early_fault(fault):
             return
         getattr(self, "op_" + op)(body, fault)
+
+    def client_gone(self):
+        """True when the peer closed its connection (EOF or reset waiting)."""
+        import select
+        fd = self.connection.fileno()
+        try:
+            r, _, _ = select.select([fd], [], [], 0)
+            if not r:
+                return False
+            raw = socket.socket(fileno=os.dup(fd))
+            try:
+                return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+            finally:
+                raw.close()
+        except (ConnectionError, BlockingIOError, OSError):
+            return True
 
     def early_fault(self, f):
         """Faults that answer before the request is processed; True when answered."""

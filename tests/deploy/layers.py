@@ -21,6 +21,7 @@ OWNERS = {
     "cbor.h": ["codec/"],
     "ini.h": ["ops/config.c"],
     "systemd/": ["main.c"],
+    "hiredis/": ["upstream/store_redis.c"],
     # the loop: everything that runs on it, never the pure codecs
     "event2/": ["main.c", "core/exchange.c", "core/proxy.c", "core/brski.c",
                 "downstream/", "upstream/", "ops/metrics_http.c"],

@@ -34,6 +34,7 @@ libevent libevent2
 libcurl libcurl
 inih libinih
 libcbor libcbor
+hiredis libhiredis
 mbedcrypto libmbedtls
 mbedx509 libmbedtls
 MAP

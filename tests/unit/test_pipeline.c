@@ -95,6 +95,12 @@ unsigned proxy_ops_missing(const struct proxy *px)
 	return px->missing;
 }
 
+const struct store_if *proxy_store(const struct proxy *px)
+{
+	(void)px;
+	return NULL; /* no [cluster] (K2) */
+}
+
 enum proxy_rc brski_submit(struct brski *b, const struct brski_request *rq,
 			   proxy_done_fn fn, void *arg, struct xchg_wait **wait,
 		 struct proxy_outcome *now)

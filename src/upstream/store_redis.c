@@ -1,0 +1,822 @@
+/* store_redis.c - the shared store on Redis (see store_redis.h).
+ *
+ * Keys (P = [cluster] prefix, K = the request key in hex):
+ *   P a:K   a kept answer, sealed (AES-256-GCM, tls/seal.c), PX its TTL
+ *   P c:K   the claim: the node name of the instance calling upstream, PX
+ *           claim_ttl, refreshed every claim_ttl/3 while the call is on
+ *   P r:H   a client's token bucket (H = SHA-256 of the identity), a hash
+ *           {u: units, t: ms}, expiring once it would be full again
+ *   P brski the cBRSKI telemetry stream (XADD ... MAXLEN ~ stream_max)
+ * A request key is asked for with one script (lookup, else claim: a free
+ * claim or one under our own node name, left by an earlier life of this
+ * instance, is taken), published with another (answer set, our claim
+ * deleted), so no two instances ever both hold a live claim of one key.
+ *
+ * States: DOWN (a reconnect timer with backoff, 100 ms doubling to 5 s),
+ * CONNECTING (the connection and a PING in flight, bounded), UP. Only UP
+ * takes operations; in the other states they return NULL at once and the
+ * caller goes on with its own state. A claim asked while UP and not
+ * answered within store_timeout is answered STORE_DOWN, and the connection
+ * is dropped as slow (a stopped Redis accepts TCP but never answers).
+ */
+#include "upstream/store_redis.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/util.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libevent.h>
+
+#include "estgw/log.h"
+#include "ops/metrics.h"
+#include "tls/seal.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define MAX_PENDING 4096   /* operations without a reply: more is "down" */
+#define NAME_MAX_LEN 160
+#define HOST_MAX 256
+
+/* KEYS: answer, claim. ARGV: node, claim ms. -> {1, value, pttl} | {2} | {3, pttl} */
+static const char lua_claim[] =
+	"local a = redis.call('GET', KEYS[1])\n"
+	"if a then return {1, a, redis.call('PTTL', KEYS[1])} end\n"
+	"local c = redis.call('GET', KEYS[2])\n"
+	"if (not c) or c == ARGV[1] then\n"
+	"  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])\n"
+	"  return {2}\n"
+	"end\n"
+	"return {3, redis.call('PTTL', KEYS[2])}\n";
+/* KEYS: answer, claim. ARGV: node, value ('' none), ms. */
+static const char lua_publish[] =
+	"if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end\n"
+	"if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
+	"return 1\n";
+/* KEYS: claim. ARGV: node, ms. */
+static const char lua_refresh[] =
+	"if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+	"  return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end\n"
+	"return 0\n";
+/* KEYS: bucket. ARGV: per_minute. A token bucket in ratelimit.c's units
+ * (60000 a request, per_minute a millisecond), on Redis's own clock. */
+static const char lua_rate[] =
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	"local rate = tonumber(ARGV[1])\n"
+	"local cap = rate * 60000\n"
+	"local b = redis.call('HMGET', KEYS[1], 'u', 't')\n"
+	"local u = tonumber(b[1]) or cap\n"
+	"local last = tonumber(b[2]) or now\n"
+	"if now > last then u = math.min(cap, u + (now - last) * rate) end\n"
+	"if u >= 60000 then u = u - 60000 end\n"
+	"redis.call('HSET', KEYS[1], 'u', u, 't', now)\n"
+	"redis.call('PEXPIRE', KEYS[1], 61000)\n"
+	"return u\n";
+
+enum conn_state { S_DOWN, S_CONNECTING, S_UP };
+enum op_kind { OP_CLAIM, OP_RATE, OP_OTHER };
+
+struct store_op {
+	struct estgw_store *s;
+	enum op_kind kind;
+	int done;              /* callback ran, or cancelled: ignore the reply */
+	struct event *timer;   /* store_timeout (claims) */
+	store_claim_fn fn;
+	store_rate_fn rfn;
+	void *arg;
+	uint8_t key[STORE_KEY_LEN];
+	char client[256];
+	struct store_op *prev, *next; /* s->ops: waiting for a reply */
+};
+
+struct held {
+	struct held *next;
+	uint8_t key[STORE_KEY_LEN];
+};
+
+struct estgw_store {
+	struct event_base *base;
+	struct store_if iface;
+	char addr[HOST_MAX + 8]; /* as configured, for logs */
+	char host[HOST_MAX];
+	int port;                /* 0: unix socket in host */
+	char *password;
+	char node[80];
+	char prefix[80];
+	uint8_t seal[ESTGW_SEAL_KEY_LEN];
+	uint32_t claim_ms, timeout_ms, stream_max;
+	enum conn_state state;
+	redisAsyncContext *ac;
+	struct evdns_base *dns;
+	struct evdns_getaddrinfo_request *lookup;
+	struct event *retry;     /* reconnect, or the connect bound */
+	struct event *refresh;   /* held claims, every claim_ttl / 3 */
+	uint32_t backoff_ms;
+	int closing;
+	int outage;              /* logged as down, not yet back */
+	time_t down_since;
+	size_t pending;
+	struct store_op *ops;
+	struct held *held;
+};
+
+static const struct store_ops redis_ops;
+
+/* ---- names -------------------------------------------------------------- */
+
+static void hex(const uint8_t *in, size_t n, char *out)
+{
+	static const char d[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = d[in[i] >> 4];
+		out[2 * i + 1] = d[in[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+static void key_name(const struct estgw_store *s, char kind, const uint8_t *key,
+		     char out[NAME_MAX_LEN])
+{
+	char h[2 * STORE_KEY_LEN + 1];
+
+	hex(key, STORE_KEY_LEN, h);
+	snprintf(out, NAME_MAX_LEN, "%s%c:%s", s->prefix, kind, h);
+}
+
+/* ---- operations waiting for replies -------------------------------------- */
+
+static struct store_op *op_new(struct estgw_store *s, enum op_kind kind)
+{
+	struct store_op *op = calloc(1, sizeof(*op));
+
+	if (!op)
+		return NULL;
+	op->s = s;
+	op->kind = kind;
+	op->next = s->ops;
+	if (s->ops)
+		s->ops->prev = op;
+	s->ops = op;
+	s->pending++;
+	return op;
+}
+
+static void op_free(struct store_op *op)
+{
+	struct estgw_store *s = op->s;
+
+	if (op->prev)
+		op->prev->next = op->next;
+	else
+		s->ops = op->next;
+	if (op->next)
+		op->next->prev = op->prev;
+	s->pending--;
+	if (op->timer)
+		event_free(op->timer);
+	free(op);
+}
+
+/* Answer a claim once: @p v, @p a. */
+static void claim_done(struct store_op *op, enum store_verdict v,
+		       const struct store_answer *a, const char *metric)
+{
+	if (op->done)
+		return;
+	op->done = 1;
+	if (op->timer)
+		event_del(op->timer);
+	metrics_store_op(metric);
+	op->fn(op->arg, v, a);
+}
+
+/* ---- connection ---------------------------------------------------------- */
+
+static void connect_now(struct estgw_store *s);
+
+static void arm_retry(struct estgw_store *s, uint32_t ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	evtimer_add(s->retry, &tv);
+}
+
+/* The connection is gone or useless: DOWN, log once, reconnect later. */
+static void go_down(struct estgw_store *s, const char *why)
+{
+	redisAsyncContext *ac = s->ac;
+
+	if (s->closing)
+		return;
+	if (!s->outage) {
+		log_warn("cluster", "store %s unreachable (%s): serving from local state, "
+			 "reconnecting with backoff", s->addr, why);
+		s->outage = 1;
+		s->down_since = time(NULL);
+	}
+	metrics_store_state(0);
+	s->state = S_DOWN;
+	s->ac = NULL;
+	if (ac)
+		redisAsyncFree(ac); /* pending replies come back NULL: answered DOWN */
+	s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
+	if (s->backoff_ms > BACKOFF_MAX_MS)
+		s->backoff_ms = BACKOFF_MAX_MS;
+	arm_retry(s, s->backoff_ms);
+}
+
+static void on_ping(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct estgw_store *s = priv;
+	redisReply *rep = r;
+
+	if (s->closing || ac != s->ac)
+		return;
+	if (!rep || rep->type == REDIS_REPLY_ERROR) {
+		char why[128];
+		snprintf(why, sizeof(why), "%s", rep ? rep->str : "no answer");
+		go_down(s, why);
+		return;
+	}
+	evtimer_del(s->retry);
+	s->state = S_UP;
+	s->backoff_ms = 0;
+	metrics_store_state(1);
+	if (s->outage)
+		log_info("cluster", "store %s reachable again after %lld s", s->addr,
+			 (long long)(time(NULL) - s->down_since));
+	else
+		log_info("cluster", "store %s connected, node %s", s->addr, s->node);
+	s->outage = 0;
+}
+
+static void on_auth(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct estgw_store *s = priv;
+	redisReply *rep = r;
+
+	if (s->closing || ac != s->ac)
+		return;
+	if (rep && rep->type == REDIS_REPLY_ERROR) {
+		char why[160];
+		snprintf(why, sizeof(why), "AUTH refused: %s", rep->str);
+		go_down(s, why);
+	}
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+	struct estgw_store *s = ac->data;
+
+	if (s->closing || ac != s->ac)
+		return;
+	if (status != REDIS_OK) {
+		s->ac = NULL; /* hiredis frees it after this callback */
+		char why[160];
+		snprintf(why, sizeof(why), "%s", ac->errstr);
+		s->ac = NULL;
+		go_down(s, why);
+	}
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+	struct estgw_store *s = ac->data;
+
+	if (s->closing || ac != s->ac)
+		return;
+	s->ac = NULL; /* hiredis frees it */
+	go_down(s, status == REDIS_OK ? "closed" : ac->errstr);
+}
+
+/* The retry timer: in DOWN reconnect; in CONNECTING the connect (and the
+ * first PING) took too long. */
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+	struct estgw_store *s = arg;
+
+	(void)fd;
+	(void)what;
+	if (s->state == S_CONNECTING)
+		go_down(s, "no answer to PING");
+	else if (s->state == S_DOWN)
+		connect_now(s);
+}
+
+static void start_connection(struct estgw_store *s, const char *ip)
+{
+	redisAsyncContext *ac = s->port ? redisAsyncConnect(ip, s->port) :
+					  redisAsyncConnectUnix(s->host);
+	uint32_t bound = s->timeout_ms > 1000 ? s->timeout_ms : 1000;
+
+	if (!ac || ac->err) {
+		char why[160];
+		snprintf(why, sizeof(why), "%s", ac ? ac->errstr : "out of memory");
+		if (ac)
+			redisAsyncFree(ac);
+		go_down(s, why);
+		return;
+	}
+	ac->data = s;
+	s->ac = ac;
+	s->state = S_CONNECTING;
+	if (redisLibeventAttach(ac, s->base) != REDIS_OK) {
+		go_down(s, "cannot attach to the loop");
+		return;
+	}
+	redisAsyncSetConnectCallback(ac, on_connect);
+	redisAsyncSetDisconnectCallback(ac, on_disconnect);
+	/* queued by hiredis, sent once connected; nothing waits here */
+	if (s->password)
+		redisAsyncCommand(ac, on_auth, s, "AUTH %s", s->password);
+	redisAsyncCommand(ac, on_ping, s, "PING");
+	arm_retry(s, bound);
+}
+
+static void on_resolved(int err, struct evutil_addrinfo *res, void *arg)
+{
+	struct estgw_store *s = arg;
+	char ip[INET6_ADDRSTRLEN] = "";
+
+	s->lookup = NULL;
+	if (err == EVUTIL_EAI_CANCEL)
+		return;
+	if (!err && res) {
+		const void *a = res->ai_family == AF_INET6 ?
+			(const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr :
+			(const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
+		evutil_inet_ntop(res->ai_family, a, ip, sizeof(ip));
+	}
+	if (res)
+		evutil_freeaddrinfo(res);
+	if (!*ip) {
+		go_down(s, err ? evutil_gai_strerror(err) : "no address");
+		return;
+	}
+	start_connection(s, ip);
+}
+
+static void connect_now(struct estgw_store *s)
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+	struct evutil_addrinfo hints;
+
+	if (!s->port || inet_pton(AF_INET, s->host, &a4) == 1 ||
+	    inet_pton(AF_INET6, s->host, &a6) == 1) {
+		start_connection(s, s->host);
+		return;
+	}
+	/* a name: resolved on the loop (hiredis would block in getaddrinfo) */
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	s->state = S_CONNECTING;
+	arm_retry(s, BACKOFF_MAX_MS);
+	s->lookup = evdns_getaddrinfo(s->dns, s->host, NULL, &hints, on_resolved, s);
+}
+
+/* ---- claims held: refreshed while the upstream call is on ---------------- */
+
+static void held_add(struct estgw_store *s, const uint8_t *key)
+{
+	struct held *h = calloc(1, sizeof(*h));
+
+	if (!h)
+		return; /* the claim just expires sooner */
+	memcpy(h->key, key, STORE_KEY_LEN);
+	h->next = s->held;
+	s->held = h;
+}
+
+static void held_del(struct estgw_store *s, const uint8_t *key)
+{
+	for (struct held **pp = &s->held; *pp; pp = &(*pp)->next) {
+		if (memcmp((*pp)->key, key, STORE_KEY_LEN) == 0) {
+			struct held *h = *pp;
+			*pp = h->next;
+			free(h);
+			return;
+		}
+	}
+}
+
+static void on_refresh(evutil_socket_t fd, short what, void *arg)
+{
+	struct estgw_store *s = arg;
+	char name[NAME_MAX_LEN], ms[16];
+
+	(void)fd;
+	(void)what;
+	if (s->state != S_UP)
+		return;
+	snprintf(ms, sizeof(ms), "%u", s->claim_ms);
+	for (struct held *h = s->held; h; h = h->next) {
+		key_name(s, 'c', h->key, name);
+		const char *argv[] = { "EVAL", lua_refresh, "1", name, s->node, ms };
+		redisAsyncCommandArgv(s->ac, NULL, NULL, 6, argv, NULL);
+	}
+}
+
+/* ---- the operations ----------------------------------------------------- */
+
+static int usable(const struct estgw_store *s)
+{
+	return !s->closing && s->state == S_UP && s->ac && s->pending < MAX_PENDING;
+}
+
+/* A sealed answer: "status ctlen ct body" inside. 0, or -EBADMSG. */
+static int open_answer(struct estgw_store *s, const char *name, const redisReply *v,
+		       long long pttl, struct store_op *op)
+{
+	uint8_t *plain = malloc(v->len ? v->len : 1);
+	size_t n = 0;
+	char ct[256];
+
+	if (!plain)
+		return -ENOMEM;
+	if (estgw_unseal(s->seal, name, strlen(name), (const uint8_t *)v->str, v->len,
+			 plain, &n) != 0 || n < 3 || n < 3u + plain[2]) {
+		free(plain);
+		return -EBADMSG;
+	}
+	memcpy(ct, plain + 3, plain[2]);
+	ct[plain[2]] = '\0';
+	struct store_answer a = {
+		.status = plain[0] << 8 | plain[1],
+		.content_type = plain[2] ? ct : NULL,
+		.body = plain + 3 + plain[2],
+		.len = n - 3 - plain[2],
+		.ttl = pttl > 0 ? (uint32_t)((pttl + 999) / 1000) : 1,
+	};
+	claim_done(op, STORE_ANSWER, &a, "answer");
+	explicit_bzero(plain, n); /* may be a private key (skg) */
+	free(plain);
+	return 0;
+}
+
+static void on_claim_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct store_op *op = priv;
+	struct estgw_store *s = op->s;
+	redisReply *rep = r;
+	char name[NAME_MAX_LEN];
+
+	(void)ac;
+	if (s->closing) /* core may still cancel it: freed by store_redis_free */
+		return;
+	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+	    rep->element[0]->type != REDIS_REPLY_INTEGER) {
+		if (rep && rep->type == REDIS_REPLY_ERROR && !op->done)
+			log_warn("cluster", "store %s: %s", s->addr, rep->str);
+		claim_done(op, STORE_DOWN, NULL, "down");
+	} else if (rep->element[0]->integer == 1 && rep->elements == 3) {
+		key_name(s, 'a', op->key, name);
+		if (!op->done && open_answer(s, name, rep->element[1],
+					     rep->element[2]->integer, op) != 0) {
+			log_warn("cluster", "store %s: the answer under %s does not open with "
+				 "[cluster] seal_key: ignored", s->addr, name);
+			claim_done(op, STORE_DOWN, NULL, "down");
+		}
+	} else if (rep->element[0]->integer == 2) {
+		if (!op->done)
+			held_add(s, op->key);
+		else /* we gave up before the reply: let the claim go */
+			s->iface.ops->publish(s, op->key, NULL);
+		claim_done(op, STORE_CLAIMED, NULL, "claimed");
+	} else {
+		claim_done(op, STORE_BUSY, NULL, "busy");
+	}
+	op_free(op);
+}
+
+static void on_claim_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct store_op *op = arg;
+	struct estgw_store *s = op->s;
+
+	(void)fd;
+	(void)what;
+	claim_done(op, STORE_DOWN, NULL, "timeout");
+	if (s->state == S_UP) {
+		char why[96];
+		snprintf(why, sizeof(why), "no answer within store_timeout %u ms", s->timeout_ms);
+		go_down(s, why); /* frees the connection: op goes with its reply */
+	}
+}
+
+static struct store_op *redis_claim(struct estgw_store *s, const uint8_t key[STORE_KEY_LEN],
+				    store_claim_fn fn, void *arg)
+{
+	char answer[NAME_MAX_LEN], claim[NAME_MAX_LEN], ms[16];
+	struct timeval tv = { s->timeout_ms / 1000, (s->timeout_ms % 1000) * 1000 };
+	struct store_op *op;
+
+	if (!usable(s)) {
+		metrics_store_op("down");
+		return NULL;
+	}
+	op = op_new(s, OP_CLAIM);
+	if (!op)
+		return NULL;
+	op->fn = fn;
+	op->arg = arg;
+	memcpy(op->key, key, STORE_KEY_LEN);
+	op->timer = evtimer_new(s->base, on_claim_timeout, op);
+	key_name(s, 'a', key, answer);
+	key_name(s, 'c', key, claim);
+	snprintf(ms, sizeof(ms), "%u", s->claim_ms);
+	const char *argv[] = { "EVAL", lua_claim, "2", answer, claim, s->node, ms };
+	if (!op->timer || evtimer_add(op->timer, &tv) != 0 ||
+	    redisAsyncCommandArgv(s->ac, on_claim_reply, op, 7, argv, NULL) != REDIS_OK) {
+		op_free(op);
+		metrics_store_op("down");
+		return NULL;
+	}
+	return op;
+}
+
+static void redis_cancel(struct store_op *op)
+{
+	if (!op)
+		return;
+	op->done = 1; /* freed when its reply (or the disconnect) comes */
+	if (op->timer)
+		event_del(op->timer);
+}
+
+static void redis_publish(struct estgw_store *s, const uint8_t key[STORE_KEY_LEN],
+			  const struct store_answer *a)
+{
+	char answer[NAME_MAX_LEN], claim[NAME_MAX_LEN], ms[24];
+	uint8_t *plain = NULL, *sealed = NULL;
+	size_t ctlen = a && a->content_type ? strlen(a->content_type) : 0;
+	size_t n = 0;
+
+	held_del(s, key);
+	if (!usable(s))
+		return;
+	key_name(s, 'a', key, answer);
+	key_name(s, 'c', key, claim);
+	if (a && ctlen < 256 && a->status > 0 && a->status < 65536) {
+		n = 3 + ctlen + a->len;
+		plain = malloc(n);
+		sealed = malloc(n + ESTGW_SEAL_OVERHEAD);
+		if (plain && sealed) {
+			plain[0] = (uint8_t)(a->status >> 8);
+			plain[1] = (uint8_t)a->status;
+			plain[2] = (uint8_t)ctlen;
+			memcpy(plain + 3, a->content_type, ctlen);
+			memcpy(plain + 3 + ctlen, a->body, a->len);
+			if (estgw_seal(s->seal, answer, strlen(answer), plain, n, sealed) != 0)
+				n = 0;
+			explicit_bzero(plain, 3 + ctlen + a->len);
+		} else {
+			n = 0;
+		}
+	}
+	snprintf(ms, sizeof(ms), "%llu", (unsigned long long)(a ? a->ttl : 1) * 1000);
+	const char *argv[] = { "EVAL", lua_publish, "2", answer, claim, s->node,
+			       n ? (const char *)sealed : "", ms };
+	size_t lens[] = { 4, strlen(lua_publish), 1, strlen(answer), strlen(claim),
+			  strlen(s->node), n ? n + ESTGW_SEAL_OVERHEAD : 0, strlen(ms) };
+	redisAsyncCommandArgv(s->ac, NULL, NULL, 8, argv, lens);
+	free(plain);
+	free(sealed);
+}
+
+static void on_rate_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct store_op *op = priv;
+	redisReply *rep = r;
+
+	(void)ac;
+	if (op->s->closing)
+		return; /* freed by store_redis_free */
+	if (!op->done && rep && rep->type == REDIS_REPLY_INTEGER && rep->integer >= 0 && op->rfn)
+		op->rfn(op->arg, op->client, (uint64_t)rep->integer);
+	op_free(op);
+}
+
+static void redis_rate(struct estgw_store *s, const char *client, uint32_t per_minute,
+		       store_rate_fn fn, void *arg)
+{
+	uint8_t d[32];
+	char name[NAME_MAX_LEN], h[65], rate[16];
+	struct store_op *op;
+
+	if (!usable(s))
+		return;
+	op = op_new(s, OP_RATE);
+	if (!op)
+		return;
+	op->rfn = fn;
+	op->arg = arg;
+	snprintf(op->client, sizeof(op->client), "%s", client ? client : "-");
+	estgw_seal_digest(op->client, strlen(op->client), d);
+	hex(d, sizeof(d), h);
+	snprintf(name, sizeof(name), "%sr:%s", s->prefix, h);
+	snprintf(rate, sizeof(rate), "%u", per_minute);
+	const char *argv[] = { "EVAL", lua_rate, "1", name, rate };
+	if (redisAsyncCommandArgv(s->ac, on_rate_reply, op, 5, argv, NULL) != REDIS_OK)
+		op_free(op);
+}
+
+static void redis_telemetry(struct estgw_store *s, const char *const *fields, size_t n)
+{
+	const char *argv[6 + 2 + 16];
+	char name[NAME_MAX_LEN], max[16];
+	size_t argc = 0;
+
+	if (!usable(s) || n > 16)
+		return;
+	snprintf(name, sizeof(name), "%sbrski", s->prefix);
+	snprintf(max, sizeof(max), "%u", s->stream_max);
+	argv[argc++] = "XADD";
+	argv[argc++] = name;
+	argv[argc++] = "MAXLEN";
+	argv[argc++] = "~";
+	argv[argc++] = max;
+	argv[argc++] = "*";
+	argv[argc++] = "node";
+	argv[argc++] = s->node;
+	for (size_t i = 0; i < n; i++)
+		argv[argc++] = fields[i];
+	redisAsyncCommandArgv(s->ac, NULL, NULL, (int)argc, argv, NULL);
+}
+
+static const struct store_ops redis_ops = {
+	.claim = redis_claim,
+	.cancel = redis_cancel,
+	.publish = redis_publish,
+	.rate = redis_rate,
+	.telemetry = redis_telemetry,
+};
+
+/* ---- life --------------------------------------------------------------- */
+
+/* "unix:/path" or "host:port" ("[v6]:port") into s->host / s->port. */
+static int parse_addr(struct estgw_store *s, const char *addr)
+{
+	const char *colon;
+	size_t hl;
+
+	if (!addr)
+		return -EINVAL;
+	colon = strrchr(addr, ':');
+	snprintf(s->addr, sizeof(s->addr), "%s", addr);
+	if (strncmp(addr, "unix:", 5) == 0) {
+		snprintf(s->host, sizeof(s->host), "%s", addr + 5);
+		s->port = 0;
+		return 0;
+	}
+	if (!colon)
+		return -EINVAL;
+	hl = (size_t)(colon - addr);
+	if (addr[0] == '[' && hl >= 2) {
+		addr++;
+		hl -= 2;
+	}
+	if (hl >= sizeof(s->host))
+		return -EINVAL;
+	memcpy(s->host, addr, hl);
+	s->host[hl] = '\0';
+	s->port = atoi(colon + 1);
+	return 0;
+}
+
+static int read_password(struct estgw_store *s, const char *path, char *err, size_t errlen)
+{
+	char buf[512];
+	FILE *f = fopen(path, "re");
+
+	if (!f) {
+		snprintf(err, errlen, "[cluster] password_file %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	if (!fgets(buf, sizeof(buf), f))
+		buf[0] = '\0';
+	fclose(f);
+	buf[strcspn(buf, "\r\n")] = '\0';
+	s->password = strdup(buf);
+	explicit_bzero(buf, sizeof(buf));
+	return s->password ? 0 : -ENOMEM;
+}
+
+struct estgw_store *store_redis_new(struct event_base *base,
+				    const struct estgw_config *cfg, char *err,
+				    size_t errlen)
+{
+	struct estgw_store *s = calloc(1, sizeof(*s));
+	struct timeval tv;
+	char why[256] = "";
+	char host[64];
+
+	if (!s) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	s->base = base;
+	s->iface.ops = &redis_ops;
+	s->iface.s = s;
+	s->claim_ms = cfg->cluster.claim_ttl * 1000;
+	s->timeout_ms = cfg->cluster.store_timeout;
+	s->stream_max = cfg->cluster.stream_max;
+	snprintf(s->prefix, sizeof(s->prefix), "%s", cfg->cluster.prefix ? cfg->cluster.prefix : "estgw:");
+	if (cfg->cluster.node) {
+		snprintf(s->node, sizeof(s->node), "%s", cfg->cluster.node);
+	} else {
+		if (gethostname(host, sizeof(host)) != 0)
+			snprintf(host, sizeof(host), "estgw");
+		host[sizeof(host) - 1] = '\0';
+		snprintf(s->node, sizeof(s->node), "%s-%ld", host, (long)getpid());
+	}
+	if (parse_addr(s, cfg->cluster.redis) != 0) {
+		snprintf(err, errlen, "[cluster] redis %s: bad address", cfg->cluster.redis);
+		goto fail;
+	}
+	if (estgw_seal_load(cfg->cluster.seal_key, s->seal, why, sizeof(why)) != 0) {
+		snprintf(err, errlen, "[cluster] seal_key %s", why);
+		goto fail;
+	}
+	if (*why)
+		log_warn("cluster", "[cluster] seal_key %s", why);
+	if (cfg->cluster.password_file &&
+	    read_password(s, cfg->cluster.password_file, err, errlen) != 0)
+		goto fail;
+	s->retry = evtimer_new(base, on_retry, s);
+	s->refresh = event_new(base, -1, EV_PERSIST, on_refresh, s);
+	s->dns = s->port ? evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS) : NULL;
+	if (!s->retry || !s->refresh || (s->port && !s->dns)) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	tv.tv_sec = s->claim_ms / 3000;
+	tv.tv_usec = (s->claim_ms / 3 % 1000) * 1000;
+	event_add(s->refresh, &tv);
+	metrics_store_state(0);
+	s->state = S_DOWN;
+	connect_now(s);
+	return s;
+fail:
+	store_redis_free(s);
+	return NULL;
+}
+
+const struct store_if *store_redis_if(struct estgw_store *s)
+{
+	return s ? &s->iface : NULL;
+}
+
+void store_redis_close(struct estgw_store *s)
+{
+	if (!s || s->closing)
+		return;
+	s->closing = 1;
+	if (s->lookup)
+		evdns_getaddrinfo_cancel(s->lookup);
+	s->lookup = NULL;
+	if (s->ac) {
+		redisAsyncContext *ac = s->ac;
+		s->ac = NULL;
+		redisAsyncFree(ac); /* replies come back NULL: no calls; ops stay
+				     * until store_redis_free (core may cancel them) */
+	}
+	s->state = S_DOWN;
+}
+
+void store_redis_free(struct estgw_store *s)
+{
+	if (!s)
+		return;
+	store_redis_close(s);
+	while (s->ops)
+		op_free(s->ops);
+	while (s->held) {
+		struct held *h = s->held;
+		s->held = h->next;
+		free(h);
+	}
+	if (s->retry)
+		event_free(s->retry);
+	if (s->refresh)
+		event_free(s->refresh);
+	if (s->dns)
+		evdns_base_free(s->dns, 0);
+	if (s->password) {
+		explicit_bzero(s->password, strlen(s->password));
+		free(s->password);
+	}
+	explicit_bzero(s->seal, sizeof(s->seal));
+	free(s);
+}
