@@ -553,7 +553,8 @@ static enum proxy_rc keygen_submit(struct proxy *px, const struct proxy_request 
 
 /* The operations whose answers are kept, so shared through the store
  * ([cluster], K1): a certificate, or the CA's key and certificate. GETs
- * and registrar keygen (its key lives in its exchange only) stay local. */
+ * and registrar keygen (the key estgw made is kept beside the certificate,
+ * on this instance only) stay local. */
 static int shared_op(const struct est_op_desc *op)
 {
 	return op->op == EST_OP_SEN || op->op == EST_OP_SREN ||
