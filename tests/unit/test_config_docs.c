@@ -26,7 +26,7 @@
 
 #include "estgw/config.h"
 
-#define MAX_KEYS 64
+#define MAX_KEYS 128
 #define MAX_LINES 2000
 
 struct doc {
