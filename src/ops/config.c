@@ -162,7 +162,7 @@ static const struct cfg_key schema[] = {
 	{ "brski",    "jpy_sessions_per_proxy", set_u32, "64",  1,    65536,      BR(jpy_sessions_per_proxy), NO_SRC,         0, RESTART },
 	{ "brski",    "jpy_max_header",  set_u32,    "32",      1,    255,        BR(jpy_max_header),  NO_SRC,                0, RESTART },
 	{ "brski",    "jpy_idle_timeout", set_u32,   "360",     1,    86400,      BR(jpy_idle_timeout), NO_SRC,               0, RESTART },
-	{ "brski",    "jpy_mtu",         set_u32,    "1152",    512,  65507,      BR(jpy_mtu),         NO_SRC,                0, RESTART },
+	{ "brski",    "jpy_mtu",         set_u32,    "1152",    576,  65507,      BR(jpy_mtu),         NO_SRC,                0, RESTART },
 	{ "log",      "format",          set_format, "text",    0,    0,          LG(format),          NO_SRC,                0, LIVE },
 	{ "log",      "keylog_file",     set_outfile, NULL,     0,    0,          LG(keylog_file),     LG(keylog_file_src),   0, RESTART },
 	{ "metrics",  "listen",          set_addr,   NULL,      0,    0,          MT(listen),          MT(listen_src),        0, RESTART },
