@@ -36,7 +36,8 @@
 #define DGRAM_MAX 65536   /* bytes of one UDP datagram */
 #define BATCH 32          /* datagrams read per readiness event */
 #define NAME_MAX_LEN 96
-#define HDR_SHOWN 4       /* header bytes shown in log lines */
+#define HDR_FULL 8        /* headers up to this long are logged whole */
+#define HDR_SHOWN 4       /* of a longer one, its first bytes */
 
 struct proxy_count {
 	uint8_t ip[16];   /* v4 as ::ffff:a.b.c.d */
@@ -251,17 +252,22 @@ static void pledge_free(struct jpy_pledge *p, const char *event)
 
 static void on_pledge_read(evutil_socket_t fd, short what, void *arg);
 
+/* How log lines name @p p: the proxy, and the header in hex when it is
+ * short; a longer one as its first bytes, "~", a 32-bit hash of all of it
+ * and its length, so two pledges whose headers share a prefix (the same
+ * link-local /64, say) still get two names. */
 static void pledge_name(struct jpy_pledge *p)
 {
-	char addr[INET6_ADDRSTRLEN + 10], hex[2 * HDR_SHOWN + 2] = "";
-	size_t shown = p->hlen < HDR_SHOWN ? p->hlen : HDR_SHOWN;
+	char addr[INET6_ADDRSTRLEN + 10], hex[2 * HDR_FULL + 24] = "-";
+	size_t shown = p->hlen <= HDR_FULL ? p->hlen : HDR_SHOWN, n = 0;
 
 	ip_text(p->pip, p->pport, addr, sizeof(addr));
 	for (size_t i = 0; i < shown; i++)
-		snprintf(hex + 2 * i, sizeof(hex) - 2 * i, "%02x", p->hdr[i]);
+		n += (size_t)snprintf(hex + n, sizeof(hex) - n, "%02x", p->hdr[i]);
 	if (p->hlen > shown)
-		strcat(hex, "+");
-	snprintf(p->name, sizeof(p->name), "jpy %s hdr=%s", addr, p->hlen ? hex : "-");
+		snprintf(hex + n, sizeof(hex) - n, "~%08x/%zu",
+			 (unsigned)fnv(2166136261u, p->hdr, p->hlen), p->hlen);
+	snprintf(p->name, sizeof(p->name), "jpy %s hdr=%s", addr, hex);
 }
 
 /* A UDP socket connected to the DTLS endpoint: libcoap's peer for @p p. */

@@ -36,8 +36,8 @@ const struct jpy_pledge *jpy_relay_find(const struct jpy_relay *r,
 					const struct sockaddr *sa,
 					socklen_t len);
 
-/** How log lines name @p p: "jpy [proxy]:port hdr=0a1b2c3d" (the first
- *  bytes of the header in hex, "+" when there are more). */
+/** How log lines name @p p: "jpy [proxy]:port hdr=0a1b2c3d" (a header of
+ *  up to 8 bytes in hex; a longer one as "0a1b2c3d~<hash>/<length>"). */
 const char *jpy_pledge_name(const struct jpy_pledge *p);
 
 /** The MTU the DTLS session of @p p must use: [brski] jpy_mtu less the
