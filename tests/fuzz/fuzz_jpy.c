@@ -1,4 +1,4 @@
-/* fuzz_jpy.c - libFuzzer target for the JPY decoder (H6.1): any datagram
+/* fuzz_jpy.c - libFuzzer target for the JPY decoder (H6): any datagram
  * a join proxy (or anyone) sends; a decoded message must re-encode to the
  * same bytes when its heads were shortest, and slices stay in the input. */
 #include <stddef.h>

@@ -742,7 +742,7 @@ static void test_reload_keeps_every_kind(void **state)
 
 /* [brski] jpy_proxies (H6): addresses and prefixes, both families; the
  * reload walk keeps the running list (restart-only). */
-static void test_h6_jpy_proxies(void **state)
+static void test_H6_jpy_proxies(void **state)
 {
 	const struct sub a[] = {
 		{ 15, "[brski]\njpy_listen = [::1]:5685\n"
@@ -1367,7 +1367,7 @@ int main(void)
 		cmocka_unit_test(test_listen_forms),
 		cmocka_unit_test(test_reload_keeps_restart_keys),
 		cmocka_unit_test(test_reload_keeps_every_kind),
-		cmocka_unit_test(test_h6_jpy_proxies),
+		cmocka_unit_test(test_H6_jpy_proxies),
 		cmocka_unit_test(test_relative_paths),
 		cmocka_unit_test(test_relative_config_path),
 		cmocka_unit_test(test_keylog_file),

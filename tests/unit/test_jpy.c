@@ -1,4 +1,4 @@
-/* test_jpy.c - the JPY message codec (H6, H6.1): the well-formed message
+/* test_jpy.c - the JPY message codec (H6): the well-formed message
  * and every malformed one the relay drops, byte by byte; the answer's
  * encoding and its framing overhead. */
 #include <errno.h>
@@ -23,7 +23,7 @@ static int dec(const uint8_t *b, size_t n, struct jpy_msg *m)
 	rc = dec(in_, sizeof(in_), &m); \
 } while (0)
 
-static void test_h6_1_well_formed(void **st)
+static void test_H6_well_formed(void **st)
 {
 	struct jpy_msg m;
 	int rc;
@@ -45,7 +45,7 @@ static void test_h6_1_well_formed(void **st)
 	assert_int_equal(m.content_len, 1);
 }
 
-static void test_h6_1_wrong_shape(void **st)
+static void test_H6_wrong_shape(void **st)
 {
 	struct jpy_msg m;
 	int rc;
@@ -71,7 +71,7 @@ static void test_h6_1_wrong_shape(void **st)
 	assert_int_equal(rc, -EBADMSG);
 }
 
-static void test_h6_1_indefinite_and_reserved(void **st)
+static void test_H6_indefinite_and_reserved(void **st)
 {
 	struct jpy_msg m;
 	int rc;
@@ -85,7 +85,7 @@ static void test_h6_1_indefinite_and_reserved(void **st)
 	assert_int_equal(rc, -EBADMSG);
 }
 
-static void test_h6_1_truncated_and_trailing(void **st)
+static void test_H6_truncated_and_trailing(void **st)
 {
 	struct jpy_msg m;
 	int rc;
@@ -109,7 +109,7 @@ static void test_h6_1_truncated_and_trailing(void **st)
 	assert_int_equal(rc, -EBADMSG);
 }
 
-static void test_h6_1_header_bound(void **st)
+static void test_H6_header_bound(void **st)
 {
 	uint8_t b[2 + MAXH + 1 + 2 + 1];
 	struct jpy_msg m;
@@ -129,7 +129,7 @@ static void test_h6_1_header_bound(void **st)
 	assert_int_equal(m.hdr_len, MAXH + 1);
 }
 
-static void test_h6_1_encode_round_trip(void **st)
+static void test_H6_encode_round_trip(void **st)
 {
 	uint8_t hdr[40], content[300], out[400];
 	struct jpy_msg m;
@@ -161,7 +161,7 @@ static void test_h6_1_encode_round_trip(void **st)
 }
 
 /* The draft's "3-6 bytes" of framing (plus the header) for UDP sizes. */
-static void test_h6_2_overhead(void **st)
+static void test_H6_overhead(void **st)
 {
 	(void)st;
 	assert_int_equal(jpy_overhead(0, 1) , 3);
@@ -174,13 +174,13 @@ static void test_h6_2_overhead(void **st)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_h6_1_well_formed),
-		cmocka_unit_test(test_h6_1_wrong_shape),
-		cmocka_unit_test(test_h6_1_indefinite_and_reserved),
-		cmocka_unit_test(test_h6_1_truncated_and_trailing),
-		cmocka_unit_test(test_h6_1_header_bound),
-		cmocka_unit_test(test_h6_1_encode_round_trip),
-		cmocka_unit_test(test_h6_2_overhead),
+		cmocka_unit_test(test_H6_well_formed),
+		cmocka_unit_test(test_H6_wrong_shape),
+		cmocka_unit_test(test_H6_indefinite_and_reserved),
+		cmocka_unit_test(test_H6_truncated_and_trailing),
+		cmocka_unit_test(test_H6_header_bound),
+		cmocka_unit_test(test_H6_encode_round_trip),
+		cmocka_unit_test(test_H6_overhead),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1296,7 +1296,7 @@ static void expect_links(const char *root, unsigned ops, int with_root,
 
 /* H6: a join proxy's GET /.well-known/core?rt=brski.rjp finds the JPY
  * port; every other listing stays as it was. */
-static void test_h6_jpy_link(void **st)
+static void test_H6_jpy_link(void **st)
 {
 	struct est_link_opts o = { .root = "/est", .ops_enabled = ALL_OPS | EST_LINKS_BRSKI,
 				   .with_root_link = 1, .jpy_uri = "jpy://[fd00::1]:5685" };
@@ -1521,7 +1521,7 @@ int main(void)
 		cmocka_unit_test(test_D_retry_max_age_clamped_or_default),
 		cmocka_unit_test(test_D_printable_copy_of_untrusted_text),
 		cmocka_unit_test(test_A3_links_all),
-		cmocka_unit_test(test_h6_jpy_link),
+		cmocka_unit_test(test_H6_jpy_link),
 		cmocka_unit_test(test_A3_links_mandatory_only),
 		cmocka_unit_test(test_A3_links_well_known_root),
 		cmocka_unit_test(test_A4_rt_ace_est_prefix),
