@@ -34,9 +34,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 case $PROFILE in
-  full)  N=1000; C=16; NSAT=1000; IDLE="1000 10000"; SPEED=3; HOLD=3;   PEM="once pem"; NJ=500 ;;
-  quick) N=300;  C=16; NSAT=300;  IDLE="1000";       SPEED=1; HOLD=3;   PEM="once pem"; NJ=200 ;;
-  smoke) N=20;   C=4;  NSAT=0;    IDLE="20";         SPEED=0; HOLD=0.2; PEM="once";     NJ=10 ;;
+  full)  N=1000; C=16; NSAT=1000; IDLE="1000 10000"; SPEED=3; HOLD=3;   PEM="once pem"; NJ=500; JN=200000; JM=10000 ;;
+  quick) N=300;  C=16; NSAT=300;  IDLE="1000";       SPEED=1; HOLD=3;   PEM="once pem"; NJ=200; JN=50000;  JM=2000 ;;
+  smoke) N=20;   C=4;  NSAT=0;    IDLE="20";         SPEED=0; HOLD=0.2; PEM="once";     NJ=10;  JN=500;    JM=50 ;;
 esac
 
 if [ $DO_BUILD = 1 ]; then
@@ -76,11 +76,11 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
   -addext "keyUsage=critical,keyCertSign" 2>/dev/null
 DEVCA=(--device-ca "$PKI/bench-dev-ca.crt" --device-ca-key "$PKI/bench-dev-ca.key")
 
-# Free loopback UDP ports, all asked for at once (one python start-up).
-PORTS=($(python3 -c 'import socket
-ss=[socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(16)]
-[s.bind(("127.0.0.1", 0)) for s in ss]; print(" ".join(str(s.getsockname()[1]) for s in ss))'))
-free_port() { FREE_PORT=${PORTS[0]}; PORTS=("${PORTS[@]:1}"); }
+# A free loopback UDP port, asked for when it is needed: a port picked early
+# and closed can be taken meanwhile by a client's (or the join proxy's)
+# ephemeral port.
+free_port() { FREE_PORT=$(python3 -c 'import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); }
 wait_file() { for _ in $(seq 200); do [ -s "$1" ] && return 0; sleep 0.05; done; echo "timeout: $1" >&2; return 1; }
 wait_log() { for _ in $(seq 400); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
              echo "timeout waiting for '$2' in $1:" >&2; tail -5 "$1" >&2; return 1; }
@@ -113,7 +113,7 @@ CONF
   : > "$WORK/estgw.log"
   "$ESTGW" -c "$WORK/estgw.conf" >>"$WORK/estgw.log" 2>&1 &
   GW_PID=$!; PIDS+=($GW_PID)
-  wait_log "$WORK/estgw.log" "ready"
+  wait_log "$WORK/estgw.log" " ready, upstream"  # not "already in use"
   sleep 0.3   # let the /crts cache warm up
 }
 start_bare() { # once|pem
@@ -165,6 +165,22 @@ print(json.dumps({"pair": sys.argv[2], "in": st["to_registrar"], "out": st["to_p
       "$PX_CTL" "${ops//,/_}" >> "$WORK/jpy.jsonl"
     stop $PX_PID; stop $GW_PID
   done
+  # the relay alone: synthetic datagrams libcoap drops, direct vs relayed, one
+  # header vs many (bench/jpy_load.py)
+  free_port; local JPORT=$FREE_PORT MPORT
+  MPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  start_estgw "[brski]
+jpy_listen = 127.0.0.1:$JPORT
+jpy_proxies = 127.0.0.2
+jpy_max_sessions = 65536
+jpy_sessions_per_proxy = 65536
+jpy_idle_timeout = 1
+[metrics]
+listen = 127.0.0.1:$MPORT"
+  echo "python3 bench/jpy_load.py -n $JN -m $JM --pid estgw ..." >> "$CMDS"
+  python3 "$SRC/bench/jpy_load.py" --jpy-port "$JPORT" --dtls-port "$GW_PORT" \
+    --metrics "http://127.0.0.1:$MPORT/metrics" --pid $GW_PID -n $JN -m $JM >> "$WORK/jpy.jsonl"
+  stop $GW_PID
 }
 : > "$WORK/jpy.jsonl"
 if [ $JPY_ONLY = 1 ]; then

@@ -1093,6 +1093,7 @@ int coap_server_reload(struct coap_server *srv, const struct estgw_config *cfg)
 	 * of coap_dtls_pki_t points at the config's strings: replace it. */
 	srv->cfg = cfg;
 	srv->dtls = d;
+	jpy_relay_reload(srv->jpy, cfg); /* H6 */
 	coap_context_set_max_idle_sessions(srv->ctx, cfg->server.max_sessions);
 	coap_context_set_session_timeout(srv->ctx, cfg->server.idle_timeout);
 	srv->bw.lim = bw_limits_of(cfg);

@@ -493,12 +493,10 @@ static void pick_target(struct jpy_relay *r)
 static int bind_listen(struct jpy_relay *r)
 {
 	const struct estgw_addr *a = &r->cfg->brski.jpy_listen;
-	int one = 1;
 
 	r->fd = socket(a->sa.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (r->fd < 0)
 		return -errno;
-	setsockopt(r->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (bind(r->fd, (const struct sockaddr *)&a->sa, a->salen) != 0)
 		return -errno;
 	return 0;
@@ -538,6 +536,10 @@ struct jpy_relay *jpy_relay_new(struct event_base *base,
 		goto fail;
 	if (cfg->brski.njpy_proxies == 0)
 		log_warn("jpy", "[brski] jpy_proxies is empty: every JPY message is dropped");
+	if (idle <= cfg->server.idle_timeout)
+		log_warn("jpy", "[brski] jpy_idle_timeout (%u s) is not above [server] "
+			 "idle_timeout (%u s): a pledge session may end before its DTLS "
+			 "session", idle, cfg->server.idle_timeout);
 	log_info("jpy", "listening on %s (JPY, stateless join proxies), %zu proxy "
 		 "prefixes, at most %u pledge sessions", cfg->brski.jpy_listen.text,
 		 cfg->brski.njpy_proxies, cfg->brski.jpy_max_sessions);
@@ -545,6 +547,12 @@ struct jpy_relay *jpy_relay_new(struct event_base *base,
 fail:
 	jpy_relay_free(r);
 	return NULL;
+}
+
+void jpy_relay_reload(struct jpy_relay *r, const struct estgw_config *cfg)
+{
+	if (r)
+		r->cfg = cfg; /* its [brski] jpy_* keys are the running ones (restart-only) */
 }
 
 void jpy_relay_free(struct jpy_relay *r)

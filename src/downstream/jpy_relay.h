@@ -25,10 +25,14 @@ struct jpy_pledge;
 
 /** Bind [brski] jpy_listen of @p cfg and relay to the first [server]
  *  listen address (its loopback address when it is a wildcard). NULL on
- *  error (logged). @p cfg must outlive the relay (the keys are restart-only). */
+ *  error (logged). @p cfg must outlive the relay or the next reload. */
 struct jpy_relay *jpy_relay_new(struct event_base *base,
 				const struct estgw_config *cfg);
 void jpy_relay_free(struct jpy_relay *r);
+
+/** SIGHUP: @p cfg replaces the config in force (the jpy keys are
+ *  restart-only, so main.c put the running values into it). */
+void jpy_relay_reload(struct jpy_relay *r, const struct estgw_config *cfg);
 
 /** The pledge session whose socket is the DTLS peer @p sa, or NULL when
  *  @p sa is not one of the relay's sockets (a direct device). */

@@ -10,6 +10,7 @@ test_brski.py's stack: estgw as the cBRSKI registrar, the test MASA, the test ES
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -228,6 +229,11 @@ class TestJpyDrops(JpyTest):
                 s.recv(100)
             s.close()
         self.assertEqual(self.m("estgw_jpy_pledge_sessions"), 0)
+        # a reload keeps the relay's settings (restart-only) and it goes on dropping
+        self.s.gw.send_signal(signal.SIGHUP)
+        wait_for(lambda: "configuration reloaded" in self.s.log(), what="reload")
+        self.send_raw(b"\x82\x41\x01").close()
+        self.wait_metric('estgw_jpy_dropped_total{reason="malformed"}', 7)
         # the gateway still serves, through a good proxy and directly
         port, _ = self.s.start_proxy()
         r, nonce = self.rv_through(port)
