@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run.sh - run the whole estgw benchmark and write docs/performance.md (issue 9).
 #
-#   bash bench/run.sh [--build DIR] [--no-build] [--quick] [--smoke] [--out FILE]
+#   bash bench/run.sh [--build DIR] [--no-build] [--quick] [--smoke] [--jpy-only] [--out FILE]
 #
 # Builds a release tree (default build-bench; --build names another, --no-build
 # uses it as it is), generates the test PKI and a bench device CA, starts the
@@ -11,28 +11,32 @@
 # elsewhere). Every phase starts fresh server processes. Default run: ~10 min on
 # 2 cores. --quick: fewer devices (~3 min). --smoke: a few seconds, checks that
 # every tool works end to end and writes nothing into docs/ (the meson 'bench'
-# suite). Traffic goes only to 127.0.0.1.
+# suite). --jpy-only: only the JPY relay phase (stateless join proxy, H6), whose
+# section of docs/performance.md is replaced in place. Traffic goes only to
+# 127.0.0.x.
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$SRC/build-bench
 DO_BUILD=1
 PROFILE=full
 OUTDOC=$SRC/docs/performance.md
+JPY_ONLY=0
 while [ $# -gt 0 ]; do
   case $1 in
     --build) BUILD=$2; DO_BUILD=0; shift ;;
     --no-build) DO_BUILD=0 ;;
     --quick) PROFILE=quick ;;
     --smoke) PROFILE=smoke ;;
+    --jpy-only) JPY_ONLY=1 ;;
     --out) OUTDOC=$2; shift ;;
-    *) echo "usage: run.sh [--build DIR] [--no-build] [--quick] [--smoke] [--out FILE]" >&2; exit 2 ;;
+    *) echo "usage: run.sh [--build DIR] [--no-build] [--quick] [--smoke] [--jpy-only] [--out FILE]" >&2; exit 2 ;;
   esac
   shift
 done
 case $PROFILE in
-  full)  N=1000; C=16; NSAT=1000; IDLE="1000 10000"; SPEED=3; HOLD=3;   PEM="once pem" ;;
-  quick) N=300;  C=16; NSAT=300;  IDLE="1000";       SPEED=1; HOLD=3;   PEM="once pem" ;;
-  smoke) N=20;   C=4;  NSAT=0;    IDLE="20";         SPEED=0; HOLD=0.2; PEM="once" ;;
+  full)  N=1000; C=16; NSAT=1000; IDLE="1000 10000"; SPEED=3; HOLD=3;   PEM="once pem"; NJ=500; JN=200000; JM=10000 ;;
+  quick) N=300;  C=16; NSAT=300;  IDLE="1000";       SPEED=1; HOLD=3;   PEM="once pem"; NJ=200; JN=50000;  JM=2000 ;;
+  smoke) N=20;   C=4;  NSAT=0;    IDLE="20";         SPEED=0; HOLD=0.2; PEM="once";     NJ=10;  JN=500;    JM=50 ;;
 esac
 
 if [ $DO_BUILD = 1 ]; then
@@ -72,11 +76,11 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
   -addext "keyUsage=critical,keyCertSign" 2>/dev/null
 DEVCA=(--device-ca "$PKI/bench-dev-ca.crt" --device-ca-key "$PKI/bench-dev-ca.key")
 
-# Free loopback UDP ports, all asked for at once (one python start-up).
-PORTS=($(python3 -c 'import socket
-ss=[socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(16)]
-[s.bind(("127.0.0.1", 0)) for s in ss]; print(" ".join(str(s.getsockname()[1]) for s in ss))'))
-free_port() { FREE_PORT=${PORTS[0]}; PORTS=("${PORTS[@]:1}"); }
+# A free loopback UDP port, asked for when it is needed: a port picked early
+# and closed can be taken meanwhile by a client's (or the join proxy's)
+# ephemeral port.
+free_port() { FREE_PORT=$(python3 -c 'import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); }
 wait_file() { for _ in $(seq 200); do [ -s "$1" ] && return 0; sleep 0.05; done; echo "timeout: $1" >&2; return 1; }
 wait_log() { for _ in $(seq 400); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
              echo "timeout waiting for '$2' in $1:" >&2; tail -5 "$1" >&2; return 1; }
@@ -89,7 +93,7 @@ start_ca() {
   CA_PID=$!; PIDS+=($CA_PID)
   wait_file "$WORK/ca.port"; CA_PORT=$(cat "$WORK/ca.port")
 }
-start_estgw() {
+start_estgw() { # [extra config lines]
   free_port; GW_PORT=$FREE_PORT
   cat > "$WORK/estgw.conf" <<CONF
 [server]
@@ -104,11 +108,12 @@ url = https://127.0.0.1:$CA_PORT/.well-known/est
 trust = $PKI/tls-ca.crt
 certificate = $PKI/ra.crt
 private_key = $PKI/ra.key
+${1:-}
 CONF
   : > "$WORK/estgw.log"
   "$ESTGW" -c "$WORK/estgw.conf" >>"$WORK/estgw.log" 2>&1 &
   GW_PID=$!; PIDS+=($GW_PID)
-  wait_log "$WORK/estgw.log" "ready"
+  wait_log "$WORK/estgw.log" " ready, upstream"  # not "already in use"
   sleep 0.3   # let the /crts cache warm up
 }
 start_bare() { # once|pem
@@ -126,6 +131,64 @@ bench() { # label mode args...
   [ $rc = 0 ] || [ $rc = 3 ] || { echo "estgw-bench failed ($rc)" >&2; exit 1; }
   [ $PROFILE != smoke ] || [ $rc = 0 ] || { echo "smoke: $label had failures" >&2; exit 1; }
 }
+
+# Phase 5 (H6): the JPY relay. The same devices directly and through a stateless
+# test join proxy (tests/tools/jpy_proxy.py on 127.0.0.2), each pair on one
+# estgw process with [brski] jpy_listen; the difference in estgw's CPU per
+# device, over the datagrams each device's session relayed, is the relay's
+# cost. Two pairs with different datagrams per device separate the cost per
+# datagram from the cost per pledge session (a line through both).
+jpy_phase() {
+  local pair ops blk pf
+  for pair in crts:1024 crts,sen,sren:64; do
+    ops=${pair%%:*}; blk=${pair##*:}
+    free_port; local JPORT=$FREE_PORT
+    start_estgw "[brski]
+jpy_listen = 127.0.0.1:$JPORT
+jpy_proxies = 127.0.0.2
+jpy_max_sessions = 65536
+jpy_sessions_per_proxy = 65536"
+    pf=$WORK/proxy.ports; rm -f "$pf"
+    python3 "$SRC/tests/tools/jpy_proxy.py" --bind 127.0.0.2 --registrar "127.0.0.1:$JPORT" \
+      --port-file "$pf" 2>>"$WORK/proxy.log" &
+    local PX_PID=$!; PIDS+=($PX_PID)
+    wait_file "$pf"; read -r PX_PORT PX_CTL < "$pf"
+    bench jpy_direct_${ops//,/_} coap --host 127.0.0.1 --port "$GW_PORT" --server-trust "$PKI/gw-ca.crt" \
+      -n $NJ -c 4 --ops $ops --block $blk --pid estgw=$GW_PID
+    bench jpy_relay_${ops//,/_} coap --host 127.0.0.1 --port "$PX_PORT" --server-trust "$PKI/gw-ca.crt" \
+      -n $NJ -c 4 --ops $ops --block $blk --pid estgw=$GW_PID --pid proxy=$PX_PID
+    python3 -c 'import json, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+s.sendto(b"stats", ("127.0.0.1", int(sys.argv[1]))); st = json.loads(s.recv(1 << 20))
+print(json.dumps({"pair": sys.argv[2], "in": st["to_registrar"], "out": st["to_pledges"],
+                  "max_answer": st["max_answer"], "sessions": len(st["headers"])}))' \
+      "$PX_CTL" "${ops//,/_}" >> "$WORK/jpy.jsonl"
+    stop $PX_PID; stop $GW_PID
+  done
+  # the relay alone: synthetic datagrams libcoap drops, direct vs relayed, one
+  # header vs many (bench/jpy_load.py)
+  free_port; local JPORT=$FREE_PORT MPORT
+  MPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  start_estgw "[brski]
+jpy_listen = 127.0.0.1:$JPORT
+jpy_proxies = 127.0.0.2
+jpy_max_sessions = 65536
+jpy_sessions_per_proxy = 65536
+jpy_idle_timeout = 1
+[metrics]
+listen = 127.0.0.1:$MPORT"
+  echo "python3 bench/jpy_load.py -n $JN -m $JM --pid estgw ..." >> "$CMDS"
+  python3 "$SRC/bench/jpy_load.py" --jpy-port "$JPORT" --dtls-port "$GW_PORT" \
+    --metrics "http://127.0.0.1:$MPORT/metrics" --pid $GW_PID -n $JN -m $JM >> "$WORK/jpy.jsonl"
+  stop $GW_PID
+}
+: > "$WORK/jpy.jsonl"
+if [ $JPY_ONLY = 1 ]; then
+  start_ca; jpy_phase; stop $CA_PID
+  python3 "$SRC/bench/report.py" --results "$RES" --jpy "$WORK/jpy.jsonl" --jpy-into "$OUTDOC"
+  echo "updated the JPY section of $OUTDOC"
+  exit 0
+fi
 
 # Phase 1: handshake + /crts - estgw vs the bare libcoap server (both credential modes).
 start_ca; start_estgw
@@ -167,6 +230,7 @@ for k in $IDLE; do
     -n $k -c 32 --hold $HOLD --pid bare=$BARE_PID
   stop $BARE_PID
 done
+jpy_phase
 stop $CA_PID
 grep -c "certificates issued" "$WORK/ca.log" >/dev/null || true
 
@@ -181,5 +245,6 @@ if [ "$SPEED" -gt 0 ]; then
 fi
 echo "openssl speed -seconds $SPEED ecdsap256 ecdhp256" >> "$CMDS"
 python3 "$SRC/bench/report.py" --results "$RES" --speed "$WORK/speed.txt" --commands "$CMDS" \
-  --estgw "$ESTGW" --profile "$PROFILE" --analysis "$SRC/bench/analysis.md" --out "$OUTDOC"
+  --estgw "$ESTGW" --profile "$PROFILE" --analysis "$SRC/bench/analysis.md" --out "$OUTDOC" \
+  --jpy "$WORK/jpy.jsonl"
 echo "wrote $OUTDOC"

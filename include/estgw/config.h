@@ -16,8 +16,9 @@
 
 #define ESTGW_MAX_LISTEN 8
 #define ESTGW_MAX_MFR 8 /**< [brski] manufacturer lines */
-#define ESTGW_CFG_MAX_KEYS 96 /**< rows the schema table may have */
+#define ESTGW_CFG_MAX_KEYS 128 /**< rows the schema table may have */
 #define ESTGW_ADDR_TEXT 64    /**< "[IPv6]:port" fits (at most 53) */
+#define ESTGW_MAX_JPY_PROXIES 16 /**< [brski] jpy_proxies entries */
 
 /** [policy] pop: POP linking of the CSR to the DTLS session (G4). */
 enum estgw_pop {
@@ -39,6 +40,13 @@ struct estgw_addr {
 	struct sockaddr_storage sa; /**< family, address, port; zero-padded */
 	socklen_t salen;            /**< 0: not set */
 	char text[ESTGW_ADDR_TEXT]; /**< as written in the file, for logs */
+};
+
+/** An address prefix ("fd00::/8", "192.0.2.7"): [brski] jpy_proxies (H6). */
+struct estgw_prefix {
+	int family;         /**< AF_INET or AF_INET6 */
+	uint8_t addr[16];   /**< network byte order; 4 bytes used for AF_INET */
+	unsigned bits;      /**< prefix length; 32 or 128 for one address */
 };
 
 /** Who makes the key for /skg and /skc (F, F4). */
@@ -134,6 +142,16 @@ struct estgw_config {
 		int legacy_media_type;    /**< send application/voucher-cose+cbor */
 		struct estgw_brski_mfr mfr[ESTGW_MAX_MFR];
 		size_t nmfr;
+		/* stateless join proxies (H6): off while jpy_listen.salen is 0 */
+		struct estgw_addr jpy_listen;  /**< the JPY UDP port */
+		struct estgw_prefix jpy_proxies[ESTGW_MAX_JPY_PROXIES];
+		size_t njpy_proxies;           /**< join proxies JPY is taken from */
+		uint32_t jpy_max_sessions;     /**< pledge sessions in all */
+		uint32_t jpy_sessions_per_proxy; /**< pledge sessions per proxy address */
+		uint32_t jpy_max_header;       /**< longest jpy_header accepted */
+		uint32_t jpy_idle_timeout;     /**< seconds before an idle pledge session ends */
+		uint32_t jpy_mtu;              /**< largest JPY datagram sent to a proxy */
+		struct estgw_cfg_src jpy_listen_src;
 		struct estgw_cfg_src enabled_src, manufacturer_trust_src, masa_trust_src,
 			masa_url_src, masa_certificate_src, masa_private_key_src;
 	} brski;

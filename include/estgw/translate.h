@@ -246,6 +246,8 @@ struct est_link_opts {
 	const char *root;          /**< the root to list under, e.g. "/est" */
 	unsigned ops_enabled;      /**< bit (1u << op) per operation served */
 	int with_root_link;        /**< add </root>;rt="ace.est" */
+	const char *jpy_uri;       /**< "jpy://[addr]:port": <uri>;rt=brski.rjp, listed
+				    *   only for an rt= query it matches (H6), or NULL */
 };
 
 /** Build the /.well-known/core answer, filtered by the Uri-Query values in

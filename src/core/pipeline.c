@@ -9,7 +9,9 @@
  */
 #include "core/pipeline.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -328,6 +330,31 @@ static int to_brski(struct pipeline *pl, const struct pl_request *rq,
 	return (int)brski_submit(pl->brski, &brq, on_target_done, job, &job->bwait, now);
 }
 
+/* "jpy://[addr]:port" of [brski] jpy_listen (H6); a wildcard address is
+ * replaced by @p local, where the request came to. -ENOENT: no JPY. */
+static int jpy_uri(const struct estgw_config *cfg, const char *local,
+		   char *out, size_t len)
+{
+	const struct estgw_addr *a = &cfg->brski.jpy_listen;
+	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&a->sa;
+	const struct sockaddr_in *s4 = (const struct sockaddr_in *)&a->sa;
+	int wild, v6 = a->sa.ss_family == AF_INET6;
+	unsigned port;
+
+	if (!a->salen)
+		return -ENOENT;
+	wild = v6 ? IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr) : s4->sin_addr.s_addr == 0;
+	port = ntohs(v6 ? s6->sin6_port : s4->sin_port);
+	if (!wild)
+		snprintf(out, len, "jpy://%s", a->text);
+	else if (local && *local)
+		snprintf(out, len, strchr(local, ':') ? "jpy://[%s]:%u" : "jpy://%s:%u",
+			 local, port);
+	else
+		return -ENOENT;
+	return 0;
+}
+
 /* GET /.well-known/core (A3, A4): what is served, less what the EST
  * server said it lacks, filtered by the queries. */
 static int to_discovery(struct pipeline *pl, const struct pl_request *rq,
@@ -340,9 +367,11 @@ static int to_discovery(struct pipeline *pl, const struct pl_request *rq,
 		.with_root_link = 1,
 	};
 	size_t nq = rq->nquery < PL_MAX_QUERIES ? rq->nquery : PL_MAX_QUERIES;
-	char *text = NULL;
+	char *text = NULL, jpy[ESTGW_ADDR_TEXT + 64];
 	size_t n = 0;
 
+	if (jpy_uri(pl->cfg, rq->local_ip, jpy, sizeof(jpy)) == 0) /* H6 */
+		lo.jpy_uri = jpy;
 	if (pl->cfg->server.serverkeygen != ESTGW_SKG_OFF) /* F */
 		lo.ops_enabled |= (1u << EST_OP_SKG) | (1u << EST_OP_SKC);
 	lo.ops_enabled &= ~proxy_ops_missing(pl->px); /* 404/501 upstream */

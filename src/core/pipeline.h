@@ -67,6 +67,7 @@ struct pl_request {
 	int continuation;           /**< a later Block1 block (NUM > 0): checked, not counted */
 	uint64_t now_ms;            /**< any monotonic clock, for the rate limit */
 	const struct pl_client *client;
+	const char *local_ip;       /**< numeric address the request came to, or NULL (H6) */
 };
 
 enum pl_target { PL_EST, PL_BRSKI, PL_DISCOVERY };

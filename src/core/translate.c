@@ -1064,6 +1064,32 @@ static const struct {
 	{ "/.well-known/brski/es", "brski.es", "\"50 60\"" },
 };
 
+/* The registrar's JPY port (draft-ietf-anima-constrained-join-proxy-20,
+ * discovery of the registrar by a join proxy; H6): "<jpy://[addr]:port>;
+ * rt=brski.rjp", explicit port, root path, the rt value as the draft
+ * writes it. */
+static void jpy_link_add(struct link_buf *b, const char *uri)
+{
+	int n = snprintf(b->p + b->len, b->cap - b->len, "%s<%s>;rt=brski.rjp",
+			 b->len ? "," : "", uri);
+
+	if (n > 0 && (size_t)n < b->cap - b->len)
+		b->len += (size_t)n;
+}
+
+/* An rt= query is present and @p rt passes all filters: the JPY link is
+ * for join proxies that ask for it, not part of a device's listing (H6
+ * DECIDED: other discovery answers stay as they were). */
+static int rt_asked(const char *rt, const struct est_slice *q, size_t nq)
+{
+	int asked = 0;
+
+	for (size_t i = 0; i < nq; i++)
+		if (q[i].ptr && q[i].len >= 3 && memcmp(q[i].ptr, "rt=", 3) == 0)
+			asked = 1;
+	return asked && link_passes(rt, NULL, q, nq);
+}
+
 int est_link_format(const struct est_link_opts *o,
 		    const struct est_slice *queries, size_t nq, char **out,
 		    size_t *outlen)
@@ -1078,7 +1104,8 @@ int est_link_format(const struct est_link_opts *o,
 	rlen = strlen(root);
 	while (rlen > 0 && root[rlen - 1] == '/')
 		rlen--;
-	b.cap = (EST_OP_COUNT + 1) * (rlen + 64) + 1 + 4 * 64;
+	b.cap = (EST_OP_COUNT + 1) * (rlen + 64) + 1 + 4 * 64 +
+		(o->jpy_uri ? strlen(o->jpy_uri) + 32 : 0);
 	b.p = malloc(b.cap);
 	if (!b.p)
 		return -ENOMEM;
@@ -1098,6 +1125,8 @@ int est_link_format(const struct est_link_opts *o,
 		if (link_passes(brski_links[i].rt, brski_links[i].ct, queries, nq))
 			link_add(&b, brski_links[i].path, strlen(brski_links[i].path),
 				 NULL, brski_links[i].rt, brski_links[i].ct);
+	if (o->jpy_uri && rt_asked("brski.rjp", queries, nq))
+		jpy_link_add(&b, o->jpy_uri);
 	*out = b.p;
 	*outlen = b.len;
 	return 0;

@@ -21,6 +21,7 @@
  */
 #include "downstream/coap_server.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@
 #include <event2/event.h>
 
 #include "downstream/blockwise.h"
+#include "downstream/jpy_relay.h"
 #include "tls/dtls.h"
 #include "estgw/log.h"
 #include "estgw/translate.h"
@@ -44,6 +46,7 @@
 #define KEEP_TOTAL_BYTES (16u << 20) /* bytes of all kept answers */
 #define OPT_ROOM 64            /* bytes reserved for the answer's options */
 #define TLS_UNIQUE_MAX 64
+#define VIA_MAX 96             /* a pledge behind a join proxy, for log lines (H6) */
 
 /* What the answer to a request needs from block-wise transfer (E5-E8). */
 struct blk_ctx {
@@ -64,6 +67,7 @@ struct sess_data {
 	struct bw_session bw;       /* Block1 bodies and kept answers */
 	uint8_t *cert;              /* client certificate DER, for policy and cBRSKI */
 	size_t cert_len;
+	char via[VIA_MAX];          /* "" direct; the join proxy and header (H6) */
 	int counted; /* in the open-sessions gauge */
 	struct sess_data *prev, *next;
 };
@@ -79,6 +83,7 @@ struct pending {
 	struct timespec start;
 	char path[96];
 	char client[CLIENT_MAX];
+	char via[VIA_MAX];
 	struct pending *prev, *next;
 };
 
@@ -93,6 +98,7 @@ struct coap_server {
 	size_t bw_gauge;    /* Block1 bodies last told to metrics */
 	struct sess_data *sessions;
 	struct pending *pendings;
+	struct jpy_relay *jpy;  /* [brski] jpy_listen: pledges behind join proxies (H6) */
 };
 
 /* One request PDU as the pipeline and the block-wise glue see it. */
@@ -101,6 +107,8 @@ struct req_info {
 	struct pl_client client;   /* the session's, with this request's tls-unique */
 	uint8_t tls_unique[TLS_UNIQUE_MAX];
 	char path[96];
+	char local[48];            /* the session's local address, numeric */
+	const char *via;           /* sess_data.via */
 	char rkey[KEY_MAX];        /* the Block1 body: path, Request-Tag, Content-Format */
 	struct blk_ctx bc;
 	struct timespec start;
@@ -152,9 +160,9 @@ static const uint8_t *opt_raw(const coap_pdu_t *pdu, uint16_t num, size_t *len)
 }
 
 /* The one line per request: who, what, upstream status, CoAP code, time. */
-static void log_request(const char *client, int method, const char *path,
-			long upstream, const char *note, uint8_t code,
-			double ms)
+static void log_request(const char *client, const char *via, int method,
+			const char *path, long upstream, const char *note,
+			uint8_t code, double ms)
 {
 	char up[24];
 	int cached = note && strcmp(note, "cache") == 0;
@@ -166,10 +174,11 @@ static void log_request(const char *client, int method, const char *path,
 	if (cached || !note || !*note)
 		note = NULL;
 	metrics_request(path, code);
-	log_info("req", "client=\"%s\" %s %s upstream=%s code=%d.%02d %.1fms%s%s%s",
-		 client, method_name(method), path, up, EST_CODE_CLASS(code),
-		 EST_CODE_DETAIL(code), ms, note ? " (" : "", note ? note : "",
-		 note ? ")" : "");
+	log_info("req", "client=\"%s\"%s%s%s %s %s upstream=%s code=%d.%02d %.1fms%s%s%s",
+		 client, via && *via ? " via=\"" : "", via && *via ? via : "",
+		 via && *via ? "\"" : "", method_name(method), path, up,
+		 EST_CODE_CLASS(code), EST_CODE_DETAIL(code), ms, note ? " (" : "",
+		 note ? note : "", note ? ")" : "");
 }
 
 static void answer_error(coap_pdu_t *resp, uint8_t code, const char *diag)
@@ -324,13 +333,13 @@ static void answer_now(struct coap_server *srv, coap_session_t *s,
 
 	if (rc < 0) {
 		answer_error(resp, EST_CODE(5, 0), "out of memory");
-		log_request(client, ri->rq.method, ri->path, 0, NULL,
+		log_request(client, ri->via, ri->rq.method, ri->path, 0, NULL,
 			    EST_CODE(5, 0), ms_since(&ri->start));
 		return;
 	}
 	code = out->resp.code;
 	answer_final(srv, s, req, resp, &ri->bc, &out->resp);
-	log_request(client, ri->rq.method, ri->path, out->upstream_status,
+	log_request(client, ri->via, ri->rq.method, ri->path, out->upstream_status,
 		    out->note, code, ms_since(&ri->start));
 	est_coap_resp_free(&out->resp);
 }
@@ -356,6 +365,39 @@ static void sess_free(struct sess_data *sd)
 	free(sd);
 }
 
+/* ---- pledges behind a stateless join proxy (H6, jpy_relay.c) ---------- */
+
+/* The relay's pledge session whose socket is @p s's peer, or NULL (a
+ * device that talks to the DTLS endpoint itself). */
+static const struct jpy_pledge *jpy_of(const struct coap_server *srv,
+				       const coap_session_t *s)
+{
+	const coap_address_t *a = srv->jpy ? coap_session_get_addr_remote(s) : NULL;
+
+	return a ? jpy_relay_find(srv->jpy, &a->addr.sa, a->size) : NULL;
+}
+
+/* "jpy [proxy]:port hdr=..." for log lines, "" for a direct peer. */
+static void jpy_name(const struct coap_server *srv, const coap_session_t *s,
+		     char *out, size_t len)
+{
+	const struct jpy_pledge *p = jpy_of(srv, s);
+
+	snprintf(out, len, "%s", p ? jpy_pledge_name(p) : "");
+}
+
+/* A new peer: a relayed pledge's DTLS records and CoAP blocks must leave
+ * room for the JPY framing within [brski] jpy_mtu. Set before its first
+ * ClientHello is answered (libcoap 4.3.1 gives the DTLS layer the
+ * session's MTU for every ClientHello of a new peer). */
+static void jpy_session_new(struct coap_server *srv, coap_session_t *s)
+{
+	const struct jpy_pledge *p = jpy_of(srv, s);
+
+	if (p)
+		coap_session_set_mtu(s, jpy_pledge_mtu(p));
+}
+
 /* Who the peer is, once per session: subject, certificate, its kind and
  * expiry for the policy (G2, G3) and its cBRSKI manufacturer line (H2), all
  * from the verifier that accepted the handshake. */
@@ -377,6 +419,7 @@ static void sess_identify(struct coap_server *srv, struct sess_data *sd,
 			   kind == ESTGW_DTLS_KIND_LDEVID ? ESTGW_CLIENT_LDEVID :
 							    ESTGW_CLIENT_OTHER;
 	id->mfr = estgw_dtls_peer_manufacturer(srv->dtls, tls);
+	jpy_name(srv, sd->session, sd->via, sizeof(sd->via));
 }
 
 static struct sess_data *sess_get(struct coap_server *srv, coap_session_t *s)
@@ -406,8 +449,14 @@ static int on_event(coap_session_t *s, const coap_event_t ev)
 	coap_tls_library_t lib;
 
 	switch (ev) {
+	case COAP_EVENT_SERVER_SESSION_NEW:
+		jpy_session_new(srv_of(s), s);
+		break;
 	case COAP_EVENT_SERVER_SESSION_DEL:
 		sd = coap_session_get_app_data(s);
+		if (sd && sd->counted && sd->via[0]) /* its pledge session too */
+			jpy_relay_peer_gone(sd->srv->jpy, &coap_session_get_addr_remote(s)->addr.sa,
+					    coap_session_get_addr_remote(s)->size);
 		if (sd)
 			sess_free(sd);
 		break;
@@ -506,6 +555,19 @@ static int is_continuation(const coap_pdu_t *req)
 	return v && bw_block_parse(v, len, &b1) == 0 && b1.num > 0;
 }
 
+/* The numeric local address of @p s (where the peer reached us), for the
+ * JPY discovery link when [brski] jpy_listen is a wildcard (H6). */
+static void local_text(const coap_session_t *s, char *out, size_t len)
+{
+	const coap_address_t *a = coap_session_get_addr_local(s);
+
+	out[0] = '\0';
+	if (a && a->addr.sa.sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &a->addr.sin6.sin6_addr, out, (socklen_t)len);
+	else if (a && a->addr.sa.sa_family == AF_INET)
+		inet_ntop(AF_INET, &a->addr.sin.sin_addr, out, (socklen_t)len);
+}
+
 /* Everything the pipeline and the block-wise glue need from @p req, with
  * the identity of @p sd's peer. */
 static void read_request(coap_session_t *s, const struct sess_data *sd,
@@ -525,7 +587,10 @@ static void read_request(coap_session_t *s, const struct sess_data *sd,
 	rq->now_ms = (uint64_t)ri->start.tv_sec * 1000 +
 		     (uint64_t)ri->start.tv_nsec / 1000000;
 	ri->client = sd->id;
-	ri->client.session = coap_session_str(s);
+	ri->client.session = sd->via[0] ? sd->via : coap_session_str(s);
+	ri->via = sd->via;
+	local_text(s, ri->local, sizeof(ri->local));
+	rq->local_ip = ri->local;
 	if (estgw_dtls_tls_unique(coap_session_get_tls(s, &lib), ri->tls_unique,
 				  sizeof(ri->tls_unique), &ri->client.tls_unique_len) == 0)
 		ri->client.tls_unique = ri->tls_unique;
@@ -610,7 +675,7 @@ static int body_ready(struct coap_server *srv, coap_session_t *s,
 		note = "body rejected";
 		break;
 	}
-	log_request(ri->client.name, ri->rq.method, ri->path, 0, note,
+	log_request(ri->client.name, ri->via, ri->rq.method, ri->path, 0, note,
 		    (uint8_t)coap_pdu_get_code(resp), ms_since(&ri->start));
 	return 0;
 }
@@ -638,7 +703,7 @@ static int block2_follow_up(struct coap_server *srv, coap_session_t *s,
 	if (ri->rq.method == EST_GET)
 		return 0;
 	answer_error(resp, EST_CODE(4, 8), "answer no longer kept: send the request again");
-	log_request(ri->client.name, ri->rq.method, ri->path, 0,
+	log_request(ri->client.name, ri->via, ri->rq.method, ri->path, 0,
 		    "Block2 without a kept answer", EST_CODE(4, 8),
 		    ms_since(&ri->start));
 	return 1;
@@ -679,6 +744,7 @@ static int park(struct coap_server *srv, coap_session_t *s,
 	p->bc = ri->bc;
 	snprintf(p->path, sizeof(p->path), "%s", ri->path);
 	snprintf(p->client, sizeof(p->client), "%s", ri->client.name);
+	snprintf(p->via, sizeof(p->via), "%s", ri->via ? ri->via : "");
 	p->next = srv->pendings;
 	if (srv->pendings)
 		srv->pendings->prev = p;
@@ -698,7 +764,7 @@ static void answer_pending(coap_session_t *s, const coap_pdu_t *req,
 	}
 	uint8_t code = p->out.resp.code;
 	answer_final(srv_of(s), s, req, resp, &p->bc, &p->out.resp);
-	log_request(p->client, method, p->path, p->out.upstream_status,
+	log_request(p->client, p->via, method, p->path, p->out.upstream_status,
 		    p->out.note, code, ms_since(&p->start));
 	est_coap_resp_free(&p->out.resp);
 	pending_unlink(p);
@@ -963,6 +1029,8 @@ struct coap_server *coap_server_new(struct event_base *base,
 			    EV_READ | EV_PERSIST, on_coap_io, srv);
 	if (!srv->ev || event_add(srv->ev, NULL) != 0)
 		goto fail;
+	if (cfg->brski.jpy_listen.salen && !(srv->jpy = jpy_relay_new(base, cfg)))
+		goto fail; /* H6 */
 	return srv;
 fail:
 	coap_server_free(srv);
@@ -987,6 +1055,7 @@ void coap_server_free(struct coap_server *srv)
 		sess_free(srv->sessions);
 	if (srv->ctx)
 		coap_free_context(srv->ctx);
+	jpy_relay_free(srv->jpy); /* after the context: its sessions are peers of it */
 	coap_cleanup();
 	estgw_dtls_free(srv->dtls);
 	pipeline_free(srv->pl);
@@ -1024,6 +1093,7 @@ int coap_server_reload(struct coap_server *srv, const struct estgw_config *cfg)
 	 * of coap_dtls_pki_t points at the config's strings: replace it. */
 	srv->cfg = cfg;
 	srv->dtls = d;
+	jpy_relay_reload(srv->jpy, cfg); /* H6 */
 	coap_context_set_max_idle_sessions(srv->ctx, cfg->server.max_sessions);
 	coap_context_set_session_timeout(srv->ctx, cfg->server.idle_timeout);
 	srv->bw.lim = bw_limits_of(cfg);

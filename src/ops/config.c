@@ -88,6 +88,7 @@ static int set_format(struct load *, const struct cfg_key *, const char *, unsig
 static int set_addr(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_redis(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_name(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_prefixes(struct load *, const struct cfg_key *, const char *, unsigned);
 
 #define SRV(f) offsetof(struct estgw_config, server.f)
 #define UP(f) offsetof(struct estgw_config, upstream.f)
@@ -158,6 +159,13 @@ static const struct cfg_key schema[] = {
 	{ "brski",    "max_pending",     set_u32,    "64",      1,    4096,       BR(max_pending),     NO_SRC,                0, RESTART },
 	{ "brski",    "legacy_media_type", set_bool, "no",      0,    0,          BR(legacy_media_type), NO_SRC,              0, RESTART },
 	{ "brski",    "manufacturer",    set_manufacturer, NULL, 0,   0,          BR(mfr),             NO_SRC,                MULTI, RESTART },
+	{ "brski",    "jpy_listen",      set_addr,   NULL,      0,    0,          BR(jpy_listen),      BR(jpy_listen_src),    0, RESTART },
+	{ "brski",    "jpy_proxies",     set_prefixes, NULL,    0,    0,          BR(jpy_proxies),     NO_SRC,                0, RESTART },
+	{ "brski",    "jpy_max_sessions", set_u32,   "256",     1,    65536,      BR(jpy_max_sessions), NO_SRC,               0, RESTART },
+	{ "brski",    "jpy_sessions_per_proxy", set_u32, "64",  1,    65536,      BR(jpy_sessions_per_proxy), NO_SRC,         0, RESTART },
+	{ "brski",    "jpy_max_header",  set_u32,    "32",      1,    255,        BR(jpy_max_header),  NO_SRC,                0, RESTART },
+	{ "brski",    "jpy_idle_timeout", set_u32,   "360",     1,    86400,      BR(jpy_idle_timeout), NO_SRC,               0, RESTART },
+	{ "brski",    "jpy_mtu",         set_u32,    "1152",    576,  65507,      BR(jpy_mtu),         NO_SRC,                0, RESTART },
 	{ "log",      "format",          set_format, "text",    0,    0,          LG(format),          NO_SRC,                0, LIVE },
 	{ "log",      "keylog_file",     set_outfile, NULL,     0,    0,          LG(keylog_file),     LG(keylog_file_src),   0, RESTART },
 	{ "metrics",  "listen",          set_addr,   NULL,      0,    0,          MT(listen),          MT(listen_src),        0, RESTART },
@@ -429,6 +437,72 @@ static int set_addr(struct load *ld, const struct cfg_key *k, const char *val,
 	if (why)
 		return fail_key(ld, k, line, -EINVAL, "bad address '%s': %s", val, why);
 	set_src(ld, k, line);
+	return 0;
+}
+
+/* ---- [brski] jpy_proxies (H6) ------------------------------------------ */
+
+/** One "address" or "address/bits" into @p p; NULL or the reason. */
+static const char *parse_prefix(const char *v, size_t len, struct estgw_prefix *p)
+{
+	char ip[INET6_ADDRSTRLEN + 8];
+	const char *slash = memchr(v, '/', len);
+	size_t alen = slash ? (size_t)(slash - v) : len;
+	unsigned long bits;
+	char *end;
+
+	memset(p, 0, sizeof(*p));
+	if (alen == 0 || alen >= INET6_ADDRSTRLEN)
+		return "not an IPv4 or IPv6 address";
+	memcpy(ip, v, alen);
+	ip[alen] = '\0';
+	if (inet_pton(AF_INET, ip, p->addr) == 1)
+		p->family = AF_INET;
+	else if (inet_pton(AF_INET6, ip, p->addr) == 1)
+		p->family = AF_INET6;
+	else
+		return "not an IPv4 or IPv6 address";
+	p->bits = p->family == AF_INET ? 32 : 128;
+	if (!slash)
+		return NULL;
+	if (len - alen < 2 || len - alen > 4)
+		return "the prefix length must be a number after '/'";
+	memcpy(ip, slash + 1, len - alen - 1);
+	ip[len - alen - 1] = '\0';
+	bits = strtoul(ip, &end, 10);
+	if (*end || ip[0] < '0' || ip[0] > '9' || bits > p->bits)
+		return p->family == AF_INET ? "the prefix length must be 0 to 32" :
+					      "the prefix length must be 0 to 128";
+	p->bits = (unsigned)bits;
+	return NULL;
+}
+
+/** [brski] jpy_proxies: addresses or prefixes, separated by spaces or
+ *  commas; the join proxies whose JPY messages are taken (H6). */
+static int set_prefixes(struct load *ld, const struct cfg_key *k, const char *val,
+			unsigned line)
+{
+	struct estgw_config *cfg = ld->cfg;
+	const char *v = val;
+	size_t n = 0;
+
+	while (*(v += strspn(v, " \t,"))) {
+		size_t len = strcspn(v, " \t,");
+		const char *why;
+
+		if (n >= ESTGW_MAX_JPY_PROXIES)
+			return fail_key(ld, k, line, -E2BIG, "too many entries (at most %d)",
+					ESTGW_MAX_JPY_PROXIES);
+		why = parse_prefix(v, len, &cfg->brski.jpy_proxies[n]);
+		if (why)
+			return fail_key(ld, k, line, -EINVAL, "bad entry '%.*s': %s",
+					(int)len, v, why);
+		n++;
+		v += len;
+	}
+	if (n == 0)
+		return fail_key(ld, k, line, -EINVAL, "empty value, expected addresses or prefixes");
+	cfg->brski.njpy_proxies = n;
 	return 0;
 }
 
@@ -1216,6 +1290,7 @@ enum value_kind {
 	V_LISTEN, /* [server] listen: the address array and its count */
 	V_ADDR,   /* one struct estgw_addr */
 	V_MFR,    /* [brski] manufacturer lines */
+	V_PREFIXES, /* [brski] jpy_proxies */
 };
 
 static const struct {
@@ -1232,6 +1307,7 @@ static const struct {
 	{ set_ops, "operations", V_U32 },     { set_masa_url, "MASA URL", V_STR },
 	{ set_manufacturer, "line", V_MFR }, { set_outfile, "output file", V_STR },
 	{ set_redis, "store address", V_STR }, { set_name, "name", V_STR },
+	{ set_prefixes, "prefixes", V_PREFIXES },
 };
 
 static int kind_of(const struct cfg_key *k, enum value_kind *kind)
@@ -1305,6 +1381,10 @@ static int value_equal(enum value_kind kind, const struct estgw_config *a,
 		return listen_equal(a, b);
 	case V_MFR:
 		return mfrs_equal(a, b);
+	case V_PREFIXES:
+		return a->brski.njpy_proxies == b->brski.njpy_proxies &&
+		       memcmp(a->brski.jpy_proxies, b->brski.jpy_proxies,
+			      sizeof(a->brski.jpy_proxies)) == 0;
 	}
 	return 0;
 }
@@ -1374,6 +1454,11 @@ static int value_copy(enum value_kind kind, struct estgw_config *dst,
 		return 0;
 	case V_MFR:
 		return mfrs_copy(dst, src);
+	case V_PREFIXES:
+		memcpy(dst->brski.jpy_proxies, src->brski.jpy_proxies,
+		       sizeof(dst->brski.jpy_proxies));
+		dst->brski.njpy_proxies = src->brski.njpy_proxies;
+		return 0;
 	}
 	return -EINVAL;
 }

@@ -54,6 +54,8 @@ static struct registry {
 	struct family store_ops;   /* [cluster] (K1) */
 	int store_state;           /* 0: no store, 1: up, 2: down */
 	uint64_t store_outages;
+	struct family jpy_datagrams, jpy_dropped, jpy_sessions_total; /* H6 */
+	int64_t jpy_sessions;
 	struct histogram hist[MAX_OPS];
 	size_t nhist;
 	int64_t dtls_sessions, block1;
@@ -79,6 +81,12 @@ static void init_names(void)
 	reg.masa_answers.help = "MASA answers to voucher requests, by result (voucher, pending, refused, error).";
 	reg.store_ops.name = "estgw_cluster_store_ops_total";
 	reg.store_ops.help = "Shared-store verdicts on request keys, by result (answer, claimed, busy, down, timeout).";
+	reg.jpy_datagrams.name = "estgw_jpy_datagrams_total";
+	reg.jpy_datagrams.help = "JPY datagrams relayed, by direction (in: from join proxies, out: answers to them).";
+	reg.jpy_dropped.name = "estgw_jpy_dropped_total";
+	reg.jpy_dropped.help = "Datagrams on the JPY port dropped, by reason (untrusted, malformed, header, limit, error).";
+	reg.jpy_sessions_total.name = "estgw_jpy_pledge_sessions_total";
+	reg.jpy_sessions_total.help = "Pledge sessions behind join proxies, by event (opened, expired, closed).";
 }
 
 void metrics_reset(void)
@@ -259,6 +267,28 @@ void metrics_brski_masa(const char *result)
 	family_add(&reg.masa_answers, labels);
 }
 
+void metrics_jpy_datagram(int out)
+{
+	family_add(&reg.jpy_datagrams, out ? "dir=\"out\"" : "dir=\"in\"");
+}
+
+void metrics_jpy_drop(const char *reason)
+{
+	char labels[LABELS_MAX] = "";
+
+	add_label(labels, sizeof(labels), "reason", reason);
+	family_add(&reg.jpy_dropped, labels);
+}
+
+void metrics_jpy_session(int delta, const char *event)
+{
+	char labels[LABELS_MAX] = "";
+
+	reg.jpy_sessions += delta;
+	add_label(labels, sizeof(labels), "event", event);
+	family_add(&reg.jpy_sessions_total, labels);
+}
+
 void metrics_reload(int ok)
 {
 	family_add(&reg.reloads, ok ? "result=\"ok\"" : "result=\"failed\"");
@@ -403,6 +433,11 @@ int metrics_render(time_t now, char **text, size_t *len)
 			(unsigned long long)reg.store_outages);
 		render_family(f, &reg.store_ops);
 	}
+	render_family(f, &reg.jpy_datagrams);
+	render_family(f, &reg.jpy_dropped);
+	render_family(f, &reg.jpy_sessions_total);
+	render_gauge(f, "estgw_jpy_pledge_sessions", "Pledge sessions relayed from join proxies now.",
+		     (long long)reg.jpy_sessions);
 	fprintf(f, "# HELP estgw_metrics_dropped_series_total Updates dropped: too many label sets.\n"
 		   "# TYPE estgw_metrics_dropped_series_total counter\n"
 		   "estgw_metrics_dropped_series_total %llu\n",

@@ -52,6 +52,18 @@ void metrics_brski_request(const char *resource, const char *result);
  *  "refused" (a 4xx), "error" (anything else, no answer included). */
 void metrics_brski_masa(const char *result);
 
+/** JPY relay (H6): a datagram relayed from a join proxy (@p out 0) or an
+ *  answer sent to one (1). */
+void metrics_jpy_datagram(int out);
+
+/** A datagram on the JPY port dropped; @p reason from jpy_relay.c's fixed
+ *  set: "untrusted", "malformed", "header", "limit", "error". */
+void metrics_jpy_drop(const char *reason);
+
+/** A pledge session opened (+1, "opened") or ended (-1, "expired" when
+ *  idle, "closed" when its DTLS session went away). */
+void metrics_jpy_session(int delta, const char *event);
+
 /** A configuration reload: @p ok 1 applied, 0 refused. */
 void metrics_reload(int ok);
 

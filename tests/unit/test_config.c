@@ -740,6 +740,59 @@ static void test_reload_keeps_every_kind(void **state)
 	estgw_config_free(&next);
 }
 
+/* [brski] jpy_proxies (H6): addresses and prefixes, both families; the
+ * reload walk keeps the running list (restart-only). */
+static void test_H6_jpy_proxies(void **state)
+{
+	const struct sub a[] = {
+		{ 15, "[brski]\njpy_listen = [::1]:5685\n"
+		      "jpy_proxies = 127.0.0.1, fd00::/8 192.0.2.0/24\njpy_max_header = 8" },
+		{ 0, NULL },
+	};
+	const struct sub b[] = {
+		{ 15, "[brski]\njpy_listen = [::1]:5685\njpy_proxies = ::1" },
+		{ 0, NULL },
+	};
+	static const char *const bad[] = {
+		"jpy_proxies = 10.0.0.0/33", "jpy_proxies = fd00::/129",
+		"jpy_proxies = example.com", "jpy_proxies = 10.0.0.1/", "jpy_proxies = ,",
+		"jpy_proxies = 10.0.0.1/x", "jpy_proxies = 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17",
+	};
+	struct estgw_config cur, next;
+	struct kept_rec r = { .n = 0 };
+	char err[512], line[128];
+
+	(void)state;
+	load_ok(a, &cur);
+	assert_int_equal(cur.brski.njpy_proxies, 3);
+	assert_int_equal(cur.brski.jpy_proxies[0].family, AF_INET);
+	assert_int_equal(cur.brski.jpy_proxies[0].bits, 32);
+	assert_int_equal(cur.brski.jpy_proxies[1].family, AF_INET6);
+	assert_int_equal(cur.brski.jpy_proxies[1].bits, 8);
+	assert_int_equal(cur.brski.jpy_proxies[1].addr[0], 0xfd);
+	assert_int_equal(cur.brski.jpy_proxies[2].bits, 24);
+	assert_int_equal(cur.brski.jpy_max_header, 8);
+	assert_int_equal(cur.brski.jpy_mtu, 1152);
+	assert_string_equal(cur.brski.jpy_listen.text, "[::1]:5685");
+	estgw_config_free(&cur);
+	load_pair(a, b, &cur, &next);
+	assert_int_equal(estgw_config_keep_restart(&cur, &next, rec_kept, &r), 0);
+	assert_int_equal(r.n, 2);
+	assert_string_equal(r.what[0], "[brski] jpy_proxies");
+	assert_int_equal(next.brski.njpy_proxies, 3);
+	assert_int_equal(next.brski.jpy_max_header, 8);
+	estgw_config_free(&cur);
+	estgw_config_free(&next);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		const struct sub s[] = { { 15, line }, { 0, NULL } };
+
+		snprintf(line, sizeof(line), "[brski]\n%s", bad[i]);
+		if (load(s, &cur, err, sizeof(err)) == 0)
+			fail_msg("accepted: %s", bad[i]);
+		assert_non_null(strstr(err, "[brski] jpy_proxies"));
+	}
+}
+
 /** Relative paths come from the config file's directory. */
 static void test_relative_paths(void **state)
 {
@@ -1314,6 +1367,7 @@ int main(void)
 		cmocka_unit_test(test_listen_forms),
 		cmocka_unit_test(test_reload_keeps_restart_keys),
 		cmocka_unit_test(test_reload_keeps_every_kind),
+		cmocka_unit_test(test_H6_jpy_proxies),
 		cmocka_unit_test(test_relative_paths),
 		cmocka_unit_test(test_relative_config_path),
 		cmocka_unit_test(test_keylog_file),

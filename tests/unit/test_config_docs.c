@@ -26,7 +26,7 @@
 
 #include "estgw/config.h"
 
-#define MAX_KEYS 96 /* == ESTGW_CFG_MAX_KEYS */
+#define MAX_KEYS 128 /* == ESTGW_CFG_MAX_KEYS */
 #define MAX_LINES 2000
 
 struct doc {

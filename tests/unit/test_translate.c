@@ -1274,7 +1274,8 @@ static void test_D1_error_payload_is_copy(void **st)
 static void expect_links(const char *root, unsigned ops, int with_root,
 			 const char *q1, const char *q2, const char *want)
 {
-	struct est_link_opts o = { root, ops, with_root };
+	struct est_link_opts o = { .root = root, .ops_enabled = ops,
+				   .with_root_link = with_root };
 	struct est_slice q[2];
 	size_t nq = 0, len;
 	char *text;
@@ -1290,6 +1291,40 @@ static void expect_links(const char *root, unsigned ops, int with_root,
 	assert_int_equal(est_link_format(&o, q, nq, &text, &len), 0);
 	assert_string_equal(text, want);
 	assert_int_equal(len, strlen(want));
+	free(text);
+}
+
+/* H6: a join proxy's GET /.well-known/core?rt=brski.rjp finds the JPY
+ * port; every other listing stays as it was. */
+static void test_H6_jpy_link(void **st)
+{
+	struct est_link_opts o = { .root = "/est", .ops_enabled = ALL_OPS | EST_LINKS_BRSKI,
+				   .with_root_link = 1, .jpy_uri = "jpy://[fd00::1]:5685" };
+	struct est_slice q[2] = { { (const uint8_t *)"rt=brski.rjp", 12 },
+				  { (const uint8_t *)"rt=ace.est*", 11 } };
+	struct est_link_opts plain = o;
+	char *text, *want;
+	size_t len, wlen;
+
+	(void)st;
+	assert_int_equal(est_link_format(&o, q, 1, &text, &len), 0);
+	assert_string_equal(text, "<jpy://[fd00::1]:5685>;rt=brski.rjp");
+	free(text);
+	assert_int_equal(est_link_format(&o, q + 1, 1, &text, &len), 0);
+	assert_null(strstr(text, "jpy:"));
+	free(text);
+	/* no query: the listing without JPY, byte for byte */
+	plain.jpy_uri = NULL;
+	assert_int_equal(est_link_format(&o, NULL, 0, &text, &len), 0);
+	assert_int_equal(est_link_format(&plain, NULL, 0, &want, &wlen), 0);
+	assert_string_equal(text, want);
+	free(text);
+	free(want);
+	/* rt=brski* asks for every cBRSKI rt, the JPY one included */
+	q[0].ptr = (const uint8_t *)"rt=brski*";
+	q[0].len = 9;
+	assert_int_equal(est_link_format(&o, q, 1, &text, &len), 0);
+	assert_non_null(strstr(text, ",<jpy://[fd00::1]:5685>;rt=brski.rjp"));
 	free(text);
 }
 
@@ -1486,6 +1521,7 @@ int main(void)
 		cmocka_unit_test(test_D_retry_max_age_clamped_or_default),
 		cmocka_unit_test(test_D_printable_copy_of_untrusted_text),
 		cmocka_unit_test(test_A3_links_all),
+		cmocka_unit_test(test_H6_jpy_link),
 		cmocka_unit_test(test_A3_links_mandatory_only),
 		cmocka_unit_test(test_A3_links_well_known_root),
 		cmocka_unit_test(test_A4_rt_ace_est_prefix),
