@@ -445,7 +445,7 @@ static int xml_tag(struct scan *sc, const char **name, size_t *nlen, int *close,
 	*close = p < end && *p == '/';
 	p += *close;
 	q = p;
-	while (q < end && !is_ws(*q) && *q != '>' && *q != '/')
+	while (q < end && !is_ws(*q) && *q != '>' && *q != '/' && *q != '<')
 		q++;
 	if (q == p || q - p > MAX_NAME)
 		return -EINVAL;
