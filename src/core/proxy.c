@@ -590,7 +590,7 @@ static void x_http_resp(const struct upstream_result *r, struct est_http_resp *i
 }
 
 static void x_translate(struct proxy *px, struct est_job *j, int resp_cf,
-			const struct upstream_result *r, struct proxy_outcome *out)
+			const struct upstream_result *r, struct proxy_outcome *out, int quiet)
 {
 	struct est_x_pal_ctx pal = {
 		.up_base = px->cfg->upstream.url,
@@ -605,11 +605,11 @@ static void x_translate(struct proxy *px, struct est_job *j, int resp_cf,
 	if (est_x_translate_response(&px->cfg->rfc8295, j->xop, resp_cf, &in, &px->lim,
 				     &pal, &out->resp) != 0)
 		est_coap_resp_error(&out->resp, EST_CODE(5, 0), "out of memory");
-	if (pal.stats.dropped)
+	if (pal.stats.dropped && !quiet)
 		log_info("rfc8295", "PAL: %u of %u entries dropped (first: package type "
 			 "%.4s), their operations are not served here", pal.stats.dropped,
 			 pal.stats.entries, pal.stats.first_dropped);
-	if (pal.stats.foreign)
+	if (pal.stats.foreign && !quiet)
 		log_info("rfc8295", "PAL: %u URIs not under [upstream] url left as they are",
 			 pal.stats.foreign);
 	outcome_note(r, out);
@@ -660,7 +660,7 @@ static void x_answered(struct xchg *ex, const struct upstream_result *r)
 	if (r->err != EST_UP_OK || r->status != 200 ||
 	    (op->method == EST_POST && op->op != EST_X_SKG_P12 && op->op != EST_X_SKG_EKP))
 		return;
-	x_translate(px, j, j->x_resp_cf, r, &o);
+	x_translate(px, j, j->x_resp_cf, r, &o, 1);
 	if (EST_CODE_CLASS(o.resp.code) == 2 &&
 	    (op->method == EST_POST || x_budget_take(px, r->body_len, ttl) == 0) &&
 	    xchg_keep(px->xe, xchg_key(ex), r, ttl) == 0)
@@ -677,7 +677,7 @@ static void x_outcome(struct xchg *ex, int resp_cf, const struct upstream_result
 	struct est_job *j = xchg_data(ex);
 	struct proxy *px = j->px;
 
-	x_translate(px, j, resp_cf, r, out);
+	x_translate(px, j, resp_cf, r, out, 0);
 	/* a separate answer in several blocks is lost by libcoap clients
 	 * before 4.3.5: the kept one is given to the retry, in its ACK */
 	if (j->xop->method == EST_GET && j->x_kept &&
@@ -803,7 +803,7 @@ enum proxy_rc proxy_submit_8295(struct proxy *px, const struct proxy_x_request *
 			.body = k->body, .body_len = k->len,
 		};
 		tmp.x_gw_base = x_gw_base(px->cfg, rq);
-		x_translate(px, &tmp, rq->resp_cf, &r, now);
+		x_translate(px, &tmp, rq->resp_cf, &r, now, 0);
 		free(tmp.x_gw_base);
 		now->upstream_status = 0;
 		snprintf(now->note, sizeof(now->note), "kept");

@@ -268,6 +268,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cfg.policy.idevid_ops = 0x1b;
 	cfg.policy.ldevid_ops = 0x3f;
 	cfg.policy.other_ops = 0x3f;
+	/* RFC 8295 (I1): every operation served unless the rate-limit bits are 7 */
+	cfg.rfc8295.enable = (head & 7) == 7 ? 0 : 0x7f;
+	for (int i = 0; i < ESTGW_X_MT_COUNT; i++)
+		cfg.rfc8295.cf[i] = 65000u + (uint32_t)i;
+	cfg.rfc8295.max_return = 65536;
 	pl = pipeline_new(&cfg, &px);
 	if (!pl)
 		return 0;
