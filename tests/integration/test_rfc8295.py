@@ -122,6 +122,13 @@ class TestRfc8295(XTest):
         self.assertEqual(self.s.requests()[-1]["accept"], "application/json")
         self.assertEqual(self.s.coap(WK + "/pal", accept=60).code, "4.06")
 
+    def test_I2_pal_202_is_5_03_with_max_age(self):
+        self.s.ca_control(x8295={"status_once": 202})
+        r = self.s.coap(WK + "/pal", extra=("-v", "7"))
+        self.assertEqual(r.code, "5.03", r)
+        self.assertRegex(r.stderr, r"Max-Age:1\b")
+        self.assertEqual(self.get(WK + "/pal", block=64).code, "2.xx")
+
     def test_I1_checks_method_cf_accept(self):
         self.assertEqual(self.s.coap(WK + "/firmware", method="post", cf=CF_CMS,
                                      payload=b"\x30\x00").code, "4.05")
