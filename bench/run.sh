@@ -247,4 +247,6 @@ echo "openssl speed -seconds $SPEED ecdsap256 ecdhp256" >> "$CMDS"
 python3 "$SRC/bench/report.py" --results "$RES" --speed "$WORK/speed.txt" --commands "$CMDS" \
   --estgw "$ESTGW" --profile "$PROFILE" --analysis "$SRC/bench/analysis.md" --out "$OUTDOC" \
   --jpy "$WORK/jpy.jsonl"
+# RFC 8295 firmware GET (its own section of the same document, I2).
+python3 "$SRC/bench/rfc8295_firmware.py" --estgw "$ESTGW" --doc "$OUTDOC" >/dev/null
 echo "wrote $OUTDOC"

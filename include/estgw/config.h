@@ -16,7 +16,7 @@
 
 #define ESTGW_MAX_LISTEN 8
 #define ESTGW_MAX_MFR 8 /**< [brski] manufacturer lines */
-#define ESTGW_CFG_MAX_KEYS 128 /**< rows the schema table may have */
+#define ESTGW_CFG_MAX_KEYS 160 /**< rows the schema table may have */
 #define ESTGW_ADDR_TEXT 64    /**< "[IPv6]:port" fits (at most 53) */
 #define ESTGW_MAX_JPY_PROXIES 16 /**< [brski] jpy_proxies entries */
 
@@ -54,6 +54,24 @@ enum estgw_skg_mode {
 	ESTGW_SKG_UPSTREAM = 0, /**< the EST server's /serverkeygen */
 	ESTGW_SKG_REGISTRAR,    /**< estgw generates it and uses /simpleenroll */
 	ESTGW_SKG_OFF,          /**< not served, not advertised */
+};
+
+/** Media types of RFC 8295 bodies without an IANA CoAP Content-Format
+ *  (the [rfc8295] cf key; the order of enum est_x_mt in rfc8295.h). */
+#define ESTGW_X_MT_COUNT 14
+
+/** [rfc8295]: the RFC 8295 EST extensions over CoAP (I1-I3). */
+struct estgw_rfc8295 {
+	uint32_t enable;             /**< EST_X_EN_* bits (pal.h); 0: all off */
+	uint32_t cf[ESTGW_X_MT_COUNT]; /**< Content-Format of each media type */
+	int pal_rewrite;             /**< rewrite PAL URIs of the CA (I3) */
+	char *pal_authority;         /**< "host[:port]" for coaps:// PAL URIs, NULL: path only */
+	int post_binary;             /**< /return bodies go up as binary DER, not Base64 */
+	uint32_t max_pal, max_eecerts, max_crls, max_symmetrickeys,
+		max_firmware, max_tamp, max_return, max_serverkeygen; /**< body caps */
+	uint32_t keep;               /**< seconds a GET answer is kept for the retry */
+	uint32_t keep_total_bytes;   /**< bytes of kept GET answers at most */
+	uint32_t separate_max;       /**< largest GET answer sent as a separate response */
 };
 
 /** One [brski] manufacturer line: MASA settings for the IDevIDs one CA
@@ -172,6 +190,7 @@ struct estgw_config {
 		int tls;                /**< refused: hiredis 0.14 has no TLS */
 		struct estgw_cfg_src redis_src, tls_src;
 	} cluster;
+	struct estgw_rfc8295 rfc8295;
 	/** Line of each schema row's (first) setting, 0: not in the file. */
 	unsigned key_line[ESTGW_CFG_MAX_KEYS];
 };

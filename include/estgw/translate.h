@@ -257,4 +257,9 @@ int est_link_format(const struct est_link_opts *o,
 		    const struct est_slice *queries, size_t nq, char **out,
 		    size_t *outlen);
 
+/** 1 when a link with @p rt and @p ct (link-format attribute values, as
+ *  in the table) passes every "rt=" / "ct=" query (A4), else 0. */
+int est_link_passes(const char *rt, const char *ct,
+		    const struct est_slice *queries, size_t nq);
+
 #endif

@@ -143,6 +143,40 @@ static uint8_t check_service(const struct service *sv,
 	return 0;
 }
 
+/* RFC 8295 (I1): 4.04 when off, 4.05, 4.15, 4.06 from rfc8295.c's rules. */
+static int check_x8295(const struct pipeline *pl, const struct pl_request *rq,
+		       struct pl_route *rt, struct proxy_outcome *out)
+{
+	struct est_coap_req opts = {
+		.method = (enum est_method)rq->method, .cf = rq->cf,
+		.accept = rq->accept,
+	};
+	struct est_verdict v;
+
+	if (est_x_check_request(&pl->cfg->rfc8295, rt->x.op, &opts, &v) != 0)
+		return refuse(out, v.code, v.diag, v.diag);
+	rt->target = PL_X8295;
+	rt->resp_cf = v.resp_cf;
+	return 0;
+}
+
+/* skg/skc asking for PKCS#12 or an encrypted key package (RFC 8295 §8.1,
+ * §8.3): 1 and rt->x set, 0 for plain RFC 9148 skg/skc. */
+static int skg_variant(const struct pipeline *pl, const struct pl_request *rq,
+		       struct pl_route *rt)
+{
+	enum est_op op = rt->est.op->op;
+	int x;
+
+	if ((op != EST_OP_SKG && op != EST_OP_SKC) ||
+	    (x = est_x_skg_variant(&pl->cfg->rfc8295, rq->accept)) < 0)
+		return 0;
+	rt->x.op = est_x_op_desc((enum est_x_op)x);
+	snprintf(rt->x.label, sizeof(rt->x.label), "%s", rt->est.label);
+	rt->x.root_index = rt->est.root_index;
+	return 1;
+}
+
 /* Steps 3-6: 0 and *rt, or 1 with the refusal in *out. */
 static int route_and_check(const struct pipeline *pl,
 			   const struct pl_request *rq, struct pl_route *rt,
@@ -159,9 +193,14 @@ static int route_and_check(const struct pipeline *pl,
 		code = check_service(sv, rq, &diag);
 		return code ? refuse(out, code, diag, diag) : 0;
 	}
+	if (rq->nseg <= PL_MAX_SEGS &&
+	    est_x_route_path(rq->segs, rq->nseg, pl->roots, pl->nroots, &rt->x) == 0)
+		return check_x8295(pl, rq, rt, out);
 	if (rq->nseg > PL_MAX_SEGS ||
 	    est_route_path(rq->segs, rq->nseg, pl->roots, pl->nroots, &rt->est) != 0)
 		return refuse(out, EST_CODE(4, 4), "no such resource", NULL);
+	if (skg_variant(pl, rq, rt))
+		return check_x8295(pl, rq, rt, out);
 	struct est_coap_req opts = {
 		.method = (enum est_method)rq->method, .cf = rq->cf,
 		.accept = rq->accept,
@@ -315,6 +354,39 @@ static int to_est(struct pipeline *pl, const struct pl_request *rq,
 	return rc;
 }
 
+/* RFC 8295 (I1-I3): the skg/skc variants pass the policy as skg/skc do;
+ * the other operations are for any authenticated client ([rfc8295]
+ * enable decides); a /return body over [rfc8295] max_return is 4.13. */
+static int to_x8295(struct pipeline *pl, const struct pl_request *rq,
+		    const struct pl_route *rt, const uint8_t *body, size_t len,
+		    struct pl_job *job, struct proxy_outcome *now)
+{
+	const struct est_x_op_desc *op = rt->x.op;
+	size_t ntail = rt->x.ntail, first = rt->x.tail_first;
+	int rc;
+
+	if (op->method == EST_GET)
+		len = 0;
+	if (rt->est.op && (rc = policy_refused(pl, rq, rt, body, len, now)) != 0)
+		return rc;
+	if (op->method == EST_POST && !rt->est.op &&
+	    len > est_x_body_cap(&pl->cfg->rfc8295, op))
+		return refuse(now, EST_CODE(4, 13), "body over [rfc8295] max_return",
+			      "body over [rfc8295] max_return");
+	if (first + ntail > PL_MAX_SEGS)
+		ntail = first < PL_MAX_SEGS ? PL_MAX_SEGS - first : 0;
+	struct proxy_x_request prq = {
+		.route = &rt->x, .req_cf = rq->cf, .resp_cf = rt->resp_cf,
+		.client = rq->client->name,
+		.tail = ntail ? &rq->segs[first] : NULL, .ntail = ntail,
+		.query = rq->queries,
+		.nquery = rq->nquery < PL_MAX_QUERIES ? rq->nquery : PL_MAX_QUERIES,
+		.root = pl->roots[rt->x.root_index < pl->nroots ? rt->x.root_index : 0],
+		.body = body, .len = len,
+	};
+	return (int)proxy_submit_8295(pl->px, &prq, on_target_done, job, &job->wait, now);
+}
+
 static int to_brski(struct pipeline *pl, const struct pl_request *rq,
 		    const struct pl_route *rt, const uint8_t *body, size_t len,
 		    struct pl_job *job, struct proxy_outcome *now)
@@ -379,6 +451,11 @@ static int to_discovery(struct pipeline *pl, const struct pl_request *rq,
 		lo.ops_enabled |= EST_LINKS_BRSKI;
 	if (est_link_format(&lo, rq->queries, nq, &text, &n) != 0)
 		return -ENOMEM;
+	if (est_x_link_format(&pl->cfg->rfc8295, lo.root, rq->queries, nq, &text,
+			      &n) != 0) { /* I1: the enabled RFC 8295 operations */
+		free(text);
+		return -ENOMEM;
+	}
 	now->resp.code = EST_CODE(2, 5);
 	now->resp.cf = EST_CF_LINK;
 	now->resp.payload = (uint8_t *)text;
@@ -405,6 +482,8 @@ int pipeline_dispatch(struct pipeline *pl, const struct pl_request *rq,
 				   refuse(now, EST_CODE(4, 4), "no such resource", NULL);
 	case PL_DISCOVERY:
 		return to_discovery(pl, rq, now);
+	case PL_X8295:
+		return to_x8295(pl, rq, route, body, len, job, now);
 	}
 	return -EINVAL;
 }

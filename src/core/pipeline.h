@@ -70,7 +70,7 @@ struct pl_request {
 	const char *local_ip;       /**< numeric address the request came to, or NULL (H6) */
 };
 
-enum pl_target { PL_EST, PL_BRSKI, PL_DISCOVERY };
+enum pl_target { PL_EST, PL_BRSKI, PL_DISCOVERY, PL_X8295 };
 
 /** Where an admitted request goes. */
 struct pl_route {
@@ -78,6 +78,8 @@ struct pl_route {
 	struct est_route est; /**< PL_EST: operation and label */
 	int resp_cf;          /**< PL_EST: Content-Format of the success answer */
 	enum brski_res res;   /**< PL_BRSKI */
+	struct est_x_route x; /**< PL_X8295: RFC 8295 operation, label, tail (I1);
+			           for the skg/skc variants est is set too */
 };
 
 /** One request handed to a target, in the transport's own record (the

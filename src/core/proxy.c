@@ -63,6 +63,20 @@ struct est_job {
 	const struct est_op_desc *kg_op; /* skg/skc when estgw made the key (F4) */
 	uint8_t *kg_key;                 /* that key, PKCS#8 (secret) */
 	size_t kg_key_len;
+	const struct est_x_op_desc *xop; /* an RFC 8295 operation (I1) */
+	char *x_gw_base;                 /* where its PAL URIs point (I3) */
+	int x_kept;                      /* its answer was kept for the retry */
+	int x_resp_cf;                   /* the answer's CF (part of the key) */
+};
+
+#define X_KEPT_SLOTS 256 /* RFC 8295 GET answers kept at once, at most */
+
+/* What the kept RFC 8295 GET answers weigh ([rfc8295] keep_total_bytes):
+ * an entry per kept answer until it expires (the engine may drop one
+ * earlier: then this over-counts, never under). */
+struct x_kept_budget {
+	time_t expires[X_KEPT_SLOTS];
+	size_t len[X_KEPT_SLOTS];
 };
 
 struct proxy {
@@ -77,6 +91,7 @@ struct proxy {
 	int probe_running;         /* GET /csrattrs without a device */
 	int probing;               /* the start-up probe is in flight */
 	const struct store_if *store; /* [cluster] (K1), NULL: none */
+	struct x_kept_budget xkept; /* RFC 8295 GET answers kept */
 };
 
 /* ---- jobs --------------------------------------------------------------- */
@@ -85,7 +100,10 @@ static void job_free(void *data)
 {
 	struct est_job *j = data;
 
+	if (j->csr && j->xop)
+		explicit_bzero(j->csr, j->csr_len);
 	free(j->csr);
+	free(j->x_gw_base);
 	if (j->kg_key)
 		explicit_bzero(j->kg_key, j->kg_key_len);
 	free(j->kg_key);
@@ -338,11 +356,19 @@ static void note_avail(struct proxy *px, const struct est_job *j,
 }
 
 /* The engine's answered hook: once per exchange, before its waiters. */
+static void x_answered(struct xchg *ex, const struct upstream_result *r);
+static void x_outcome(struct xchg *ex, int resp_cf, const struct upstream_result *r,
+		      struct proxy_outcome *out);
+
 static void on_answered(struct xchg *ex, const struct upstream_result *r)
 {
 	struct est_job *j = xchg_data(ex);
 	struct proxy *px = j->px;
 
+	if (j->xop) {
+		x_answered(ex, r);
+		return;
+	}
 	metrics_upstream(j->op->http_name, r->err, r->status, r->seconds);
 	log_exchange(j, r);
 	note_avail(px, j, r);
@@ -383,6 +409,10 @@ static void on_outcome(struct xchg *ex, int resp_cf, const struct upstream_resul
 {
 	struct est_job *j = xchg_data(ex);
 
+	if (j->xop) {
+		x_outcome(ex, resp_cf, r, out);
+		return;
+	}
 	if (j->kg_op) {
 		struct kg_answer kg = { j->kg_op, j->kg_key, j->kg_key_len };
 		translate_keygen(j->px, &kg, resp_cf, j->csr, j->csr_len, r, out);
@@ -616,6 +646,255 @@ enum proxy_rc proxy_submit(struct proxy *px, const struct proxy_request *rq,
 			  rq->client, op->short_name);
 	}
 	return wait_on(ex, rq, fn, arg, wait, now);
+}
+
+/* ---- RFC 8295 (I1-I3) ----------------------------------------------------- */
+
+/* The operations a PAL may point at (I3): [rfc8295] enable, and RFC 9148
+ * skg/skc unless [server] serverkeygen = off. */
+static unsigned x_served(const struct estgw_config *cfg)
+{
+	return cfg->rfc8295.enable |
+	       (cfg->server.serverkeygen != ESTGW_SKG_OFF ? EST_X_EN_RFC9148_SKG : 0);
+}
+
+static void x_http_resp(const struct upstream_result *r, struct est_http_resp *in)
+{
+	http_resp(r, in);
+}
+
+static void x_translate(struct proxy *px, struct est_job *j, int resp_cf,
+			const struct upstream_result *r, struct proxy_outcome *out, int quiet)
+{
+	struct est_x_pal_ctx pal = {
+		.up_base = px->cfg->upstream.url,
+		.gw_base = j->x_gw_base ? j->x_gw_base : "",
+		.enabled = x_served(px->cfg),
+	};
+	struct est_http_resp in;
+
+	x_http_resp(r, &in);
+	memset(out, 0, sizeof(*out));
+	out->upstream_status = r->err == EST_UP_OK ? r->status : 0;
+	if (est_x_translate_response(&px->cfg->rfc8295, j->xop, resp_cf, &in, &px->lim,
+				     &pal, &out->resp) != 0)
+		est_coap_resp_error(&out->resp, EST_CODE(5, 0), "out of memory");
+	if (pal.stats.dropped && !quiet)
+		log_info("rfc8295", "PAL: %u of %u entries dropped (first: package type "
+			 "%.4s), their operations are not served here", pal.stats.dropped,
+			 pal.stats.entries, pal.stats.first_dropped);
+	if (pal.stats.foreign && !quiet)
+		log_info("rfc8295", "PAL: %u URIs not under [upstream] url left as they are",
+			 pal.stats.foreign);
+	outcome_note(r, out);
+}
+
+/* Room in [rfc8295] keep_total_bytes for @p len more bytes: a slot. */
+static int x_budget_take(struct proxy *px, size_t len, uint32_t ttl)
+{
+	struct x_kept_budget *b = &px->xkept;
+	time_t now = xchg_now(px->xe);
+	size_t total = 0;
+	int free_slot = -1;
+
+	for (int i = 0; i < X_KEPT_SLOTS; i++) {
+		if (b->len[i] && b->expires[i] <= now)
+			b->len[i] = 0;
+		total += b->len[i];
+		if (!b->len[i] && free_slot < 0)
+			free_slot = i;
+	}
+	if (free_slot < 0 || total + len > px->cfg->rfc8295.keep_total_bytes)
+		return -ENOSPC;
+	b->len[free_slot] = len ? len : 1;
+	b->expires[free_slot] = now + ttl;
+	return 0;
+}
+
+static void x_answered(struct xchg *ex, const struct upstream_result *r)
+{
+	struct est_job *j = xchg_data(ex);
+	struct proxy *px = j->px;
+	const struct est_x_op_desc *op = j->xop;
+	uint32_t ttl = op->method == EST_GET ? px->cfg->rfc8295.keep :
+		       px->cfg->upstream.keep_issued;
+	struct proxy_outcome o;
+
+	metrics_upstream(op->http_name, r->err, r->status, r->seconds);
+	if (r->err != EST_UP_OK)
+		log_warn("upstream", "%s failed: %s", op->http_name,
+			 r->errmsg ? r->errmsg : "transport error");
+	else if (r->status >= 300)
+		log_warn("upstream", "%s answered HTTP %ld", op->http_name, r->status);
+	else
+		log_debug("upstream", "%s -> HTTP %ld, %zu bytes, %.1f ms", op->http_name,
+			  r->status, r->body_len, r->seconds * 1000);
+	/* a good GET or skg answer is kept for the device told to come back
+	 * (D2); /return answers are not (a receipt sent again goes again) */
+	if (r->err != EST_UP_OK || r->status != 200 ||
+	    (op->method == EST_POST && op->op != EST_X_SKG_P12 && op->op != EST_X_SKG_EKP))
+		return;
+	x_translate(px, j, j->x_resp_cf, r, &o, 1);
+	if (EST_CODE_CLASS(o.resp.code) == 2 &&
+	    (op->method == EST_POST || x_budget_take(px, r->body_len, ttl) == 0) &&
+	    xchg_keep(px->xe, xchg_key(ex), r, ttl) == 0)
+		j->x_kept = 1;
+	else if (EST_CODE_CLASS(o.resp.code) == 2 && op->method == EST_GET)
+		log_warn("rfc8295", "%s answer (%zu bytes) not kept: [rfc8295] "
+			 "keep_total_bytes reached", op->http_name, r->body_len);
+	est_coap_resp_free(&o.resp);
+}
+
+static void x_outcome(struct xchg *ex, int resp_cf, const struct upstream_result *r,
+		      struct proxy_outcome *out)
+{
+	struct est_job *j = xchg_data(ex);
+	struct proxy *px = j->px;
+
+	x_translate(px, j, resp_cf, r, out, 0);
+	/* a separate answer in several blocks is lost by libcoap clients
+	 * before 4.3.5: the kept one is given to the retry, in its ACK */
+	if (j->xop->method == EST_GET && j->x_kept &&
+	    EST_CODE_CLASS(out->resp.code) == 2 &&
+	    out->resp.len > px->cfg->rfc8295.separate_max) {
+		est_coap_resp_free(&out->resp);
+		est_coap_resp_error(&out->resp, EST_CODE(5, 3), "answer ready, ask again");
+		out->resp.has_max_age = 1;
+		out->resp.max_age = 1;
+		snprintf(out->note, sizeof(out->note), "kept for the retry (separate_max)");
+	}
+}
+
+/* The request key: client, operation, label, tail, query, the answer's CF
+ * (PAL XML and JSON are different upstream requests), body. */
+static void x_request_key(const struct proxy_x_request *rq, uint8_t key[XCHG_KEY_LEN])
+{
+	struct estgw_buf parts[4 + 2 * 16 + 1];
+	char cf[16];
+	size_t n = 0;
+
+	snprintf(cf, sizeof(cf), "%d", rq->resp_cf);
+	parts[n++] = (struct estgw_buf){ rq->client ? rq->client : "",
+					 rq->client ? strlen(rq->client) : 0 };
+	parts[n++] = (struct estgw_buf){ rq->route->op->name, strlen(rq->route->op->name) + 1 };
+	parts[n++] = (struct estgw_buf){ rq->route->label, strlen(rq->route->label) + 1 };
+	parts[n++] = (struct estgw_buf){ cf, strlen(cf) + 1 };
+	for (size_t i = 0; i < rq->ntail && n < sizeof(parts) / sizeof(parts[0]) - 1; i++)
+		parts[n++] = (struct estgw_buf){ rq->tail[i].ptr, rq->tail[i].len + 1 };
+	for (size_t i = 0; i < rq->nquery && n < sizeof(parts) / sizeof(parts[0]) - 1; i++)
+		parts[n++] = (struct estgw_buf){ rq->query[i].ptr, rq->query[i].len };
+	parts[n++] = (struct estgw_buf){ rq->body, rq->len };
+	estgw_pki_sha256(parts, n, key);
+}
+
+/* "coaps://authority/root[/label]" or "/root[/label]" (I3). */
+static char *x_gw_base(const struct estgw_config *cfg, const struct proxy_x_request *rq)
+{
+	const char *auth = cfg->rfc8295.pal_authority, *root = rq->root ? rq->root : "";
+	size_t rlen = strlen(root), cap;
+	char *b;
+
+	while (rlen && root[rlen - 1] == '/')
+		rlen--;
+	cap = (auth ? strlen(auth) + 8 : 0) + rlen + strlen(rq->route->label) + 4;
+	if (!(b = malloc(cap)))
+		return NULL;
+	snprintf(b, cap, "%s%s%s%.*s%s%s", auth ? "coaps://" : "", auth ? auth : "",
+		 rlen && root[0] != '/' ? "/" : "", (int)rlen, root,
+		 *rq->route->label ? "/" : "", rq->route->label);
+	return b;
+}
+
+static struct xchg *x_job_new(struct proxy *px, const struct proxy_x_request *rq,
+			      const uint8_t *key, int *err)
+{
+	const struct est_x_op_desc *op = rq->route->op;
+	struct est_job *j = calloc(1, sizeof(*j));
+	struct est_x_ask a = {
+		.label = rq->route->label, .tail = rq->tail, .ntail = rq->ntail,
+		.query = rq->query, .nquery = rq->nquery, .req_cf = rq->req_cf,
+		.resp_cf = rq->resp_cf, .body = rq->body, .len = rq->len,
+	};
+	struct upstream_opts o = { 0 };
+	char what[EST_LABEL_MAX + 48];
+	size_t cap = est_x_body_cap(&px->cfg->rfc8295, op);
+	struct xchg *ex;
+
+	*err = -ENOMEM;
+	if (!j)
+		return NULL;
+	j->px = px;
+	j->kind = JOB_DEVICE;
+	j->op = est_op_desc(op->method == EST_POST ? EST_OP_SKG : EST_OP_CRTS);
+	j->xop = op;
+	j->x_resp_cf = rq->resp_cf;
+	snprintf(j->label, sizeof(j->label), "%s", rq->route->label);
+	if (!(j->x_gw_base = x_gw_base(px->cfg, rq))) {
+		job_free(j);
+		return NULL;
+	}
+	snprintf(what, sizeof(what), "%s%s%s", op->http_name, *j->label ? " label " : "",
+		 j->label);
+	if (!(ex = xchg_new(px->xe, key, j, what))) {
+		job_free(j);
+		return NULL;
+	}
+	*err = est_x_build_http_request(&px->cfg->rfc8295, op, px->cfg->upstream.url, &a,
+					xchg_request(ex), &o.accept);
+	if (*err) {
+		xchg_abort(ex);
+		return NULL;
+	}
+	if (!px->cfg->upstream.send_cte)
+		xchg_request(ex)->transfer_encoding = NULL;
+	/* the cap is on DER: Base64 takes 4/3 of it, plus line ends */
+	o.max_response = cap > (UINT32_MAX - 65536) / 3 * 2 ? UINT32_MAX :
+			 (uint32_t)(cap / 2 * 3 + 65536);
+	xchg_set_opts(ex, &o);
+	return ex;
+}
+
+enum proxy_rc proxy_submit_8295(struct proxy *px, const struct proxy_x_request *rq,
+				proxy_done_fn fn, void *arg, struct xchg_wait **wait,
+				struct proxy_outcome *now)
+{
+	const struct est_x_op_desc *op = rq->route->op;
+	uint8_t key[XCHG_KEY_LEN];
+	const struct xchg_kept *k;
+	struct xchg *ex;
+	int err;
+
+	*wait = NULL;
+	if ((op->op == EST_X_SKG_P12 || op->op == EST_X_SKG_EKP) &&
+	    px->cfg->server.serverkeygen != ESTGW_SKG_UPSTREAM)
+		return answer_now(now, EST_CODE(5, 1), "PKCS#12 and encrypted key packages "
+				  "need the CA's serverkeygen", 0);
+	x_request_key(rq, key);
+	if ((k = xchg_kept_find(px->xe, key))) {
+		struct est_job tmp = { .px = px, .xop = op };
+		struct upstream_result r = {
+			.err = EST_UP_OK, .status = k->status, .content_type = k->content_type,
+			.body = k->body, .body_len = k->len,
+		};
+		tmp.x_gw_base = x_gw_base(px->cfg, rq);
+		x_translate(px, &tmp, rq->resp_cf, &r, now, 0);
+		free(tmp.x_gw_base);
+		now->upstream_status = 0;
+		snprintf(now->note, sizeof(now->note), "kept");
+		return PROXY_ANSWERED;
+	}
+	ex = xchg_find(px->xe, key);
+	if (!ex) {
+		ex = x_job_new(px, rq, key, &err);
+		if (!ex)
+			return answer_now(now, err == -EINVAL ? EST_CODE(4, 0) : EST_CODE(5, 0),
+					  err == -EINVAL ? "malformed request payload" :
+					  "out of memory", 0);
+		if (place_or_answer(px, ex, now) == PROXY_ANSWERED)
+			return PROXY_ANSWERED;
+	}
+	struct proxy_request prq = { .resp_cf = rq->resp_cf };
+	return wait_on(ex, &prq, fn, arg, wait, now);
 }
 
 void proxy_cancel(struct xchg_wait *w)

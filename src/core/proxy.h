@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "estgw/config.h"
+#include "estgw/rfc8295.h"
 #include "estgw/translate.h"
 #include "core/exchange.h" /* struct proxy_outcome, proxy_done_fn, xchg_wait */
 
@@ -43,6 +44,31 @@ struct proxy_request {
 	const uint8_t *body;  /**< CSR (POST operations) */
 	size_t len;
 };
+
+/** One device request for an RFC 8295 operation (I1-I3). */
+struct proxy_x_request {
+	const struct est_x_route *route; /**< operation, label */
+	int req_cf, resp_cf;             /**< from est_x_check_request */
+	const char *client;
+	const struct est_slice *tail;    /**< extra path segments (pal, eecerts, crls) */
+	size_t ntail;
+	const struct est_slice *query;   /**< Uri-Query values, forwarded */
+	size_t nquery;
+	const char *root;                /**< the EST root the device used (PAL URIs) */
+	const uint8_t *body;             /**< a /return's DER, or the CSR (skg variants) */
+	size_t len;
+};
+
+/** proxy_submit for an RFC 8295 operation: the same engine, keys, kept
+ *  answers (GETs for [rfc8295] keep seconds, the skg variants for
+ *  keep_issued) and 5.03 + Max-Age after answer_within (D2). A GET answer
+ *  over [rfc8295] separate_max that would go out as a separate response
+ *  is kept and answered 5.03 + Max-Age 1 instead: the retry is answered
+ *  at once, in the ACK, and its Block2 follow-ups from the block-wise
+ *  store (libcoap clients before 4.3.5 lose separate multi-block answers). */
+enum proxy_rc proxy_submit_8295(struct proxy *px, const struct proxy_x_request *rq,
+				proxy_done_fn fn, void *arg, struct xchg_wait **wait,
+				struct proxy_outcome *now);
 
 struct proxy *proxy_new(struct event_base *base, struct upstream *up,
 			const struct estgw_config *cfg);

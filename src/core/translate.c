@@ -1035,6 +1035,12 @@ static int link_passes(const char *rt, const char *ct,
 	return 1;
 }
 
+int est_link_passes(const char *rt, const char *ct,
+		    const struct est_slice *queries, size_t nq)
+{
+	return link_passes(rt, ct, queries, nq);
+}
+
 /** A growing link-format text in a buffer sized up front. */
 struct link_buf {
 	char *p;

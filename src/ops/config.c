@@ -17,6 +17,7 @@
  * longer than libinih's buffer (it would split or drop them).
  */
 #include "estgw/config.h"
+#include "estgw/rfc8295.h"
 #include "estgw/translate.h"
 #include "estgw/voucher.h"
 
@@ -89,6 +90,10 @@ static int set_addr(struct load *, const struct cfg_key *, const char *, unsigne
 static int set_redis(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_name(struct load *, const struct cfg_key *, const char *, unsigned);
 static int set_prefixes(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_x_enable(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_x_cf(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_x_enc(struct load *, const struct cfg_key *, const char *, unsigned);
+static int set_x_authority(struct load *, const struct cfg_key *, const char *, unsigned);
 
 #define SRV(f) offsetof(struct estgw_config, server.f)
 #define UP(f) offsetof(struct estgw_config, upstream.f)
@@ -98,6 +103,7 @@ static int set_prefixes(struct load *, const struct cfg_key *, const char *, uns
 #define BR(f) offsetof(struct estgw_config, brski.f)
 #define MT(f) offsetof(struct estgw_config, metrics.f)
 #define CL(f) offsetof(struct estgw_config, cluster.f)
+#define X8(f) offsetof(struct estgw_config, rfc8295.f)
 #define REQ K_REQUIRED
 #define MULTI K_MULTI
 
@@ -179,6 +185,23 @@ static const struct cfg_key schema[] = {
 	{ "cluster",  "claim_ttl",       set_u32,    "10",      2,    3600,       CL(claim_ttl),       NO_SRC,                0, RESTART },
 	{ "cluster",  "store_timeout",   set_u32,    "200",     10,   5000,       CL(store_timeout),   NO_SRC,                0, RESTART },
 	{ "cluster",  "stream_max",      set_u32,    "100000",  100,  100000000,  CL(stream_max),      NO_SRC,                0, RESTART },
+	/* RFC 8295 extensions (I1-I3, docs/rfc8295.md) */
+	{ "rfc8295",  "enable",          set_x_enable, "none",  0,    0,          X8(enable),          NO_SRC,                0, LIVE },
+	{ "rfc8295",  "cf",              set_x_cf,   "default", 0,    0,          X8(cf),              NO_SRC,                0, LIVE },
+	{ "rfc8295",  "pal_rewrite",     set_bool,   "yes",     0,    0,          X8(pal_rewrite),     NO_SRC,                0, LIVE },
+	{ "rfc8295",  "pal_authority",   set_x_authority, NULL, 0,    0,          X8(pal_authority),   NO_SRC,                0, LIVE },
+	{ "rfc8295",  "cms_post_encoding", set_x_enc, "base64", 0,    0,          X8(post_binary),     NO_SRC,                0, LIVE },
+	{ "rfc8295",  "max_pal",         set_u32,    "65536",   1024, 16777216,   X8(max_pal),         NO_SRC,                0, LIVE },
+	{ "rfc8295",  "max_eecerts",     set_u32,    "65536",   1024, 16777216,   X8(max_eecerts),     NO_SRC,                0, LIVE },
+	{ "rfc8295",  "max_crls",        set_u32,    "1048576", 1024, 67108864,   X8(max_crls),        NO_SRC,                0, LIVE },
+	{ "rfc8295",  "max_symmetrickeys", set_u32,  "65536",   1024, 16777216,   X8(max_symmetrickeys), NO_SRC,              0, LIVE },
+	{ "rfc8295",  "max_firmware",    set_u32,    "8388608", 1024, 67108864,   X8(max_firmware),    NO_SRC,                0, LIVE },
+	{ "rfc8295",  "max_tamp",        set_u32,    "65536",   1024, 16777216,   X8(max_tamp),        NO_SRC,                0, LIVE },
+	{ "rfc8295",  "max_return",      set_u32,    "65536",   1024, 1048576,    X8(max_return),      NO_SRC,                0, LIVE },
+	{ "rfc8295",  "max_serverkeygen", set_u32,   "65536",   1024, 1048576,    X8(max_serverkeygen), NO_SRC,               0, LIVE },
+	{ "rfc8295",  "keep",            set_u32,    "60",      1,    86400,      X8(keep),            NO_SRC,                0, LIVE },
+	{ "rfc8295",  "keep_total_bytes", set_u32,   "33554432", 1048576, 1073741824, X8(keep_total_bytes), NO_SRC,           0, LIVE },
+	{ "rfc8295",  "separate_max",    set_u32,    "64",      16,   67108864,   X8(separate_max),    NO_SRC,                0, LIVE },
 };
 
 #define N_KEYS ARRAY_SIZE(schema)
@@ -193,7 +216,7 @@ static const struct {
 };
 
 static const char *const sections[] = { "server", "upstream", "policy", "log", "brski", "metrics",
-					"cluster" };
+					"cluster", "rfc8295" };
 
 /** State of one estgw_config_load() call. */
 struct load {
@@ -940,6 +963,127 @@ static int set_ops(struct load *ld, const struct cfg_key *k, const char *val,
 	return 0;
 }
 
+/* ---- [rfc8295] (I1) ----------------------------------------------------- */
+
+static const struct {
+	const char *word;
+	uint32_t bits;
+} x_words[] = {
+	{ "pal", EST_X_EN_PAL }, { "eecerts", EST_X_EN_EECERTS },
+	{ "crls", EST_X_EN_CRLS }, { "symmetrickeys", EST_X_EN_SYMKEYS },
+	{ "firmware", EST_X_EN_FIRMWARE }, { "tamp", EST_X_EN_TAMP },
+	{ "serverkeygen", EST_X_EN_SKG },
+};
+
+/** "pal eecerts crls symmetrickeys firmware tamp serverkeygen" (any
+ *  subset, spaces or commas), "all" or "none" -> EST_X_EN_* bits. */
+static int set_x_enable(struct load *ld, const struct cfg_key *k, const char *val,
+			unsigned line)
+{
+	static const char sep[] = " ,\t";
+	uint32_t mask = 0;
+	const char *p = val + strspn(val, sep);
+	size_t n;
+
+	if (strcasecmp(val, "none") == 0 || strcasecmp(val, "all") == 0) {
+		for (size_t i = 0; tolower((unsigned char)val[0]) == 'a' && i < ARRAY_SIZE(x_words); i++)
+			mask |= x_words[i].bits;
+		*(uint32_t *)field(ld, k->off) = mask;
+		return 0;
+	}
+	if (!*p)
+		return fail_key(ld, k, line, -EINVAL, "empty list (write none)");
+	for (; *p; p += n, p += strspn(p, sep)) {
+		size_t i = 0;
+
+		n = strcspn(p, sep);
+		while (i < ARRAY_SIZE(x_words) &&
+		       !(strlen(x_words[i].word) == n && memcmp(x_words[i].word, p, n) == 0))
+			i++;
+		if (i == ARRAY_SIZE(x_words))
+			return fail_key(ld, k, line, -EINVAL,
+					"'%.*s' is not an RFC 8295 operation (pal eecerts crls "
+					"symmetrickeys firmware tamp serverkeygen, all or none)",
+					(int)n, p);
+		mask |= x_words[i].bits;
+	}
+	*(uint32_t *)field(ld, k->off) = mask;
+	return 0;
+}
+
+/* Content-Formats estgw answers with already: not for an RFC 8295 type. */
+static int cf_taken(uint32_t v)
+{
+	return v == 0 || v == 40 || v == 41 || v == 42 || v == 50 || v == 60 ||
+	       v == 62 || (v >= 280 && v <= 287) || v == 836;
+}
+
+/** "default", or "token=number ..." over the defaults (RFC 7252 §12.3:
+ *  65000-65535 is for experiments); numbers distinct, 0..65535, none that
+ *  estgw uses for another type. */
+static int set_x_cf(struct load *ld, const struct cfg_key *k, const char *val,
+		    unsigned line)
+{
+	static const char sep[] = " ,\t";
+	uint32_t *cf = field(ld, k->off);
+	const char *p = val + strspn(val, sep);
+	size_t n;
+
+	for (int i = 0; i < EST_X_MT_COUNT; i++)
+		cf[i] = est_x_mt_default_cf((enum est_x_mt)i);
+	if (strcasecmp(val, "default") == 0)
+		return 0;
+	for (; *p; p += n, p += strspn(p, sep)) {
+		const char *eq;
+		char num[16];
+		uint32_t v;
+		int mt;
+
+		n = strcspn(p, sep);
+		eq = memchr(p, '=', n);
+		if (!eq)
+			return fail_key(ld, k, line, -EINVAL, "'%.*s' is not type=number", (int)n, p);
+		mt = est_x_mt_lookup(p, (size_t)(eq - p));
+		if (mt < 0)
+			return fail_key(ld, k, line, -EINVAL, "'%.*s' is not a media type name "
+					"(cms crls pkcs12 tamp-...)", (int)(eq - p), p);
+		snprintf(num, sizeof(num), "%.*s", (int)(p + n - eq - 1), eq + 1);
+		if (parse_u32(num, &v) != 0 || v > 65535 || cf_taken(v))
+			return fail_key(ld, k, line, -EINVAL, "'%s' is not a free Content-Format "
+					"(0..65535, not one estgw uses already)", num);
+		cf[mt] = v;
+	}
+	for (int i = 0; i < EST_X_MT_COUNT; i++)
+		for (int j = i + 1; j < EST_X_MT_COUNT; j++)
+			if (cf[i] == cf[j])
+				return fail_key(ld, k, line, -EINVAL, "%s and %s have the same "
+						"Content-Format %u", est_x_mt_token((enum est_x_mt)i),
+						est_x_mt_token((enum est_x_mt)j), cf[i]);
+	return 0;
+}
+
+static int set_x_enc(struct load *ld, const struct cfg_key *k, const char *val,
+		     unsigned line)
+{
+	if (strcasecmp(val, "base64") == 0 || strcasecmp(val, "binary") == 0) {
+		*(int *)field(ld, k->off) = tolower((unsigned char)val[1]) == 'i';
+		return 0;
+	}
+	return fail_key(ld, k, line, -EINVAL, "'%s' is not base64 or binary", val);
+}
+
+/** host[:port] or [IPv6]:port as written into coaps:// PAL URIs. */
+static int set_x_authority(struct load *ld, const struct cfg_key *k, const char *val,
+			   unsigned line)
+{
+	size_t n = strlen(val);
+
+	if (n == 0 || n > 255 || strspn(val, "abcdefghijklmnopqrstuvwxyz"
+					"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") != n)
+		return fail_key(ld, k, line, -EINVAL, "'%s' is not host[:port]", val);
+	return store_str(ld, k, val, n, line);
+}
+
 static const struct {
 	const char *word;
 	int mode;
@@ -1277,6 +1421,7 @@ void estgw_config_free(struct estgw_config *cfg)
 	free(cfg->cluster.node);
 	free(cfg->cluster.seal_key);
 	free(cfg->cluster.prefix);
+	free(cfg->rfc8295.pal_authority);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -1308,6 +1453,8 @@ static const struct {
 	{ set_manufacturer, "line", V_MFR }, { set_outfile, "output file", V_STR },
 	{ set_redis, "store address", V_STR }, { set_name, "name", V_STR },
 	{ set_prefixes, "prefixes", V_PREFIXES },
+	{ set_x_enable, "operations", V_U32 }, { set_x_cf, "list", V_U32 },
+	{ set_x_enc, "enum", V_INT },         { set_x_authority, "authority", V_STR },
 };
 
 static int kind_of(const struct cfg_key *k, enum value_kind *kind)

@@ -427,7 +427,8 @@ static int set_request(struct upstream_xfer *x, const struct est_http_req *req,
 	bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT,
 				(long)cfg->upstream.connect_timeout);
 	bad |= curl_easy_setopt(e, CURLOPT_MAXFILESIZE,
-				(long)cfg->upstream.max_response);
+				(long)(o && o->max_response ? o->max_response :
+				       cfg->upstream.max_response));
 	bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
 	bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
@@ -479,7 +480,8 @@ struct upstream_xfer *upstream_send_opts(struct upstream *up,
 	x->up = up;
 	x->cb = cb;
 	x->arg = arg;
-	x->max_response = up->cfg->upstream.max_response;
+	x->max_response = o && o->max_response ? o->max_response :
+			  up->cfg->upstream.max_response;
 	x->easy = curl_easy_init();
 	if (!x->easy) {
 		free(x);

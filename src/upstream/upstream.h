@@ -68,6 +68,7 @@ struct upstream_opts {
 	const char *private_key;
 	const char *accept;      /**< Accept header value, NULL: none */
 	uint32_t timeout;        /**< seconds for the exchange */
+	uint32_t max_response;   /**< bytes accepted, 0: [upstream] max_response */
 };
 
 /** upstream_send() with @p o applied. */

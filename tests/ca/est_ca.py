@@ -40,6 +40,9 @@ certificate request" (libest's words). 400 also for a CSR openssl cannot parse o
                            by est-sub, as application/pkcs7-mime; smime-type=server-generated-key.
                            AsymmetricDecryptKeyIdentifier: 501 (not implemented).
                            --no-serverkeygen: 404, as a CA without it.
+RFC 8295 (--rfc8295 DIR): pal, eecerts, crls, symmetrickeys, firmware, tamp, their /return
+POSTs, serverkeygen/return, and /serverkeygen answering PKCS#12 or an encrypted key package
+for Accept application/pkcs12 or application/cms; see tests/ca/rfc8295_ca.py.
 Every answer carries Content-Length (HTTP/1.1 keep-alive); Base64 answers also
 Content-Transfer-Encoding: base64.
 
@@ -115,6 +118,8 @@ import threading
 import time
 from dataclasses import dataclass, asdict
 from urllib.parse import urlsplit
+
+from rfc8295_ca import X8295
 
 CT_P7 = "application/pkcs7-mime; smime-type=certs-only"
 CT_P7_BARE = "application/pkcs7-mime"
@@ -701,6 +706,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     raise ValueError("csrattrs and serverkeygen take true or false")
             except ValueError as e:
                 raise HttpError(400, f"bad control request: {e}")
+            if isinstance(spec.get("x8295"), dict) and self.server.x8295:
+                self.server.x8295.control(spec["x8295"])
             with state.lock:
                 if fault is not None:
                     state.fault = fault
@@ -740,6 +747,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.check_ra()
         except ValueError:
             raise HttpError(403, "cannot parse the client certificate")
+        x = self.server.x8295
+        if x and x.handles(self, self.path, body, self.server.base, self.server.labels, HttpError):
+            return
         op, label = self.route(path)
         self.op = op
         self.server.state.count("ops", op)
@@ -859,6 +869,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def op_serverkeygen(self, body, f):
         csr = self.csr_from(body)
+        if self.server.x8295 and self.server.x8295.serverkeygen(self, csr, self.server.ca,
+                                                                HttpError):
+            self.server.state.bump("issued")
+            return
         key_id = self.key_wrapping(csr)
         pkcs8, sec1, p7 = self.server.ca.serverkeygen(csr)
         self.server.state.bump("issued")
@@ -988,6 +1002,8 @@ def parse_args(argv):
                    help="answer csrattrs 404, as a CA without it")
     p.add_argument("--kek", default="000102030405060708090a0b0c0d0e0f",
                    help="hex AES-128 KEK for encrypted server-generated keys")
+    p.add_argument("--rfc8295", metavar="DIR",
+                   help="serve the RFC 8295 endpoints; artefacts and requests.jsonl in DIR")
     return p.parse_args(argv)
 
 
@@ -1007,7 +1023,8 @@ def main(argv):
     server.est, server.control = True, args.control
     shared = {"state": state, "ca": ca, "base": args.base.rstrip("/"),
               "labels": set(args.label), "ra_check": not args.no_ra_check,
-              "csrattrs": build_csrattrs(), "kek": args.kek}
+              "csrattrs": build_csrattrs(), "kek": args.kek,
+              "x8295": X8295(args.pki, args.rfc8295, args.kek) if args.rfc8295 else None}
     for k, v in shared.items():
         setattr(server, k, v)
     if args.control_port_file:

@@ -59,6 +59,23 @@ enum proxy_rc proxy_submit(struct proxy *px, const struct proxy_request *rq,
 	return PROXY_PENDING;
 }
 
+enum proxy_rc proxy_submit_8295(struct proxy *px, const struct proxy_x_request *rq,
+				proxy_done_fn fn, void *arg, struct xchg_wait **wait,
+				struct proxy_outcome *now)
+{
+	if (!rq->route || !rq->route->op || !rq->client || !rq->root)
+		abort();
+	if (rq->route->op->method == EST_GET && rq->len)
+		abort(); /* a GET carries no body upstream */
+	if (!later)
+		return answer(now, EST_CODE(2, 5));
+	px->fn = fn;
+	px->arg = arg;
+	*wait = &a_wait;
+	live++;
+	return PROXY_PENDING;
+}
+
 void proxy_cancel(struct xchg_wait *w)
 {
 	if (w != &a_wait)
@@ -251,6 +268,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cfg.policy.idevid_ops = 0x1b;
 	cfg.policy.ldevid_ops = 0x3f;
 	cfg.policy.other_ops = 0x3f;
+	/* RFC 8295 (I1): every operation served unless the rate-limit bits are 7 */
+	cfg.rfc8295.enable = (head & 7) == 7 ? 0 : 0x7f;
+	for (int i = 0; i < ESTGW_X_MT_COUNT; i++)
+		cfg.rfc8295.cf[i] = 65000u + (uint32_t)i;
+	cfg.rfc8295.max_return = 65536;
 	pl = pipeline_new(&cfg, &px);
 	if (!pl)
 		return 0;

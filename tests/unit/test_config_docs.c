@@ -26,8 +26,8 @@
 
 #include "estgw/config.h"
 
-#define MAX_KEYS 128 /* == ESTGW_CFG_MAX_KEYS */
-#define MAX_LINES 2000
+#define MAX_KEYS ESTGW_CFG_MAX_KEYS
+#define MAX_LINES 4000
 
 struct doc {
 	char *text;
@@ -166,7 +166,7 @@ static void test_man_page_matches_table(void **state)
 		const char *got[5];
 		size_t nw, ng;
 
-		if (sscanf(l, ".Ss \\&[%31[a-z]\\&]", section) == 1)
+		if (sscanf(l, ".Ss \\&[%31[a-z0-9]\\&]", section) == 1)
 			continue;
 		if (sscanf(l, ".It Cm %63[a-z_]", name) != 1 || !*section)
 			continue;
@@ -214,7 +214,7 @@ static void test_example_matches_table(void **state)
 		char name[64], value[256] = "", range[64];
 		int commented = l[0] == ';';
 
-		if (sscanf(l, "[%31[a-z]]", section) == 1)
+		if (sscanf(l, "[%31[a-z0-9]]", section) == 1)
 			continue;
 		if (sscanf(l + commented, "%63[a-z_] = %255[^\n]", name, value) != 2)
 			continue;

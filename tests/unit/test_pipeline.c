@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -36,6 +37,10 @@ struct proxy {
 	proxy_done_fn fn;
 	void *arg;
 	unsigned missing;           /* proxy_ops_missing */
+	int x_submits;              /* proxy_submit_8295 */
+	int x_last_op, x_last_resp_cf;
+	size_t x_last_ntail, x_last_nquery, x_last_len;
+	char x_last_label[EST_LABEL_MAX + 1], x_last_root[128];
 };
 
 struct xchg_wait { /* the engine's waiter, opaque to its users */
@@ -75,6 +80,27 @@ enum proxy_rc proxy_submit(struct proxy *px, const struct proxy_request *rq,
 	px->last_op = rq->route && rq->route->op ? (int)rq->route->op->op : -1;
 	px->last_len = rq->len;
 	strncpy(px->last_client, rq->client, sizeof(px->last_client) - 1);
+	if (px->pending) {
+		px->fn = fn;
+		px->arg = arg;
+		*wait = &the_wait;
+		return PROXY_PENDING;
+	}
+	return answer(now, px->code, px->cf);
+}
+
+enum proxy_rc proxy_submit_8295(struct proxy *px, const struct proxy_x_request *rq,
+				proxy_done_fn fn, void *arg, struct xchg_wait **wait,
+				struct proxy_outcome *now)
+{
+	px->x_submits++;
+	px->x_last_op = (int)rq->route->op->op;
+	px->x_last_resp_cf = rq->resp_cf;
+	px->x_last_ntail = rq->ntail;
+	px->x_last_nquery = rq->nquery;
+	px->x_last_len = rq->len;
+	snprintf(px->x_last_label, sizeof(px->x_last_label), "%s", rq->route->label);
+	snprintf(px->x_last_root, sizeof(px->x_last_root), "%s", rq->root);
 	if (px->pending) {
 		px->fn = fn;
 		px->arg = arg;
