@@ -8,6 +8,8 @@
 
 #include "estgw/jpy.h"
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct jpy_msg m;

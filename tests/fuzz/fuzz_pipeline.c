@@ -88,6 +88,11 @@ unsigned proxy_ops_missing(const struct proxy *px)
 	return 1u << EST_OP_ATT;
 }
 
+const struct store_if *proxy_store(const struct proxy *px)
+{
+	return NULL; /* no [cluster]: the shared rate limit is not fuzzed here */
+}
+
 enum proxy_rc brski_submit(struct brski *b, const struct brski_request *rq,
 			   proxy_done_fn fn, void *arg, struct xchg_wait **wait,
 		 struct proxy_outcome *now)
