@@ -6,6 +6,9 @@ Reads the JSON lines estgw-bench appended (one object per phase), the
 the machine, the commands, the measured tables, the ratios and each target
 with its verdict, then the hand-written analysis (bench/analysis.md).
 --check (smoke run): only verify every phase ran with no failure.
+The cluster phases (labels cl_*, issue 17) make their own section; --splice
+FILE replaces that section of an existing report (bench/run.sh --cluster) and
+leaves the rest of it as it is.
 """
 import argparse
 import json
@@ -85,7 +88,7 @@ def phase_table(runs):
             " client CPU ms/device | server RSS start/peak kB |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs.values():
-        if r["mode"] == "idle":
+        if r["mode"] == "idle" or r["label"].startswith("cl_"):
             continue
         server = next((p for p in ("estgw", "bare") if p in r["procs"]), None)
         fails = ", ".join(f"{k}: {v}" for k, v in r["failures"].items()) or "0"
@@ -266,6 +269,200 @@ def replace_section(doc_path, section):
         f.write("\n".join(lines).rstrip("\n") + "\n")
 
 
+# ---- cluster mode (issue 17) ----------------------------------------------
+
+CLUSTER_HEAD = "## Cluster mode (issue 17)"
+
+
+def cpu_ms(r, prefix):
+    """CPU ms per successful device of the processes whose name starts with prefix."""
+    ps = [p["cpu_s"] for n, p in r["procs"].items() if n.startswith(prefix)]
+    return sum(ps) * 1e3 / r["ok"] if r["ok"] and ps else float("nan")
+
+
+def median(v):
+    v = sorted(x for x in v if x == x)
+    if not v:
+        return float("nan")
+    m = len(v) // 2
+    return v[m] if len(v) % 2 else (v[m - 1] + v[m]) / 2
+
+
+def cluster_rows(rs):
+    rows = ["| phase | devices | ok | failed (by code) | devices/s | /sen p50 / p99 ms |"
+            " estgw CPU ms/device | Redis CPU ms/device | client CPU ms/device |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in rs:
+        fails = ", ".join(f"{k}: {v}" for k, v in r["failures"].items()) or "0"
+        rows.append(f"| {r['label']} | {r['n']} | {r['ok']} | {fails} | {r['ok'] / r['wall_s']:.0f} |"
+                    f" {fmt(lat(r, 'sen', 'p50'))} / {fmt(lat(r, 'sen', 'p99'))} |"
+                    f" {fmt(cpu_ms(r, 'estgw'), 3)} | {fmt(cpu_ms(r, 'redis'), 3)} |"
+                    f" {fmt(r['client_cpu_s'] * 1e3 / r['ok'] if r['ok'] else float('nan'), 3)} |")
+    return rows
+
+
+def store_on_off(runs, keys_path=None):
+    off = [r for r in runs.values() if r["label"].startswith("cl_off_")]
+    on = [r for r in runs.values() if r["label"].startswith("cl_on_")]
+    if not on:
+        return ["(not run)"]
+    out = ["Each round starts two fresh estgw processes (the same release build, config and CA)"
+           " side by side: one without `[cluster]`, one with `[cluster] redis` on a redis-server"
+           " started by the bench, each driven by its own bench client with half the devices at"
+           f" a time ({on[0]['concurrency']} each), so that whatever else loads the machine at a"
+           " moment loads both series alike. Every device sends a new CSR, so with the store"
+           " every /sen costs one claim (a Lua script: the kept answer, else the claim) before"
+           " the CA is called and one publish (the sealed answer with the `keep_issued` TTL, and"
+           " the claim's release) after it, on top of the local work. Redis's CPU is counted"
+           " for the store-on series (nothing else uses it); the CA serves both.", ""]
+    out += cluster_rows(sorted(off + on, key=lambda r: (r["label"].split("_r")[-1], r["label"])))
+    if keys_path and os.path.exists(keys_path):
+        kept = ", ".join(" ".join(ln.split()) for ln in open(keys_path) if ln.strip())
+        out += ["", f"Answers kept in Redis after each store-on round (then flushed): {kept} (a sealed"
+                " answer per device: the store was in the path of every /sen)."]
+    if not off:
+        return out
+
+    def tot(rs, prefix):
+        ok = sum(r["ok"] for r in rs)
+        c = sum(p["cpu_s"] for r in rs for n, p in r["procs"].items() if n.startswith(prefix))
+        return c * 1e3 / ok if ok else float("nan")
+    e_off, e_on = tot(off, "estgw"), tot(on, "estgw")
+    r_off, r_on = tot(off, "redis"), tot(on, "redis")
+    p_off = median([lat(r, "sen", "p99") for r in off])
+    p_on = median([lat(r, "sen", "p99") for r in on])
+    fails = sum(r["failed"] for r in off + on)
+    pairs = [(o, n) for o in off for n in on if o["label"][-3:] == n["label"][-3:]]
+    d99 = [lat(n, "sen", "p99") - lat(o, "sen", "p99") for o, n in pairs]
+    d50 = [lat(n, "sen", "p50") - lat(o, "sen", "p50") for o, n in pairs]
+    spread = max(lat(r, "sen", "p99") for r in off) - min(lat(r, "sen", "p99") for r in off)
+    out += ["", "Per round, store on minus off: /sen p99 " + ", ".join(f"{d:+.2f}" for d in d99)
+            + " ms; /sen p50 " + ", ".join(f"{d:+.2f}" for d in d50) + " ms. The off series' own"
+            f" p99 varies by {spread:.2f} ms between rounds.",
+            "", "| target (issue 17) | measured | verdict |", "|---|---|---|",
+            f"| estgw CPU per enrolment (handshake + /crts + /sen) with the store <= 1.05x without |"
+            f" {fmt(e_on, 3)} ms vs {fmt(e_off, 3)} ms = {fmt(e_on / e_off, 3)}x |"
+            f" {verdict(e_on / e_off <= 1.05)} |",
+            f"| ... counting Redis's CPU as well (estgw + Redis) <= 1.05x |"
+            f" {fmt(e_on + r_on, 3)} ms vs {fmt(e_off + r_off, 3)} ms ="
+            f" {fmt((e_on + r_on) / (e_off + r_off), 3)}x | {verdict((e_on + r_on) / (e_off + r_off) <= 1.05)} |",
+            f"| /sen p99 with the store <= without + 2 ms ({off[0]['concurrency']} devices at once"
+            f" each; median of the rounds' p99) | {fmt(p_on)} ms vs {fmt(p_off)} ms: {p_on - p_off:+.2f} ms |"
+            f" {verdict(p_on - p_off <= 2)} |",
+            f"| (for scale) median of the per-round p50 differences | {median(d50):+.2f} ms | - |",
+            f"| no failures with the store on or off | {fails} failed | {verdict(fails == 0)} |"]
+    return out
+
+
+def nft_counters(path):
+    spread = {}
+    if path and os.path.exists(path):
+        for line in open(path):
+            f = line.split()
+            if f:
+                spread[f[0]] = [int(x) for x in f[2::2]]
+    return spread
+
+
+def nft_phase(runs, skip, counters_path):
+    rs = sorted((r for k, r in runs.items() if k.startswith("cl_nft_")),
+                key=lambda r: (r["label"].partition("_r")[2], r["label"]))
+    if not rs:
+        return [f"Not run: {skip or 'no result'}."]
+    spread = nft_counters(counters_path)
+    cores = os.cpu_count() or 1
+    out = ["A network namespace made for each phase (its own loopback: no other traffic, no"
+           " conntrack entries from before) holds the fast CA, a redis-server, N estgw"
+           " instances with `[cluster]` on that Redis (ports 20000+i) and the bench client,"
+           " which sends to one address, 127.0.0.1:5684. nftables in the output hook DNATs"
+           " each new flow with `udp dport 5684 jhash ip saddr . udp sport mod N vmap { i :"
+           " jump to_i }`, each chain `counter dnat to 127.0.0.1:2000i`; conntrack keeps every"
+           " later datagram of the device's flow (the rest of the handshake, /crts, /sen,"
+           " close_notify) on the same instance. Each device is a new DTLS session from a new"
+           " source port, 32 at a time; 1 and 2 instances alternate between rounds.", "",
+           "| phase | instances | devices | ok | failed | devices/s | /sen p50 / p99 ms |"
+           " new flows per instance (nft counters) |"
+           " CPU ms/device: client / estgw (all) / CA / Redis = total |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    agg = {}
+    for r in rs:
+        k = int(r["label"].split("_")[2])
+        cl = r["client_cpu_s"] * 1e3 / r["ok"] if r["ok"] else float("nan")
+        parts = [cl, cpu_ms(r, "estgw"), cpu_ms(r, "ca"), cpu_ms(r, "redis")]
+        a = agg.setdefault(k, {"ok": 0, "wall": 0.0, "cpu": 0.0, "failed": 0})
+        a["ok"] += r["ok"]
+        a["wall"] += r["wall_s"]
+        a["failed"] += r["failed"]
+        a["cpu"] += r["client_cpu_s"] + sum(p["cpu_s"] for p in r["procs"].values())
+        fails = ", ".join(f"{x}: {y}" for x, y in r["failures"].items()) or "0"
+        out.append(f"| {r['label']} | {k} | {r['n']} | {r['ok']} | {fails} | {r['ok'] / r['wall_s']:.0f} |"
+                   f" {fmt(lat(r, 'sen', 'p50'))} / {fmt(lat(r, 'sen', 'p99'))} |"
+                   f" {' / '.join(str(x) for x in spread.get(r['label'], [])) or '-'} |"
+                   f" {' / '.join(fmt(x, 3) for x in parts)} = {fmt(sum(parts), 3)} |")
+    out += ["", "| instances | devices/s (all rounds) | failed | CPU ms per device, every process |"
+            f" CPU-bound ceiling on {cores} cores |", "|---|---|---|---|---|"]
+    rate = {}
+    for k in sorted(agg):
+        a = agg[k]
+        rate[k] = a["ok"] / a["wall"] if a["wall"] else float("nan")
+        per = a["cpu"] * 1e3 / a["ok"] if a["ok"] else float("nan")
+        out.append(f"| {k} | {rate[k]:.0f} | {a['failed']} | {fmt(per, 3)} | {cores * 1e3 / per:.0f} devices/s |")
+    if 1 in rate and 2 in rate:
+        out += ["", f"2 instances vs 1: **{rate[2] / rate[1]:.2f}x** the devices/s. The ceiling is what"
+                f" {cores} cores allow when every process of the phase is counted: {cores} x 1000 ms"
+                " divided by the CPU all of them spend per device. The bench client (doing the"
+                " devices' side of each handshake), the CA and Redis run on the same cores as the"
+                " instances, so a second instance brings no CPU of its own: it can only take the"
+                " part of a core one event loop leaves unused, and devices/s stays under that"
+                " ceiling whatever N is. On separate hosts each instance brings its own cores and"
+                " the ceiling grows with N; this machine cannot show that."]
+    return out
+
+
+def cluster_section(runs, a):
+    if not any(k.startswith("cl_") for k in runs) and not a.cluster_skip:
+        return []
+    have = a.loadavg and os.path.exists(a.loadavg)  # written when the cluster phases started
+    load = open(a.loadavg).read().strip() if have else "?"
+    when = os.path.getmtime(a.loadavg) if have else time.time()
+    doc = [CLUSTER_HEAD, "",
+           f"Run at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(when))} (profile: {a.profile}); load"
+           f" average (1, 5, 15 min) when the cluster phases started: {load} on {os.cpu_count()} cores."
+           " The commands of these phases:", "", "```"]
+    if a.commands and os.path.exists(a.commands):
+        doc += [ln for ln in open(a.commands).read().splitlines() if is_cluster_cmd(ln)]
+    doc += ["```", ""]
+    if a.cluster_skip:
+        return doc + [f"Not run: {a.cluster_skip}.", ""]
+    doc += ["### Store off vs on, one run", ""] + store_on_off(runs, a.store_keys)
+    doc += ["", "### 1 and 2 instances behind nftables", ""] + nft_phase(runs, a.nft_skip, a.nft_counters)
+    if a.cluster_notes and os.path.exists(a.cluster_notes):
+        doc += ["", open(a.cluster_notes).read().rstrip()]
+    return doc + [""]
+
+
+def is_cluster_cmd(line):
+    return "--label cl_" in line or line.startswith("redis-server") or line.startswith("nft ")
+
+
+def splice(path, section):
+    """Replace the cluster section of the report at @path (or add it before the
+    hand-written analysis); nothing else of the file changes."""
+    text = open(path).read()
+    lines = text.rstrip("\n").split("\n")
+    new = "\n".join(section).rstrip("\n").split("\n")
+    if CLUSTER_HEAD in lines:
+        i = lines.index(CLUSTER_HEAD)
+        j = next((n for n in range(i + 1, len(lines)) if lines[n].startswith("## ")), len(lines))
+        lines[i:j] = new + ([""] if j < len(lines) else [])
+    else:
+        anchor = "## Read these numbers with care"
+        i = lines.index(anchor) if anchor in lines else len(lines)
+        lines[i:i] = new + [""]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", required=True)
@@ -278,6 +475,13 @@ def main():
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--jpy", help="jpy.jsonl of run.sh's JPY phase")
     ap.add_argument("--jpy-into", help="replace only the JPY section of this file")
+    ap.add_argument("--cluster-skip", default="")
+    ap.add_argument("--nft-skip", default="")
+    ap.add_argument("--nft-counters")
+    ap.add_argument("--loadavg")
+    ap.add_argument("--store-keys")
+    ap.add_argument("--cluster-notes")
+    ap.add_argument("--splice", help="replace the cluster section of this report only")
     a = ap.parse_args()
     runs = load(a.results)
     if a.jpy_into:
@@ -288,6 +492,9 @@ def main():
         if bad or len(runs) < 5:
             print("bench smoke failed:", bad or f"only {len(runs)} phases", file=sys.stderr)
             return 1
+        return 0
+    if a.splice:
+        splice(a.splice, cluster_section(runs, a))
         return 0
     sp = speed(a.speed)
     idle_rows, idle = idle_table(runs)
@@ -316,7 +523,7 @@ def main():
            "- Every phase starts fresh estgw / bare-server processes; the CA runs through the whole run.",
            "", "## Commands", "", "```", "bash bench/run.sh            # all of it, writes this file"]
     if a.commands and os.path.exists(a.commands):
-        doc += open(a.commands).read().rstrip().splitlines()
+        doc += [ln for ln in open(a.commands).read().rstrip().splitlines() if not is_cluster_cmd(ln)]
     doc += ["```", "", "## Targets (issue 9)", "", "| target | measured | verdict |", "|---|---|---|"]
     doc += targets(runs, sp, idle)
     doc += ["", "## Crypto floor", ""] + floor(sp, runs)
@@ -326,6 +533,9 @@ def main():
     doc += phase_table(runs)
     doc += ["", "## Idle sessions", ""] + idle_rows
     doc += [""] + jpy_section(runs, a.jpy)
+    cl = cluster_section(runs, a)
+    if cl:
+        doc += [""] + cl
     if a.analysis and os.path.exists(a.analysis):
         doc += ["", open(a.analysis).read().rstrip()]
     text = "\n".join(doc) + "\n"

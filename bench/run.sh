@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run.sh - run the whole estgw benchmark and write docs/performance.md (issue 9).
 #
-#   bash bench/run.sh [--build DIR] [--no-build] [--quick] [--smoke] [--jpy-only] [--out FILE]
+#   bash bench/run.sh [--build DIR] [--no-build] [--quick] [--smoke] [--cluster] [--jpy-only] [--out FILE]
 #
 # Builds a release tree (default build-bench; --build names another, --no-build
 # uses it as it is), generates the test PKI and a bench device CA, starts the
@@ -14,12 +14,20 @@
 # suite). --jpy-only: only the JPY relay phase (stateless join proxy, H6), whose
 # section of docs/performance.md is replaced in place. Traffic goes only to
 # 127.0.0.x.
+# Cluster mode (issue 17, K1): a redis-server started here, enrolments with the
+# store off and on side by side, and 1 vs 2 instances behind nftables
+# jhash DNAT in a network namespace made here (skipped, with the reason in the
+# report, when not root or without nft / ip netns). --cluster runs only these
+# phases and replaces the "Cluster mode" section of the existing report, leaving
+# the other sections as they are. --smoke runs one small store-on phase (when
+# redis-server is installed) and no nftables part.
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$SRC/build-bench
 DO_BUILD=1
 PROFILE=full
 OUTDOC=$SRC/docs/performance.md
+ONLY_CLUSTER=0
 JPY_ONLY=0
 while [ $# -gt 0 ]; do
   case $1 in
@@ -27,9 +35,10 @@ while [ $# -gt 0 ]; do
     --no-build) DO_BUILD=0 ;;
     --quick) PROFILE=quick ;;
     --smoke) PROFILE=smoke ;;
+    --cluster) ONLY_CLUSTER=1 ;;
     --jpy-only) JPY_ONLY=1 ;;
     --out) OUTDOC=$2; shift ;;
-    *) echo "usage: run.sh [--build DIR] [--no-build] [--quick] [--smoke] [--jpy-only] [--out FILE]" >&2; exit 2 ;;
+    *) echo "usage: run.sh [--build DIR] [--no-build] [--quick] [--smoke] [--cluster] [--jpy-only] [--out FILE]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -37,6 +46,12 @@ case $PROFILE in
   full)  N=1000; C=16; NSAT=1000; IDLE="1000 10000"; SPEED=3; HOLD=3;   PEM="once pem"; NJ=500; JN=200000; JM=10000 ;;
   quick) N=300;  C=16; NSAT=300;  IDLE="1000";       SPEED=1; HOLD=3;   PEM="once pem"; NJ=200; JN=50000;  JM=2000 ;;
   smoke) N=20;   C=4;  NSAT=0;    IDLE="20";         SPEED=0; HOLD=0.2; PEM="once";     NJ=10;  JN=500;    JM=50 ;;
+esac
+# Cluster phases: devices per round, store off/on rounds, devices behind nftables.
+case $PROFILE in
+  full)  CL_N=1000; CL_ROUNDS=3; NFT_N=1000; NFT_ROUNDS=2 ;;
+  quick) CL_N=300;  CL_ROUNDS=1; NFT_N=300;  NFT_ROUNDS=1 ;;
+  smoke) CL_N=20;   CL_ROUNDS=0; NFT_N=0;    NFT_ROUNDS=0 ;;
 esac
 
 if [ $DO_BUILD = 1 ]; then
@@ -51,9 +66,11 @@ ESTGW=$BUILD/src/estgw
 
 WORK=$(mktemp -d /tmp/estgw-bench.XXXXXX)
 PIDS=()
+NS=
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  [ -z "$NS" ] || ip netns del "$NS" 2>/dev/null || true
   [ -n "${KEEP:-}" ] && echo "kept $WORK" || rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -86,18 +103,19 @@ wait_log() { for _ in $(seq 400); do grep -q "$2" "$1" 2>/dev/null && return 0; 
              echo "timeout waiting for '$2' in $1:" >&2; tail -5 "$1" >&2; return 1; }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
+NSX=()  # the command prefix that runs a server in the bench's network namespace
 start_ca() {
   rm -f "$WORK/ca.port"
-  "$FASTCA" --pki "$PKI" --port 0 --port-file "$WORK/ca.port" --client-trust "$PKI/est-root.crt" \
+  "${NSX[@]}" "$FASTCA" --pki "$PKI" --port 0 --port-file "$WORK/ca.port" --client-trust "$PKI/est-root.crt" \
     --client-trust "$PKI/est-sub.crt" --client-trust "$PKI/bench-dev-ca.crt" 2>>"$WORK/ca.log" &
   CA_PID=$!; PIDS+=($CA_PID)
   wait_file "$WORK/ca.port"; CA_PORT=$(cat "$WORK/ca.port")
 }
-start_estgw() { # [extra config lines]
-  free_port; GW_PORT=$FREE_PORT
-  cat > "$WORK/estgw.conf" <<CONF
+# gw_conf FILE PORT [EXTRA]: estgw's config, EXTRA appended (a [cluster] part).
+gw_conf() {
+  cat > "$1" <<CONF
 [server]
-listen = 127.0.0.1:$GW_PORT
+listen = 127.0.0.1:$2
 certificate = $PKI/gw.crt
 private_key = $PKI/gw.key
 client_trust = $PKI/bench-dev-ca.crt
@@ -108,13 +126,22 @@ url = https://127.0.0.1:$CA_PORT/.well-known/est
 trust = $PKI/tls-ca.crt
 certificate = $PKI/ra.crt
 private_key = $PKI/ra.key
-${1:-}
+${3:-}
 CONF
-  : > "$WORK/estgw.log"
-  "$ESTGW" -c "$WORK/estgw.conf" >>"$WORK/estgw.log" 2>&1 &
+}
+# start_gw NAME PORT [EXTRA]: estgw with $WORK/NAME.conf and .log; its pid in GW_PID.
+start_gw() {
+  gw_conf "$WORK/$1.conf" "$2" "${3:-}"
+  : > "$WORK/$1.log"
+  "${NSX[@]}" "$ESTGW" -c "$WORK/$1.conf" >>"$WORK/$1.log" 2>&1 &
   GW_PID=$!; PIDS+=($GW_PID)
-  wait_log "$WORK/estgw.log" " ready, upstream"  # not "already in use"
+  wait_log "$WORK/$1.log" " ready, upstream"  # not "already in use"
+  case ${3:-} in *redis*) wait_log "$WORK/$1.log" "connected, node" ;; esac
   sleep 0.3   # let the /crts cache warm up
+}
+start_estgw() { # [EXTRA]
+  free_port; GW_PORT=$FREE_PORT
+  start_gw estgw "$GW_PORT" "${1:-}"
 }
 start_bare() { # once|pem
   free_port; BARE_PORT=$FREE_PORT
@@ -127,12 +154,26 @@ bench() { # label mode args...
   local label=$1 mode=$2; shift 2
   echo "estgw-bench $mode --label $label ${DEVCA[*]} $*" | sed "s#$WORK#\$WORK#g; s#$BUILD/##g" >> "$CMDS"
   local rc=0
-  "$BENCH" "$mode" --label "$label" --json "$RES" "${DEVCA[@]}" "$@" || rc=$?
+  "${NSX[@]}" "$BENCH" "$mode" --label "$label" --json "$RES" "${DEVCA[@]}" "$@" || rc=$?
   [ $rc = 0 ] || [ $rc = 3 ] || { echo "estgw-bench failed ($rc)" >&2; exit 1; }
   [ $PROFILE != smoke ] || [ $rc = 0 ] || { echo "smoke: $label had failures" >&2; exit 1; }
 }
 
-# Phase 5 (H6): the JPY relay. The same devices directly and through a stateless
+# Redis for cluster mode (issue 17), in the namespace of NSX; pid in REDIS_PID.
+start_redis() { # port
+  "${NSX[@]}" redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$WORK" >>"$WORK/redis.log" 2>&1 &
+  REDIS_PID=$!; PIDS+=($REDIS_PID)
+  for _ in $(seq 200); do
+    "${NSX[@]}" redis-cli -p "$1" ping 2>/dev/null | grep -q PONG && return 0; sleep 0.05
+  done
+  echo "timeout: redis-server" >&2; tail -5 "$WORK/redis.log" >&2; return 1
+}
+cluster_conf() { # redis-port node
+  printf '[cluster]\nredis = 127.0.0.1:%s\nnode = %s\nseal_key = %s\n' "$1" "$2" "$WORK/seal.key"
+}
+
+# Phase 6 (H6): the JPY relay. The same devices directly and through a stateless
 # test join proxy (tests/tools/jpy_proxy.py on 127.0.0.2), each pair on one
 # estgw process with [brski] jpy_listen; the difference in estgw's CPU per
 # device, over the datagrams each device's session relayed, is the relay's
@@ -190,6 +231,7 @@ if [ $JPY_ONLY = 1 ]; then
   exit 0
 fi
 
+if [ $ONLY_CLUSTER = 0 ]; then
 # Phase 1: handshake + /crts - estgw vs the bare libcoap server (both credential modes).
 start_ca; start_estgw
 bench hs_crts_estgw coap --host 127.0.0.1 --port "$GW_PORT" --server-trust "$PKI/gw-ca.crt" \
@@ -232,11 +274,105 @@ for k in $IDLE; do
 done
 jpy_phase
 stop $CA_PID
-grep -c "certificates issued" "$WORK/ca.log" >/dev/null || true
+fi
+
+# Phase 5 (issue 17): cluster mode. Store off and on side by side, one CA and
+# one Redis for all rounds; then 1 and 2 instances behind nftables jhash DNAT in
+# a fresh network namespace each.
+CL_SKIP=
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  CL_SKIP="redis-server is not installed (tools/deps.sh)"
+  echo "cluster phases skipped: $CL_SKIP" >&2
+else
+  head -c 32 /dev/urandom > "$WORK/seal.key"; chmod 600 "$WORK/seal.key"
+  cut -d' ' -f1-3 /proc/loadavg > "$WORK/loadavg"
+  RPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  start_ca; start_redis "$RPORT"
+  echo "redis-server --port $RPORT --bind 127.0.0.1 --save '' --appendonly no   # for the cl_ phases" >> "$CMDS"
+  # Both at once: an estgw without the store and one with it, each with its own
+  # bench client and half the devices at a time, so that the load of the shared
+  # machine at any moment falls on both series alike.
+  rounds=$CL_ROUNDS; modes="off on"
+  [ $PROFILE != smoke ] || { rounds=1; modes=on; }
+  for r in $(seq "$rounds"); do
+    bpids=()
+    for m in $modes; do
+      extra=; [ $m = off ] || extra=$(cluster_conf "$RPORT" bench-a)
+      free_port; start_gw "estgw_$m" "$FREE_PORT" "$extra"
+      eval "GW_$m=\$GW_PID PORT_$m=\$FREE_PORT"
+    done
+    for m in $modes; do
+      eval "gp=\$GW_$m port=\$PORT_$m"
+      rp=(); [ $m = off ] || rp=(--pid redis=$REDIS_PID)
+      bench cl_${m}_r$r coap --host 127.0.0.1 --port "$port" --server-trust "$PKI/gw-ca.crt" \
+        -n $CL_N -c $(( C / 2 )) --ops crts,sen --pid estgw=$gp "${rp[@]}" &
+      bpids+=($!)
+    done
+    for p in "${bpids[@]}"; do wait "$p"; done
+    for m in $modes; do eval "stop \$GW_$m"; done
+    # the store was used: each device's answer is kept there
+    keys=$(redis-cli -p "$RPORT" --scan --pattern 'estgw:a:*' | wc -l)
+    echo "cl_on_r$r $keys" >> "$WORK/store_keys.txt"
+    [ "$keys" -gt 0 ] || { echo "cl_on_r$r: no answer kept in Redis" >&2; exit 1; }
+    redis-cli -p "$RPORT" flushall >/dev/null
+  done
+  stop $REDIS_PID; stop $CA_PID
+  # 1 and 2 instances behind one address: nftables `jhash ip saddr . udp sport
+  # mod N` DNAT in the output hook of a namespace made for the phase (its own
+  # loopback, so no other traffic and no conntrack entries from before).
+  NFT_SKIP=
+  if [ "$NFT_N" = 0 ]; then NFT_SKIP="not run by the $PROFILE profile"
+  elif [ "$(id -u)" != 0 ]; then NFT_SKIP="not root (a network namespace and nft rules need it)"
+  elif ! command -v nft >/dev/null; then NFT_SKIP="nft is not installed (Debian nftables)"
+  elif ! command -v ip >/dev/null; then NFT_SKIP="ip is not installed (Debian iproute2)"
+  fi
+  nft_runs=; for r in $(seq "$NFT_ROUNDS"); do   # 1 2, then 2 1: drift falls on both
+    [ $((r % 2)) = 1 ] && nft_runs+=" 1:$r 2:$r" || nft_runs+=" 2:$r 1:$r"
+  done
+  for kr in $nft_runs; do
+    [ -z "$NFT_SKIP" ] || break
+    k=${kr%:*}; r=${kr#*:}
+    NS=estgw-bench-$$-$k-$r
+    if ! ip netns add "$NS" 2>/dev/null; then NS=; NFT_SKIP="ip netns add failed (no CAP_SYS_ADMIN here?)"; break; fi
+    ip -n "$NS" link set lo up
+    NSX=(ip netns exec "$NS")
+    start_ca; start_redis 6379
+    maps=; chains=; gws=(); procs=()
+    for i in $(seq 0 $((k - 1))); do
+      chains+="  chain to$i { meta l4proto udp counter dnat to 127.0.0.1:$((20000 + i)); }"$'\n'
+      maps+="${maps:+, }$i : jump to$i"
+      start_gw "nft$k-$i" $((20000 + i)) "$(cluster_conf 6379 "bench-$i")"
+      gws+=($GW_PID); procs+=(--pid "estgw_$i=$GW_PID")
+    done
+    printf 'table ip lb {\n%s  chain out {\n    type nat hook output priority -100;\n    udp dport 5684 jhash ip saddr . udp sport mod %s vmap { %s }\n  }\n}\n' \
+      "$chains" "$k" "$maps" > "$WORK/nft$k.rules"
+    "${NSX[@]}" nft -f "$WORK/nft$k.rules"
+    echo "nft -f nft$k.rules   # in a new netns: udp dport 5684 jhash ip saddr . udp sport mod $k vmap { $maps }" >> "$CMDS"
+    bench cl_nft_${k}_r$r coap --host 127.0.0.1 --port 5684 --server-trust "$PKI/gw-ca.crt" \
+      -n $NFT_N -c 32 --ops crts,sen "${procs[@]}" --pid ca=$CA_PID --pid redis=$REDIS_PID
+    # how nft spread the devices: the packets counted by each DNAT chain
+    "${NSX[@]}" nft list table ip lb | sed -n 's/.*chain to\([0-9]*\).*/\1/p; s/.*counter packets \([0-9]*\).*/\1/p' \
+      | paste -sd' ' | sed "s/^/cl_nft_${k}_r$r /" >> "$WORK/nft_counters.txt"
+    for p in "${gws[@]}"; do stop "$p"; done
+    stop $REDIS_PID; stop $CA_PID
+    NSX=()
+    ip netns del "$NS"; NS=
+  done
+  [ -z "$NFT_SKIP" ] || echo "nftables phases skipped: $NFT_SKIP" >&2
+fi
+CL_ARGS=(--cluster-skip "$CL_SKIP" --nft-skip "${NFT_SKIP:-}" --nft-counters "$WORK/nft_counters.txt"
+         --store-keys "$WORK/store_keys.txt"
+         --loadavg "$WORK/loadavg" --cluster-notes "$SRC/bench/cluster.md")
 
 if [ $PROFILE = smoke ]; then
   python3 "$SRC/bench/report.py" --results "$RES" --check
   echo "bench smoke: OK"
+  exit 0
+fi
+if [ $ONLY_CLUSTER = 1 ]; then # replace the cluster section of the existing report
+  python3 "$SRC/bench/report.py" --results "$RES" --commands "$CMDS" --profile "$PROFILE" \
+    "${CL_ARGS[@]}" --splice "$OUTDOC"
+  echo "updated the cluster section of $OUTDOC"
   exit 0
 fi
 # The crypto floor, same machine, same run.
@@ -245,7 +381,7 @@ if [ "$SPEED" -gt 0 ]; then
 fi
 echo "openssl speed -seconds $SPEED ecdsap256 ecdhp256" >> "$CMDS"
 python3 "$SRC/bench/report.py" --results "$RES" --speed "$WORK/speed.txt" --commands "$CMDS" \
-  --estgw "$ESTGW" --profile "$PROFILE" --analysis "$SRC/bench/analysis.md" --out "$OUTDOC" \
+  --estgw "$ESTGW" --profile "$PROFILE" --analysis "$SRC/bench/analysis.md" "${CL_ARGS[@]}" --out "$OUTDOC" \
   --jpy "$WORK/jpy.jsonl"
 # RFC 8295 firmware GET (its own section of the same document, I2).
 python3 "$SRC/bench/rfc8295_firmware.py" --estgw "$ESTGW" --doc "$OUTDOC" >/dev/null

@@ -23,8 +23,8 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (ESTGW, Stack, certs_of_pkcs7_der, free_tcp_port, main,  # noqa: E402
-                     pubkey_of_cert_der, pubkey_of_csr_der, wait_for)
+from harness import (ESTGW, Stack, StackTest, certs_of_pkcs7_der, free_tcp_port,  # noqa: E402
+                     main, pubkey_of_cert_der, pubkey_of_csr_der, wait_for)
 
 WK = "/.well-known/est"
 REDIS = shutil.which("redis-server")
@@ -373,6 +373,124 @@ class TestClusterStoreOutage(ClusterTest):
             os.kill(self.redis.proc.pid, signal.SIGCONT)
         wait_for(lambda: a.log().count("reachable again") == 2, timeout=20, what="reconnect")
         self.assertEqual(self.issued(), 4)
+
+
+@unittest.skipUnless(REDIS, "redis-server is not installed (tools/deps.sh)")
+class TestClusterBrski(unittest.TestCase):
+    """K1e: cBRSKI vs/es telemetry of two registrar instances lands in one Redis
+    stream. coap-client-openssl is the pledge (its IDevID, the provisional DTLS
+    accept), as in test_brski.py; the test reads the stream with its own RESP
+    client."""
+
+    def setUp(self):
+        from test_brski import BrskiStack
+        self.insts = []
+        self.tmp = None
+        for node in ("reg-a", "reg-b"):
+            s = BrskiStack(masa=False, brski_extra=lambda st, node=node: self.conf(st, node))
+            self.insts.append(s)
+        for s in self.insts:
+            s.start()
+        for s in self.insts:
+            wait_for(lambda s=s: "connected, node" in s.log(), what="instance connected to redis")
+
+    def conf(self, stack, node):
+        if not self.tmp:  # one Redis and one seal key for both, in the first stack's dir
+            self.tmp = stack.dir
+            self.redis = RedisServer(self.tmp)
+            self.redis.start()
+            self.seal = os.path.join(self.tmp, "seal.key")
+            with open(self.seal, "wb") as f:
+                f.write(os.urandom(32))
+            os.chmod(self.seal, 0o600)
+        return cluster_conf(self.redis.port, node, self.seal)
+
+    def tearDown(self):
+        problems = []
+        for s in reversed(self.insts):
+            rc = s.stop()
+            log = s.log()
+            if rc != 0:
+                problems.append(f"estgw did not exit cleanly (rc={rc}):\n{log[-3000:]}")
+            for bad in ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer"):
+                if bad in log:
+                    problems.append(f"{bad} in the log:\n{log[-3000:]}")
+        if self.tmp:
+            self.redis.stop()
+        if not os.environ.get("ESTGW_KEEP"):
+            for s in self.insts:
+                s.cleanup()
+        self.assertEqual(problems, [])
+
+    def test_K1e_vs_es_telemetry_in_the_redis_stream(self):
+        import cbor_cose as cc  # tests/masa, on the path once test_brski is imported
+        a, b = self.insts
+        ok = cc.dumps({"version": 1, "status": True})
+        r = a.pledge("/.well-known/brski/vs", "pledge", ok, cf=60, accept=None)
+        self.assertEqual(r.rc, 0, r)
+        bad = cc.dumps({"version": 1, "status": False, "reason": "no EST server"})
+        r = b.pledge("/.well-known/brski/es", "pledge", bad, cf=60, accept=None)
+        self.assertEqual(r.rc, 0, r)
+        red = self.redis.client()
+        try:  # XADD is sent without waiting for its reply: wait until both are there
+            wait_for(lambda: red.cmd("XLEN", "estgw:brski") == 2, what="two stream records")
+            entries = red.cmd("XRANGE", "estgw:brski", "-", "+")
+        finally:
+            red.close()
+        recs = [dict(zip(f[0::2], f[1::2])) for _, f in entries]
+        sessions = []
+        for inst, kind in ((a, "vs"), (b, "es")):
+            m = re.search(kind + r' serial="TEST0001" session=(.+?) status=', inst.log())
+            self.assertIsNotNone(m, inst.log())
+            sessions.append(m.group(1).encode())
+        self.assertEqual(recs, [
+            {b"node": b"reg-a", b"kind": b"vs", b"serial": b"TEST0001", b"session": sessions[0],
+             b"status": b"success", b"reason": b""},
+            {b"node": b"reg-b", b"kind": b"es", b"serial": b"TEST0001", b"session": sessions[1],
+             b"status": b"failure", b"reason": b"no EST server"},
+        ])
+
+
+class TestNoCluster(StackTest):
+    """K2: without [cluster] there is no store: an enrollment dials nothing but the
+    CA (a listener on Redis's default port 6379 is never connected to), nothing
+    is logged about a store, /metrics has no cluster series, /healthz no store line."""
+
+    def setUp(self):
+        self.listener = socket.socket()
+        try:
+            self.listener.bind(("127.0.0.1", 6379))
+            self.listener.listen(8)
+            self.listener.setblocking(False)
+        except OSError:  # in use here: the other checks still hold
+            self.listener.close()
+            self.listener = None
+        self.mport = free_tcp_port()
+        self.stack_kwargs = {"extra_policy": f"\n[metrics]\nlisten = 127.0.0.1:{self.mport}\n"}
+        super().setUp()
+
+    def tearDown(self):
+        if self.listener:
+            self.listener.close()
+        super().tearDown()
+
+    def test_K2_without_cluster_no_store(self):
+        csr = new_csr(self.s.dir, "k2")
+        r = self.s.coap(WK + "/sen", method="post", cf=286, payload=csr)
+        self.assertEqual(r.rc, 0, r)
+        self.assertEqual(pubkey_of_cert_der(certs_of_pkcs7_der(r.payload)[0]), pubkey_of_csr_der(csr))
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.mport}/metrics", timeout=5) as m:
+            metrics = m.read().decode()
+        self.assertIn("estgw_requests_total", metrics)
+        self.assertNotIn("estgw_cluster", metrics)
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.mport}/healthz", timeout=5) as h:
+            self.assertEqual((h.status, h.read()), (200, b"ok\n"))
+        self.assertEqual(self.s.ca_stats()["issued"], 1)
+        log = self.s.log()
+        self.assertNotRegex(log, r" cluster: |store ")
+        if self.listener:
+            with self.assertRaises(BlockingIOError):
+                self.listener.accept()
 
 
 def have_netns():

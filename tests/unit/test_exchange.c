@@ -2,7 +2,9 @@
  * transport: the test starts nothing on the network and completes each
  * exchange by hand, so every state change and callback order is checked
  * without sockets. A real libevent base runs the engine's own events (the
- * queue drain, the answer_within timers); the clocks are the test's.
+ * queue drain, the answer_within timers); the clocks are the test's. The
+ * shared store ([cluster], K1) is a fake too: the test gives each claim its
+ * verdict by hand.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -95,6 +97,96 @@ static void complete(struct upstream *up, long status, const char *body)
 	free(x);
 }
 
+/* ---- the fake store (K1) -------------------------------------------------- */
+
+struct store_op {
+	store_claim_fn fn;
+	void *arg;
+	struct store_op *next;
+};
+
+struct estgw_store {
+	struct store_op *pending; /* claims without a verdict, oldest first */
+	int down;                 /* claim returns NULL: the store is down now */
+	int claims, cancels, publishes, releases;
+	struct store_answer pub;  /* the last answer published */
+	char pub_body[64];
+	uint8_t pub_key[STORE_KEY_LEN];
+};
+
+static struct store_op *fake_claim(struct estgw_store *s, const uint8_t key[STORE_KEY_LEN],
+				   store_claim_fn fn, void *arg)
+{
+	struct store_op *op, **pp;
+
+	(void)key;
+	if (s->down)
+		return NULL;
+	op = calloc(1, sizeof(*op));
+	assert_non_null(op);
+	op->fn = fn;
+	op->arg = arg;
+	for (pp = &s->pending; *pp; pp = &(*pp)->next)
+		;
+	*pp = op;
+	s->claims++;
+	return op;
+}
+
+static void unlink_op(struct estgw_store *s, struct store_op *op)
+{
+	for (struct store_op **pp = &s->pending; *pp; pp = &(*pp)->next)
+		if (*pp == op) {
+			*pp = op->next;
+			return;
+		}
+	fail_msg("store op not pending");
+}
+
+static struct estgw_store fake_st;
+
+static void fake_store_cancel(struct store_op *op)
+{
+	unlink_op(&fake_st, op);
+	fake_st.cancels++;
+	free(op);
+}
+
+static void fake_publish(struct estgw_store *s, const uint8_t key[STORE_KEY_LEN],
+			 const struct store_answer *a)
+{
+	memcpy(s->pub_key, key, STORE_KEY_LEN);
+	if (!a) {
+		s->releases++;
+		return;
+	}
+	s->publishes++;
+	s->pub = *a;
+	snprintf(s->pub_body, sizeof(s->pub_body), "%.*s", (int)a->len, (const char *)a->body);
+	s->pub.body = NULL; /* valid during the call only */
+	s->pub.content_type = NULL;
+}
+
+static const struct store_ops fake_store_ops = {
+	.claim = fake_claim, .cancel = fake_store_cancel, .publish = fake_publish,
+};
+static const struct store_if fake_store_if = { &fake_store_ops, &fake_st };
+
+/* The verdict for the oldest pending claim (@p body: the stored answer). */
+static void store_reply(enum store_verdict v, const char *body)
+{
+	struct store_op *op = fake_st.pending;
+	struct store_answer a = {
+		.status = 200, .content_type = "application/pkcs7-mime",
+		.body = (const uint8_t *)body, .len = body ? strlen(body) : 0, .ttl = 300,
+	};
+
+	assert_non_null(op);
+	unlink_op(&fake_st, op);
+	op->fn(op->arg, v, v == STORE_ANSWER ? &a : NULL);
+	free(op);
+}
+
 /* ---- the owner: hooks that record ---------------------------------------- */
 
 static struct fixture {
@@ -160,6 +252,7 @@ static int setup(void **state)
 	struct xchg_transport t = { fake_start, fake_cancel, NULL };
 
 	memset(&fx, 0, sizeof(fx));
+	memset(&fake_st, 0, sizeof(fake_st));
 	fx.base = event_base_new();
 	assert_non_null(fx.base);
 	t.up = &fx.up;
@@ -180,6 +273,8 @@ static int teardown(void **state)
 	xchg_engine_free(fx.e);
 	while (fx.up.live) /* the engine cancelled what it had started */
 		fail_msg("transfer left live: %s", fx.up.live->url);
+	if (fake_st.pending) /* ... and every claim it was waiting on */
+		fail_msg("store claim left pending");
 	event_base_free(fx.base);
 	return 0;
 }
@@ -713,6 +808,237 @@ static void test_D2_cancel_before_deadline_no_call(void **state)
 	complete(&fx.up, 200, "x");
 }
 
+/* ---- the shared store ([cluster], K1) ------------------------------------ */
+
+/* A shared exchange for key @p n with the store set, placed. */
+static struct xchg *place_shared(int n)
+{
+	uint8_t key[XCHG_KEY_LEN];
+	int *data = malloc(sizeof(*data));
+	struct xchg *ex;
+
+	assert_non_null(data);
+	*data = n;
+	key_of(n, key);
+	ex = xchg_new(fx.e, key, data, "shared");
+	assert_non_null(ex);
+	xchg_share(ex);
+	xchg_request(ex)->url = strdup("sen");
+	assert_int_equal(xchg_place(ex), 0);
+	return ex;
+}
+
+/* Run the loop until the engine has asked the store @p claims times (the
+ * REMOTE poll timer is real: XCHG_POLL_MS). */
+static void loop_until_claims(int claims)
+{
+	for (int i = 0; i < 1000 && fake_st.claims < claims; i++)
+		event_base_loop(fx.base, EVLOOP_ONCE);
+	assert_int_equal(fake_st.claims, claims);
+}
+
+static void test_K1b_claim_won_runs_locally_then_publishes(void **state)
+{
+	struct rec a = { 0 };
+	struct xchg *ex;
+	uint8_t key[XCHG_KEY_LEN];
+
+	xchg_set_store(fx.e, &fake_store_if);
+	fx.keep_ttl = 600;
+	ex = place_shared(1);
+	wait_on(ex, 0, &a);
+	assert_int_equal(xchg_state(ex), XCHG_STORE); /* the store first */
+	assert_int_equal(fx.up.started, 0);
+	assert_int_equal(xchg_room(fx.e), 1);          /* counted: 1 of 2 + 4 */
+	store_reply(STORE_CLAIMED, NULL);
+	assert_int_equal(xchg_state(ex), XCHG_UPSTREAM);
+	assert_int_equal(fx.up.started, 1);
+	complete(&fx.up, 200, "cert");
+	assert_int_equal(a.calls, 1);
+	assert_int_equal(a.code, EST_CODE(2, 4));
+	assert_string_equal(a.body, "cert");
+	/* what the owner kept goes to the store, under the request key (K1a) */
+	assert_int_equal(fake_st.publishes, 1);
+	assert_int_equal(fake_st.releases, 0);
+	assert_string_equal(fake_st.pub_body, "cert");
+	assert_int_equal(fake_st.pub.status, 200);
+	assert_int_equal(fake_st.pub.ttl, 600);
+	key_of(1, key);
+	assert_memory_equal(fake_st.pub_key, key, XCHG_KEY_LEN);
+	assert_int_equal(fx.answered, 1);
+}
+
+/* An answer that is not kept (an error, keep_issued = 0) only releases the
+ * claim, so the next asker anywhere takes the key at once. */
+static void test_K1b_claim_won_answer_not_kept_releases_the_claim(void **state)
+{
+	struct rec a = { 0 };
+	struct xchg *ex;
+
+	xchg_set_store(fx.e, &fake_store_if);
+	ex = place_shared(1);
+	wait_on(ex, 0, &a);
+	store_reply(STORE_CLAIMED, NULL);
+	complete(&fx.up, 500, "oops");
+	assert_int_equal(a.calls, 1);
+	assert_int_equal(fake_st.publishes, 0);
+	assert_int_equal(fake_st.releases, 1);
+}
+
+static void test_K1b_claim_held_elsewhere_polls_then_answered_from_the_store(void **state)
+{
+	struct rec a = { 0 };
+	uint8_t key[XCHG_KEY_LEN];
+	const struct xchg_kept *k;
+	struct xchg *ex;
+
+	xchg_set_store(fx.e, &fake_store_if);
+	ex = place_shared(1);
+	wait_on(ex, 0, &a);
+	store_reply(STORE_BUSY, NULL);
+	assert_int_equal(xchg_state(ex), XCHG_REMOTE);
+	loop_until_claims(2); /* asked again after XCHG_POLL_MS */
+	assert_int_equal(xchg_state(ex), XCHG_STORE);
+	store_reply(STORE_BUSY, NULL);
+	loop_until_claims(3);
+	store_reply(STORE_ANSWER, "their cert");
+	assert_int_equal(a.calls, 1);
+	assert_int_equal(a.code, EST_CODE(2, 4));
+	assert_string_equal(a.body, "their cert");
+	assert_string_equal(a.note, "from the store");
+	assert_int_equal(fx.up.started, 0); /* no upstream call here */
+	assert_int_equal(fx.answered, 0);   /* nor the owner's answered hook */
+	assert_int_equal(fake_st.publishes + fake_st.releases, 0);
+	key_of(1, key); /* kept here as well (K1a) */
+	k = xchg_kept_find(fx.e, key);
+	assert_non_null(k);
+	assert_memory_equal(k->body, "their cert", 10);
+	assert_int_equal(k->expires, fx.wall + 300);
+	assert_null(xchg_find(fx.e, key));
+	assert_int_equal(fx.freed, 1);
+}
+
+static void test_K1b_claim_held_elsewhere_503_at_answer_within(void **state)
+{
+	struct rec a = { 0 };
+	struct xchg *ex;
+
+	fx.lim.answer_within_ms = 20;
+	xchg_set_limits(fx.e, &fx.lim);
+	xchg_set_store(fx.e, &fake_store_if);
+	ex = place_shared(1);
+	wait_on(ex, 0, &a);
+	store_reply(STORE_BUSY, NULL);
+	loop_until_called(&a); /* 20 ms: before the first poll */
+	assert_int_equal(a.code, EST_CODE(5, 3));
+	assert_int_equal(a.max_age, 31); /* not started here: all of the timeout */
+	assert_int_equal(fake_st.claims, 1);
+	/* nobody waits any more: the next poll drops it without asking */
+	for (int i = 0; i < 1000 && fx.freed == 0; i++)
+		event_base_loop(fx.base, EVLOOP_ONCE);
+	assert_int_equal(fx.freed, 1);
+	assert_int_equal(fake_st.claims, 1);
+	assert_int_equal(fx.up.started, 0);
+	assert_int_equal(fake_st.releases, 0); /* it never held the claim */
+}
+
+static void test_K1f_store_down_runs_on_local_state(void **state)
+{
+	struct rec a = { 0 };
+	struct xchg *ex;
+
+	xchg_set_store(fx.e, &fake_store_if);
+	fake_st.down = 1;
+	ex = place_shared(1);
+	wait_on(ex, 0, &a);
+	assert_int_equal(xchg_state(ex), XCHG_UPSTREAM); /* at once, no wait */
+	assert_int_equal(fx.up.started, 1);
+	complete(&fx.up, 200, "cert");
+	assert_int_equal(a.calls, 1);
+	assert_int_equal(a.code, EST_CODE(2, 4));
+	assert_int_equal(fake_st.releases, 0); /* no claim to let go */
+}
+
+static void test_K1f_store_no_verdict_in_time_runs_locally(void **state)
+{
+	struct rec a = { 0 };
+	struct xchg *ex;
+
+	xchg_set_store(fx.e, &fake_store_if);
+	ex = place_shared(1);
+	wait_on(ex, 0, &a);
+	store_reply(STORE_DOWN, NULL); /* store_timeout passed without an answer */
+	assert_int_equal(xchg_state(ex), XCHG_UPSTREAM);
+	complete(&fx.up, 200, "cert");
+	assert_int_equal(a.calls, 1);
+	assert_string_equal(a.body, "cert");
+	assert_int_equal(fake_st.releases, 0);
+}
+
+/* A poll that finds the store gone runs the exchange locally. */
+static void test_K1f_store_gone_while_polling_runs_locally(void **state)
+{
+	struct rec a = { 0 };
+	struct xchg *ex;
+
+	xchg_set_store(fx.e, &fake_store_if);
+	ex = place_shared(1);
+	wait_on(ex, 0, &a);
+	store_reply(STORE_BUSY, NULL);
+	fake_st.down = 1;
+	for (int i = 0; i < 1000 && fx.up.started == 0; i++)
+		event_base_loop(fx.base, EVLOOP_ONCE);
+	assert_int_equal(xchg_state(ex), XCHG_UPSTREAM);
+	complete(&fx.up, 200, "cert");
+	assert_int_equal(a.calls, 1);
+	assert_string_equal(a.body, "cert");
+}
+
+/* Shutdown: the claim asked is cancelled, the claim held is released, the
+ * polling exchange stops; no waiter is called. */
+static void test_K1b_cancel_at_shutdown(void **state)
+{
+	struct rec a = { 0 }, b = { 0 }, c = { 0 };
+	struct xchg *asking, *remote, *held;
+
+	xchg_set_store(fx.e, &fake_store_if);
+	held = place_shared(1);
+	wait_on(held, 0, &a);
+	store_reply(STORE_CLAIMED, NULL);
+	remote = place_shared(2);
+	wait_on(remote, 0, &b);
+	store_reply(STORE_BUSY, NULL);
+	asking = place_shared(3);
+	wait_on(asking, 0, &c);
+	assert_int_equal(xchg_state(held), XCHG_UPSTREAM);
+	assert_int_equal(xchg_state(remote), XCHG_REMOTE);
+	assert_int_equal(xchg_state(asking), XCHG_STORE);
+	xchg_engine_free(fx.e);
+	fx.e = NULL;
+	assert_int_equal(fake_st.cancels, 1);  /* its verdict will not come */
+	assert_int_equal(fake_st.releases, 1); /* the claim goes for the next asker */
+	assert_int_equal(fx.up.cancelled, 1);
+	assert_int_equal(a.calls + b.calls + c.calls, 0);
+	assert_int_equal(fx.freed, 3);
+	run_loop(); /* the REMOTE poll timer went with its exchange */
+	assert_int_equal(fake_st.claims, 3);
+}
+
+/* K2: without a store a shared exchange goes upstream at once, as before. */
+static void test_K2_no_store_shared_exchange_goes_upstream(void **state)
+{
+	struct rec a = { 0 };
+	struct xchg *ex;
+
+	fx.keep_ttl = 600;
+	ex = place_shared(1);
+	wait_on(ex, 0, &a);
+	assert_int_equal(xchg_state(ex), XCHG_UPSTREAM);
+	complete(&fx.up, 200, "cert");
+	assert_int_equal(a.calls, 1);
+	assert_int_equal(fake_st.claims + fake_st.publishes + fake_st.releases, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -736,6 +1062,15 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_D2_no_deadline_waits_for_the_answer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_D2_kept_answer_with_extra, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_D2_cancel_before_deadline_no_call, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_K1b_claim_won_runs_locally_then_publishes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_K1b_claim_won_answer_not_kept_releases_the_claim, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_K1b_claim_held_elsewhere_polls_then_answered_from_the_store, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_K1b_claim_held_elsewhere_503_at_answer_within, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_K1f_store_down_runs_on_local_state, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_K1f_store_no_verdict_in_time_runs_locally, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_K1f_store_gone_while_polling_runs_locally, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_K1b_cancel_at_shutdown, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_K2_no_store_shared_exchange_goes_upstream, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
