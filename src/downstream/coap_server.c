@@ -31,6 +31,8 @@
 #include <event2/event.h>
 
 #include "downstream/blockwise.h"
+#include "downstream/dtls_prefilter.h"
+#include "tls/dtls_cookie.h"
 #include "tls/dtls.h"
 #include "estgw/log.h"
 #include "estgw/translate.h"
@@ -44,6 +46,9 @@
 #define KEEP_TOTAL_BYTES (16u << 20) /* bytes of all kept answers */
 #define OPT_ROOM 64            /* bytes reserved for the answer's options */
 #define TLS_UNIQUE_MAX 64
+#define HS_TIMEOUT 10          /* seconds a handshake may stay half-open (L2) */
+#define PF_BUDGET 256          /* datagrams filtered per loop callback */
+#define PF_LOG_EVERY 10        /* seconds between pre-filter summary lines */
 
 /* What the answer to a request needs from block-wise transfer (E5-E8). */
 struct blk_ctx {
@@ -93,6 +98,11 @@ struct coap_server {
 	size_t bw_gauge;    /* Block1 bodies last told to metrics */
 	struct sess_data *sessions;
 	struct pending *pendings;
+	struct prefilter *pf; /* NULL: libcoap sees every datagram (L1) */
+	int pf_fd[ESTGW_MAX_LISTEN];
+	size_t npf;
+	time_t pf_logged;
+	struct pf_stats pf_last;
 };
 
 /* One request PDU as the pipeline and the block-wise glue see it. */
@@ -400,11 +410,134 @@ static struct sess_data *sess_get(struct coap_server *srv, coap_session_t *s)
 	return sd;
 }
 
+/* ---- the datagram pre-filter (L1, L2; dtls_prefilter.c) ---------------- */
+
+static time_t mono_now(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec;
+}
+
+static int peer_of(coap_session_t *s, struct pf_addr *a)
+{
+	const coap_address_t *r = coap_session_get_addr_remote(s);
+
+	return r ? pf_addr_of(&r->addr.sa, r->size, a) : -ENOENT;
+}
+
+/* The pre-filter's view of libcoap's sessions. */
+static void pf_event(struct coap_server *srv, coap_session_t *s, coap_event_t ev)
+{
+	struct pf_addr a;
+
+	if (!srv || !srv->pf || peer_of(s, &a) != 0)
+		return;
+	if (ev == COAP_EVENT_SERVER_SESSION_NEW)
+		pf_session_new(srv->pf, &a, s, mono_now());
+	else if (ev == COAP_EVENT_DTLS_CONNECTED)
+		pf_session_up(srv->pf, &a);
+	else if (ev == COAP_EVENT_SERVER_SESSION_DEL)
+		pf_session_gone(srv->pf, &a);
+}
+
+/* A half-open handshake over a bound or past HS_TIMEOUT: libcoap's own
+ * path for a handshake that timed out (state NONE, freed with
+ * COAP_EVENT_SERVER_SESSION_DEL on its next pass). Runs from on_coap_io,
+ * never inside libcoap. */
+static void pf_evict(void *arg, void *session)
+{
+	coap_session_t *s = session;
+
+	(void)arg;
+	log_debug("dtls", "%s: half-open handshake ended (bound or timeout)",
+		  coap_session_str(s));
+	coap_session_disconnected(s, COAP_NACK_TLS_FAILED);
+}
+
+static struct pf_limits pf_limits_of(const struct estgw_config *cfg)
+{
+	unsigned total = cfg->server.max_handshakes;
+
+	return (struct pf_limits){
+		.half_open = total,
+		.per_address = total >= 4 ? total / 4 : 1,
+		.timeout = HS_TIMEOUT,
+	};
+}
+
+/* One summary line when the counters moved (never one per datagram). */
+static void pf_log(struct coap_server *srv, time_t now)
+{
+	const struct pf_stats *st = pf_stats(srv->pf);
+	struct pf_stats *l = &srv->pf_last;
+
+	if (now - srv->pf_logged < PF_LOG_EVERY)
+		return;
+	srv->pf_logged = now;
+	if (st->hvr == l->hvr && st->dropped == l->dropped &&
+	    st->evicted == l->evicted && st->timed_out == l->timed_out)
+		return;
+	log_info("dtls", "pre-filter: %lu HelloVerifyRequests, %lu datagrams dropped, "
+		 "%lu handshakes admitted, %lu evicted, %lu timed out in %ds; "
+		 "%zu half-open", st->hvr - l->hvr, st->dropped - l->dropped,
+		 st->admitted - l->admitted, st->evicted - l->evicted,
+		 st->timed_out - l->timed_out, PF_LOG_EVERY, pf_half_open(srv->pf));
+	*l = *st;
+}
+
+/* 1 when libcoap may read now: every endpoint's next datagram is either
+ * for it or there is none. */
+static int pf_filter(struct coap_server *srv)
+{
+	time_t now = mono_now();
+	int ok = 1;
+
+	pf_expire(srv->pf, now);
+	for (size_t i = 0; i < srv->npf; i++)
+		if (pf_run(srv->pf, srv->pf_fd[i], now, PF_BUDGET) == 2)
+			ok = 0;
+	pf_log(srv, now);
+	return ok;
+}
+
+/* The pre-filter needs libcoap's DTLS SSL_CTX (captured while
+ * coap_new_context made it) to take our cookies, and each endpoint's
+ * socket. Without either, libcoap sees every datagram as before. */
+static void pf_setup(struct coap_server *srv, int nctx)
+{
+	const struct estgw_config *cfg = srv->cfg;
+	struct pf_limits lim = pf_limits_of(cfg);
+
+	if (nctx != 1 || estgw_cookie_install() != 0) {
+		log_warn("dtls", "no stateless cookie exchange: libcoap's DTLS context "
+			 "not found (%d)", nctx);
+		return;
+	}
+	for (size_t i = 0; i < cfg->server.nlisten; i++) {
+		const struct estgw_addr *a = &cfg->server.listen[i];
+		int fd = pf_find_socket((const struct sockaddr *)&a->sa, a->salen);
+		if (fd < 0) {
+			log_warn("dtls", "no stateless cookie exchange: the socket of %s "
+				 "not found", a->text);
+			return;
+		}
+		srv->pf_fd[srv->npf++] = fd;
+	}
+	srv->pf = pf_new(&lim, mono_now(), pf_evict, srv);
+	if (srv->pf)
+		log_info("dtls", "stateless cookie exchange; at most %u half-open "
+			 "handshakes, %u per address, %us each", lim.half_open,
+			 lim.per_address, lim.timeout);
+}
+
 static int on_event(coap_session_t *s, const coap_event_t ev)
 {
 	struct sess_data *sd;
 	coap_tls_library_t lib;
 
+	pf_event(srv_of(s), s, ev);
 	switch (ev) {
 	case COAP_EVENT_SERVER_SESSION_DEL:
 		sd = coap_session_get_app_data(s);
@@ -925,6 +1058,8 @@ static void on_coap_io(evutil_socket_t fd, short what, void *arg)
 {
 	struct coap_server *srv = arg;
 
+	if (srv->pf && !pf_filter(srv))
+		return; /* more to filter first: libevent calls again */
 	coap_io_process(srv->ctx, COAP_IO_NO_WAIT);
 }
 
@@ -943,7 +1078,9 @@ struct coap_server *coap_server_new(struct event_base *base,
 	coap_set_log_level(estgw_log_level() >= LOG_DEBUG ? LOG_INFO : LOG_WARNING);
 	coap_dtls_set_log_level(LOG_WARNING);
 	srv->dtls = load_dtls(cfg);
+	int capturing = estgw_cookie_capture_begin() == 0;
 	srv->ctx = coap_new_context(NULL);
+	int nctx = capturing ? estgw_cookie_capture_end() : 0;
 	srv->pl = pipeline_new(cfg, px);
 	if (!srv->dtls || !srv->ctx || !srv->pl)
 		goto fail;
@@ -959,6 +1096,7 @@ struct coap_server *coap_server_new(struct event_base *base,
 	for (size_t i = 0; i < cfg->server.nlisten; i++)
 		if (add_endpoint(srv, &cfg->server.listen[i]) != 0)
 			goto fail;
+	pf_setup(srv, nctx);
 	srv->ev = event_new(base, coap_context_get_coap_fd(srv->ctx),
 			    EV_READ | EV_PERSIST, on_coap_io, srv);
 	if (!srv->ev || event_add(srv->ev, NULL) != 0)
@@ -985,6 +1123,8 @@ void coap_server_free(struct coap_server *srv)
 	}
 	while (srv->sessions)
 		sess_free(srv->sessions);
+	pf_free(srv->pf);
+	srv->pf = NULL; /* coap_free_context reports no events to it */
 	if (srv->ctx)
 		coap_free_context(srv->ctx);
 	coap_cleanup();
@@ -1032,6 +1172,10 @@ int coap_server_reload(struct coap_server *srv, const struct estgw_config *cfg)
 	coap_context_set_max_handshake_sessions(srv->ctx, cfg->server.max_handshakes);
 	if (setup_pki(srv) != 0)
 		log_err("coap", "reload: libcoap refused the new credentials");
+	if (srv->pf) {
+		struct pf_limits lim = pf_limits_of(cfg);
+		pf_set_limits(srv->pf, &lim);
+	}
 	estgw_dtls_free(old);
 	return 0;
 }
