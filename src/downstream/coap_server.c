@@ -1123,6 +1123,13 @@ void coap_server_free(struct coap_server *srv)
 	}
 	while (srv->sessions)
 		sess_free(srv->sessions);
+	if (srv->pf) {
+		const struct pf_stats *st = pf_stats(srv->pf);
+		log_info("dtls", "pre-filter totals: %lu HelloVerifyRequests, %lu "
+			 "datagrams dropped, %lu handshakes admitted, %lu evicted, "
+			 "%lu timed out", st->hvr, st->dropped, st->admitted,
+			 st->evicted, st->timed_out);
+	}
 	pf_free(srv->pf);
 	srv->pf = NULL; /* coap_free_context reports no events to it */
 	if (srv->ctx)

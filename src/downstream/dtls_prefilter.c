@@ -22,6 +22,7 @@
 
 #define BUCKETS 4096u
 #define COOKIE_ROTATE 60       /* seconds a cookie secret is current */
+#define RCVBUF (4 << 20)       /* receive queue asked for on the endpoint */
 #define PEEK_MAX 2048          /* a ClientHello's fields we need come first */
 
 enum peer_state { P_HALF, P_OPEN, P_DEAD };
@@ -436,6 +437,10 @@ int pf_find_socket(const struct sockaddr *sa, socklen_t salen)
 		    sl != salen || memcmp(&ss, sa, salen) != 0)
 			continue;
 		found = fd;
+		/* a flood fills the queue before the loop wakes: ask for room
+		 * (the kernel caps it at net.core.rmem_max; docs/performance.md) */
+		int want = RCVBUF;
+		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof(want));
 	}
 	closedir(dir);
 	return found;
