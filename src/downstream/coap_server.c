@@ -402,6 +402,7 @@ static struct sess_data *sess_get(struct coap_server *srv, coap_session_t *s)
 	sd->srv = srv;
 	sd->session = s;
 	sess_identify(srv, sd, coap_session_get_tls(s, &lib));
+	sd->bw.owner = sd->client; /* reassembly counted per identity (E4) */
 	sd->next = srv->sessions;
 	if (srv->sessions)
 		srv->sessions->prev = sd;
@@ -1000,10 +1001,17 @@ static struct estgw_dtls *load_dtls(const struct estgw_config *cfg)
 /* The block-wise bounds of @p cfg (E1, E4) and of the kept answers. */
 static struct bw_limits bw_limits_of(const struct estgw_config *cfg)
 {
+	size_t per = cfg->server.reasm_per_session, total = cfg->server.reasm_total;
+
 	return (struct bw_limits){
 		.max_body = cfg->server.max_body,
-		.per_session = cfg->server.reasm_per_session,
-		.total = cfg->server.reasm_total,
+		.per_session = per,
+		/* one identity's sessions together: 1/16 of all (at least a
+		 * session's worth); the last 1/8 only for identities holding
+		 * none, so a few clients never shut the others out (E4) */
+		.per_client = total / 16 > per ? total / 16 : per,
+		.reserve = total >= 8 ? total / 8 : 0,
+		.total = total,
 		.total_bytes = cfg->server.reasm_total_bytes,
 		.lifetime = REASM_LIFETIME,
 		.keep_per_session = KEEP_PER_SESSION,
