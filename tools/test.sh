@@ -24,7 +24,7 @@ setup() { # build-dir, meson setup args...
 }
 
 setup build-asan -Db_sanitize=address,undefined -Db_lundef=false
-meson test -C build-asan --print-errorlogs --num-processes 2 --suite unit --suite integration \
+meson test -C build-asan --print-errorlogs --num-processes 2 --suite unit --suite integration --suite attack \
   --suite deploy || true
 logs+=("build-asan/meson-logs/testlog.json")
 
