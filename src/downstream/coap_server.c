@@ -1190,6 +1190,7 @@ int coap_server_reload(struct coap_server *srv, const struct estgw_config *cfg)
 	if (srv->pf) {
 		struct pf_limits lim = pf_limits_of(cfg);
 		pf_set_limits(srv->pf, &lim);
+		estgw_cookie_install(); /* whatever the new credentials set up */
 	}
 	estgw_dtls_free(old);
 	return 0;

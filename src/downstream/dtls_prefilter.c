@@ -349,8 +349,22 @@ enum pf_verdict pf_decide(struct prefilter *pf, const struct pf_addr *a,
 	size_t np;
 
 	*out_len = 0;
-	if (p)
-		return p->st == P_DEAD ? (pf->st.dropped++, PF_DROP) : PF_PASS;
+	if (p) {
+		if (p->st == P_DEAD) {
+			pf->st.dropped++;
+			return PF_DROP;
+		}
+		/* a retransmitted ClientHello with its cookie: OpenSSL may see it
+		 * in a new hello session (libcoap had none yet), so approve it */
+		if (n > 13 && d[0] == 22 && d[13] == 1 && pf_parse_hello(d, n, &h) == 0 &&
+		    h.cookie_len) {
+			np = hello_params(&h, params, sizeof(params));
+			if (estgw_cookie_check(&pf->ck, now, a->b, a->len, params, np,
+					       h.cookie, h.cookie_len))
+				estgw_cookie_approve(h.cookie, h.cookie_len);
+		}
+		return PF_PASS;
+	}
 	if (pf_parse_hello(d, n, &h) != 0) {
 		pf->st.dropped++;
 		return PF_DROP;
