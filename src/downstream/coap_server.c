@@ -436,7 +436,7 @@ static void pf_event(struct coap_server *srv, coap_session_t *s, coap_event_t ev
 	if (!srv || !srv->pf || peer_of(s, &a) != 0)
 		return;
 	if (ev == COAP_EVENT_SERVER_SESSION_NEW)
-		pf_session_new(srv->pf, &a, s, mono_now());
+		pf_session_new(srv->pf, &a, s, coap_session_get_ifindex(s), mono_now());
 	else if (ev == COAP_EVENT_DTLS_CONNECTED)
 		pf_session_up(srv->pf, &a);
 	else if (ev == COAP_EVENT_SERVER_SESSION_DEL)
@@ -446,15 +446,24 @@ static void pf_event(struct coap_server *srv, coap_session_t *s, coap_event_t ev
 /* A half-open handshake over a bound or past HS_TIMEOUT: libcoap's own
  * path for a handshake that timed out (state NONE, freed with
  * COAP_EVENT_SERVER_SESSION_DEL on its next pass). Runs from on_coap_io,
- * never inside libcoap. */
-static void pf_evict(void *arg, void *session)
+ * never inside libcoap. The handle is only used when libcoap still has it
+ * for that peer: a session whose first handshake step failed is freed
+ * without an event (coap_session_new_dtls_session in 4.3.1). */
+static int pf_evict(void *arg, void *session, const struct pf_addr *a, int ifindex)
 {
-	coap_session_t *s = session;
+	struct coap_server *srv = arg;
+	coap_address_t addr;
+	coap_session_t *s;
 
-	(void)arg;
+	coap_address_init(&addr);
+	addr.size = pf_addr_to_sockaddr(a, &addr.addr.sa, sizeof(addr.addr));
+	s = addr.size ? coap_session_get_by_peer(srv->ctx, &addr, ifindex) : NULL;
+	if (!s || s != session)
+		return 0;
 	log_debug("dtls", "%s: half-open handshake ended (bound or timeout)",
 		  coap_session_str(s));
 	coap_session_disconnected(s, COAP_NACK_TLS_FAILED);
+	return 1;
 }
 
 static struct pf_limits pf_limits_of(const struct estgw_config *cfg)

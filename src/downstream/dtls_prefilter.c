@@ -33,6 +33,7 @@ struct peer {
 	struct pf_addr a;
 	enum peer_state st;
 	void *session;                 /* libcoap's, NULL until reported */
+	int ifindex;
 	time_t since;
 };
 
@@ -69,6 +70,28 @@ int pf_addr_of(const struct sockaddr *sa, socklen_t salen, struct pf_addr *a)
 		return 0;
 	}
 	return -EAFNOSUPPORT;
+}
+
+socklen_t pf_addr_to_sockaddr(const struct pf_addr *a, struct sockaddr *sa,
+			      socklen_t room)
+{
+	if (a->b[0] == 4 && room >= sizeof(struct sockaddr_in)) {
+		struct sockaddr_in *s4 = (void *)sa;
+		memset(s4, 0, sizeof(*s4));
+		s4->sin_family = AF_INET;
+		memcpy(&s4->sin_port, a->b + 1, 2);
+		memcpy(&s4->sin_addr, a->b + 3, 4);
+		return sizeof(*s4);
+	}
+	if (a->b[0] == 6 && room >= sizeof(struct sockaddr_in6)) {
+		struct sockaddr_in6 *s6 = (void *)sa;
+		memset(s6, 0, sizeof(*s6));
+		s6->sin6_family = AF_INET6;
+		memcpy(&s6->sin6_port, a->b + 1, 2);
+		memcpy(&s6->sin6_addr, a->b + 3, 16);
+		return sizeof(*s6);
+	}
+	return 0;
 }
 
 static int same_peer(const struct pf_addr *x, const struct pf_addr *y)
@@ -298,13 +321,9 @@ static struct peer *peer_add(struct prefilter *pf, const struct pf_addr *a,
  * dropped. A peer libcoap never reported a session for goes at once. */
 static void end_half_open(struct prefilter *pf, struct peer *p)
 {
-	void *s = p->session;
-
 	half_unlink(pf, p);
 	p->st = P_DEAD;
-	if (s)
-		pf->evict(pf->arg, s);
-	else
+	if (!p->session || !pf->evict(pf->arg, p->session, &p->a, p->ifindex))
 		pf_session_gone(pf, &p->a);
 }
 
@@ -393,14 +412,16 @@ enum pf_verdict pf_decide(struct prefilter *pf, const struct pf_addr *a,
 }
 
 void pf_session_new(struct prefilter *pf, const struct pf_addr *a,
-		    void *session, time_t now)
+		    void *session, int ifindex, time_t now)
 {
 	struct peer *p = find(pf, a);
 
 	if (!p)
 		p = peer_add(pf, a, now); /* not through us: bound it all the same */
-	if (p)
+	if (p) {
 		p->session = session;
+		p->ifindex = ifindex;
+	}
 }
 
 void pf_session_up(struct prefilter *pf, const struct pf_addr *a)

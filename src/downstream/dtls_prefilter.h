@@ -66,9 +66,17 @@ struct pf_stats {
 
 struct prefilter;
 
-/** Called for each half-open handshake to end (a session libcoap holds,
- *  as reported by pf_session_new); the session is still valid then. */
-typedef void (*pf_evict_fn)(void *arg, void *session);
+/** Called for each half-open handshake to end, with what pf_session_new
+ *  reported for it: the session handle (which libcoap may have freed
+ *  without an event: look it up by @p a and @p ifindex before use), the
+ *  peer, the interface. Returns 1 when it ended the session (its datagrams
+ *  are dropped until pf_session_gone), 0 when there was none. */
+typedef int (*pf_evict_fn)(void *arg, void *session, const struct pf_addr *a,
+			   int ifindex);
+
+/** @p a back as a socket address; its length, 0 when @p room is short. */
+socklen_t pf_addr_to_sockaddr(const struct pf_addr *a, struct sockaddr *sa,
+			      socklen_t room);
 
 struct prefilter *pf_new(const struct pf_limits *lim, time_t now,
 			 pf_evict_fn evict, void *arg);
@@ -93,9 +101,10 @@ enum pf_verdict pf_decide(struct prefilter *pf, const struct pf_addr *a,
 			  const uint8_t *d, size_t n, time_t now,
 			  uint8_t *out, size_t *out_len);
 
-/** libcoap made a session for @p a (its handle @p session). */
+/** libcoap made a session for @p a (its handle @p session, on interface
+ *  @p ifindex). */
 void pf_session_new(struct prefilter *pf, const struct pf_addr *a,
-		    void *session, time_t now);
+		    void *session, int ifindex, time_t now);
 /** The handshake of @p a's session finished: no longer half-open. */
 void pf_session_up(struct prefilter *pf, const struct pf_addr *a);
 /** libcoap freed @p a's session. */

@@ -160,6 +160,28 @@ class TestHelloFlood(AttackTest):
         self.assertGreater(t["evicted"], 0, t)
         self.assertLess(after[0] - before[0], 16384, "RSS grew by more than 16 MB")
 
+    def test_L2_refused_handshakes_then_timeouts(self):
+        """Valid cookies, then a cipher suite estgw refuses: libcoap 4.3.1
+        frees such a session without an event. The half-open entries it
+        leaves time out (10 s) without touching the freed session (ASan
+        would see it), and the device enrolls meanwhile."""
+        before = self.usage()
+        start = time.monotonic()
+        a = self.flood("-s", "127.0.0.7", "-n", "50", "-m", "refused", "-r", "100", "-d", "3")
+        took = self.enroll()
+        res = a.result()
+        # the timeout under test is 10 s from the last admission: let it pass,
+        # then a second enrollment's datagrams run the expiry
+        while time.monotonic() < start + 3 + 10.5:
+            time.sleep(0.2)
+        took2 = self.enroll()
+        after = self.usage()
+        took = max(took, took2)
+        self.report("refused handshakes", before, after, took, json.dumps(res))
+        t = self.totals()
+        self.assertGreater(t["admitted"], 1, t)
+        self.assertGreater(t["timed_out"], 0, t)
+
 
 def issue_identities(pki, out_dir, n, prefix="attacker"):
     """@n client certificates CN=<prefix>-NNN under the device CA (mfg-ca),

@@ -19,11 +19,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static int sessions[8];
 
-static void on_evict(void *arg, void *s)
+static int on_evict(void *arg, void *s, const struct pf_addr *a, int ifindex)
 {
-	(void)arg;
-	if ((int *)s < sessions || (int *)s >= sessions + 8)
+	(void)arg; (void)a;
+	if ((int *)s < sessions || (int *)s >= sessions + 8 || ifindex != 1)
 		abort();
+	return ((int *)s - sessions) & 1; /* odd ones: libcoap had freed it */
 }
 
 static struct pf_addr peer(unsigned i)
@@ -59,7 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				abort();
 		} else if (op == 1) {
 			size_t before = pf_peers(pf);
-			pf_session_new(pf, &a, &sessions[who], now);
+			pf_session_new(pf, &a, &sessions[who], 1, now);
 			foreign += pf_peers(pf) - before;
 		} else if (op == 2) {
 			pf_session_up(pf, &a);

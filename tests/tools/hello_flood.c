@@ -11,6 +11,8 @@
  *               silent: a half-open handshake per port; a port that got
  *               its ServerHello opens a new port (up to PORTS at once)
  *   garbage     random bytes (1..200) per datagram
+ *   refused     as stall, but offering only a cipher suite estgw refuses
+ *               (TLS_RSA_WITH_AES_128_CBC_SHA): the handshake fails at once
  * RATE: datagrams per second in total (0: as fast as possible). Stops after
  * SECONDS (default 10) or COUNT datagrams, whichever first. Prints one JSON
  * line "started" when it begins, and at the end one JSON line: sent, hvr,
@@ -31,7 +33,7 @@
 
 #define MAX_PORTS 4096
 
-enum mode { COOKIELESS, STALL, GARBAGE };
+enum mode { COOKIELESS, STALL, GARBAGE, REFUSED };
 
 struct port {
 	int fd;
@@ -77,10 +79,13 @@ static void put24(uint8_t *b, size_t v) { b[0] = (uint8_t)(v >> 16); put16(b + 1
 
 /* A DTLS 1.2 ClientHello an OpenSSL server accepts: CCM_8 and GCM with
  * ECDSA, P-256, the signature algorithm for it, extended master secret. */
+static int refused_suite;
+
 static size_t client_hello(struct port *p, const uint8_t *cookie, size_t clen,
 			   uint8_t *out)
 {
-	static const uint8_t suites[] = { 0xc0, 0xae, 0xc0, 0x2b };
+	static const uint8_t good[] = { 0xc0, 0xae, 0xc0, 0x2b }, bad[] = { 0x00, 0x2f, 0x00, 0x2f };
+	const uint8_t *suites = refused_suite ? bad : good;
 	static const uint8_t ext[] = {
 		0x00, 0x0a, 0x00, 0x04, 0x00, 0x02, 0x00, 0x17, /* groups: P-256 */
 		0x00, 0x0b, 0x00, 0x02, 0x01, 0x00,             /* point formats */
@@ -95,8 +100,8 @@ static size_t client_hello(struct port *p, const uint8_t *cookie, size_t clen,
 	b[n++] = 0;                              /* session_id */
 	b[n++] = (uint8_t)clen;
 	memcpy(b + n, cookie, clen); n += clen;
-	put16(b + n, sizeof(suites)); n += 2;
-	memcpy(b + n, suites, sizeof(suites)); n += sizeof(suites);
+	put16(b + n, sizeof(good)); n += 2;
+	memcpy(b + n, suites, sizeof(good)); n += sizeof(good);
 	b[n++] = 1; b[n++] = 0;                  /* compression: null */
 	put16(b + n, sizeof(ext)); n += 2;
 	memcpy(b + n, ext, sizeof(ext)); n += sizeof(ext);
@@ -130,7 +135,7 @@ static void drain(struct port *p, enum mode m)
 		if (n >= 28 && buf[0] == 22 && buf[13] == 3) {
 			n_hvr++;
 			size_t clen = buf[27];
-			if (m == STALL && p->state == 0 && 28 + clen <= (size_t)n) {
+			if ((m == STALL || m == REFUSED) && p->state == 0 && 28 + clen <= (size_t)n) {
 				send_dgram(p, out, client_hello(p, buf + 28, clen, out));
 				p->state = 1;
 			}
@@ -163,12 +168,14 @@ int main(int argc, char **argv)
 		case 'd': secs = atof(optarg); break;
 		case 'c': count = strtoul(optarg, NULL, 10); break;
 		case 'm': m = strcmp(optarg, "stall") == 0 ? STALL :
+			      strcmp(optarg, "refused") == 0 ? REFUSED :
 			      strcmp(optarg, "garbage") == 0 ? GARBAGE : COOKIELESS; break;
 		default: return 2;
 		}
 	}
 	if (nports < 1 || nports > MAX_PORTS || !dst.sin_port)
 		return 2;
+	refused_suite = m == REFUSED;
 	srand((unsigned)time(NULL) ^ (unsigned)getpid());
 	ep = epoll_create1(0);
 	for (int i = 0; i < nports; i++)
@@ -219,7 +226,7 @@ int main(int argc, char **argv)
 		drain(&ports[i], m);
 	printf("{\"mode\": \"%s\", \"seconds\": %.2f, \"sent\": %lu, \"hvr\": %lu, "
 	       "\"server_hello\": %lu, \"other\": %lu}\n",
-	       m == STALL ? "stall" : m == GARBAGE ? "garbage" : "cookieless",
+	       m == STALL ? "stall" : m == REFUSED ? "refused" : m == GARBAGE ? "garbage" : "cookieless",
 	       now_s() - t0, n_sent, n_hvr, n_sh, n_other);
 	return 0;
 }

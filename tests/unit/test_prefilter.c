@@ -58,11 +58,13 @@ static struct pf_addr addr(const char *ip, uint16_t port)
 	return a;
 }
 
-static void on_evict(void *arg, void *session)
+static int on_evict(void *arg, void *session, const struct pf_addr *a, int ifindex)
 {
-	(void)arg;
+	(void)arg; (void)a;
+	assert_int_equal(ifindex, 1);
 	if (nevicted < 16)
 		evicted[nevicted++] = session;
+	return 1;
 }
 
 static struct prefilter *new_pf(unsigned total, unsigned per, unsigned timeout)
@@ -95,7 +97,7 @@ static void admit(struct prefilter *pf, const struct pf_addr *a, time_t now, voi
 	cookie_for(pf, a, now, cookie);
 	ch_len = build_hello(ch, cookie, 20, 1);
 	assert_int_equal(pf_decide(pf, a, ch, ch_len, now, out, &n), PF_PASS);
-	pf_session_new(pf, a, sess, now);
+	pf_session_new(pf, a, sess, 1, now);
 }
 
 static void test_parse_valid_hello(void **state)
