@@ -538,6 +538,10 @@ def main():
         doc += [""] + cl
     if a.analysis and os.path.exists(a.analysis):
         doc += ["", open(a.analysis).read().rstrip()]
+    # the "Under attack" section, written by bench/attack.py (issue 16)
+    attack_md = os.path.join(os.path.dirname(os.path.abspath(__file__)), "attack.md")
+    if os.path.exists(attack_md):
+        doc += ["", open(attack_md).read().rstrip()]
     text = "\n".join(doc) + "\n"
     if a.out:
         with open(a.out, "w") as f:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test.sh - build estgw and run every test; ends with "N passed, N failed".
-#   1. ASan+UBSan build: unit + integration suites (the main run)
+#   1. ASan+UBSan build: unit + integration suites (the main run), the 'attack' suite
+#      (bounded floods while a device enrolls, ~70 s)
 #   2. plain build: unit tests under valgrind, the 'valgrind' suite
 #      (estgw itself under valgrind for a few end-to-end cases), the 'bench' smoke
 #   3. clang libFuzzer build: each fuzz target for FUZZ_SECONDS (default 10)
@@ -24,7 +25,7 @@ setup() { # build-dir, meson setup args...
 }
 
 setup build-asan -Db_sanitize=address,undefined -Db_lundef=false
-meson test -C build-asan --print-errorlogs --num-processes 2 --suite unit --suite integration \
+meson test -C build-asan --print-errorlogs --num-processes 2 --suite unit --suite integration --suite attack \
   --suite deploy || true
 logs+=("build-asan/meson-logs/testlog.json")
 

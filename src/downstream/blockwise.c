@@ -16,12 +16,22 @@
 
 struct bw_xfer {
 	struct bw_xfer *next;
+	struct bw_xfer *lru_prev, *lru_next; /* the pool's, by last feed */
+	struct bw_session *sess;
+	struct bw_owner *owner;
 	char *key;
 	uint8_t *buf;
 	size_t len, cap;
 	size_t last_off, last_len; /* the block accepted last */
 	int b2_szx;                /* Block2 SZX seen in any block, -1 */
 	time_t last;
+};
+
+/* A client identity holding bodies in progress (E4). */
+struct bw_owner {
+	struct bw_owner *next;
+	char *name;
+	size_t n;
 };
 
 struct bw_kept {
@@ -62,6 +72,85 @@ size_t bw_block_encode(const struct bw_block *b, uint8_t out[3])
 	return n;
 }
 
+/* ---- identities (E4) ---------------------------------------------------- */
+
+static const char *owner_name(const struct bw_session *s)
+{
+	return s->owner && *s->owner ? s->owner : "-";
+}
+
+static struct bw_owner *owner_find(const struct bw_pool *pool, const char *name)
+{
+	for (struct bw_owner *o = pool->owners; o; o = o->next)
+		if (strcmp(o->name, name) == 0)
+			return o;
+	return NULL;
+}
+
+size_t bw_owner_count(const struct bw_pool *pool, const char *owner)
+{
+	const struct bw_owner *o = owner_find(pool, owner && *owner ? owner : "-");
+
+	return o ? o->n : 0;
+}
+
+static struct bw_owner *owner_get(struct bw_pool *pool, const char *name)
+{
+	struct bw_owner *o = owner_find(pool, name);
+
+	if (o)
+		return o;
+	o = calloc(1, sizeof(*o));
+	if (!o || !(o->name = strdup(name))) {
+		free(o);
+		return NULL;
+	}
+	o->next = pool->owners;
+	pool->owners = o;
+	return o;
+}
+
+static void owner_put(struct bw_pool *pool, struct bw_owner *o)
+{
+	struct bw_owner **pp = &pool->owners;
+
+	if (!o || --o->n > 0)
+		return;
+	while (*pp && *pp != o)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = o->next;
+	free(o->name);
+	free(o);
+}
+
+/* ---- the pool's least-recently-fed list --------------------------------- */
+
+static void lru_unlink(struct bw_pool *pool, struct bw_xfer *x)
+{
+	if (x->lru_prev)
+		x->lru_prev->lru_next = x->lru_next;
+	else if (pool->lru_old == x)
+		pool->lru_old = x->lru_next;
+	if (x->lru_next)
+		x->lru_next->lru_prev = x->lru_prev;
+	else if (pool->lru_new == x)
+		pool->lru_new = x->lru_prev;
+	x->lru_prev = x->lru_next = NULL;
+}
+
+static void lru_touch(struct bw_pool *pool, struct bw_xfer *x, time_t now)
+{
+	lru_unlink(pool, x);
+	x->last = now;
+	x->lru_prev = pool->lru_new;
+	if (pool->lru_new)
+		pool->lru_new->lru_next = x;
+	else
+		pool->lru_old = x;
+	pool->lru_new = x;
+}
+
 /* ---- bodies in progress ------------------------------------------------- */
 
 static void xfer_free(struct bw_pool *pool, struct bw_session *s,
@@ -73,6 +162,8 @@ static void xfer_free(struct bw_pool *pool, struct bw_session *s,
 		pp = &(*pp)->next;
 	if (*pp)
 		*pp = x->next;
+	lru_unlink(pool, x);
+	owner_put(pool, x->owner);
 	pool->bytes -= x->len;
 	pool->count--;
 	s->nxfers--;
@@ -99,14 +190,30 @@ static void kept_free(struct bw_pool *pool, struct bw_session *s,
 	free(k);
 }
 
+static int stale(const struct bw_pool *pool, time_t last, time_t now)
+{
+	return now - last > (time_t)pool->lim.lifetime || now < last;
+}
+
+void bw_expire(struct bw_pool *pool, time_t now)
+{
+	struct bw_xfer *x;
+
+	/* oldest first: stop at the first one still alive, but a clock that
+	 * went back makes every one stale (as the per-session check did) */
+	while ((x = pool->lru_old) && stale(pool, x->last, now))
+		xfer_free(pool, x->sess, x);
+}
+
 static void expire(struct bw_pool *pool, struct bw_session *s, time_t now)
 {
 	struct bw_xfer *x, *xn;
 	struct bw_kept *k, *kn;
 
-	for (x = s->xfers; x; x = xn) {
+	bw_expire(pool, now);
+	for (x = s->xfers; x; x = xn) { /* a clock gone back: the LRU may be unsorted */
 		xn = x->next;
-		if (now - x->last > (time_t)pool->lim.lifetime || now < x->last)
+		if (stale(pool, x->last, now))
 			xfer_free(pool, s, x);
 	}
 	for (k = s->kept; k; k = kn) {
@@ -124,25 +231,55 @@ static struct bw_xfer *xfer_find(struct bw_session *s, const char *key)
 	return NULL;
 }
 
+/* The identity's least recently fed body, in any of its sessions. */
+static struct bw_xfer *owner_oldest(struct bw_pool *pool, const struct bw_owner *o)
+{
+	for (struct bw_xfer *x = pool->lru_old; x; x = x->lru_next)
+		if (x->owner == o)
+			return x;
+	return NULL;
+}
+
+/* A slot for a new body of @p s: its session's oldest goes at
+ * per_session, its identity's oldest at per_client; an identity that
+ * holds bodies may not take the last `reserve` slots (E4). */
 static struct bw_xfer *xfer_new(struct bw_pool *pool, struct bw_session *s,
 				const char *key, time_t now)
 {
+	struct bw_owner *o;
+	struct bw_xfer *x;
+
 	if (s->xfers && s->nxfers >= pool->lim.per_session) {
 		struct bw_xfer *oldest = s->xfers;
-		for (struct bw_xfer *x = s->xfers; x; x = x->next)
+		for (x = s->xfers; x; x = x->next)
 			if (x->last <= oldest->last)
 				oldest = x;
 		xfer_free(pool, s, oldest);
 	}
-	if (pool->count >= pool->lim.total)
+	o = owner_find(pool, owner_name(s));
+	if (o && pool->lim.per_client && o->n >= pool->lim.per_client &&
+	    (x = owner_oldest(pool, o)))
+		xfer_free(pool, x->sess, x); /* may free o: look it up again */
+	o = owner_find(pool, owner_name(s));
+	if (pool->count >= pool->lim.total ||
+	    (o && pool->count + pool->lim.reserve >= pool->lim.total))
 		return NULL;
-	struct bw_xfer *x = calloc(1, sizeof(*x));
+	if (!(o = owner_get(pool, owner_name(s))))
+		return NULL;
+	x = calloc(1, sizeof(*x));
 	if (!x || !(x->key = strdup(key))) {
 		free(x);
+		if (o->n == 0) { /* made for this body */
+			o->n = 1;
+			owner_put(pool, o);
+		}
 		return NULL;
 	}
+	o->n++;
+	x->owner = o;
+	x->sess = s;
 	x->b2_szx = -1;
-	x->last = now;
+	lru_touch(pool, x, now);
 	x->next = s->xfers;
 	s->xfers = x;
 	s->nxfers++;
@@ -261,7 +398,7 @@ static int feed_block(struct bw_pool *pool, struct bw_session *s,
 		return fail(out, EST_CODE(4, 8), gap ? "missing Block1 block" :
 			    "Block1 out of order");
 	}
-	x->last = rq->now;
+	lru_touch(pool, x, rq->now);
 	if (b2_szx >= 0)
 		x->b2_szx = b2_szx;
 	if (b1->m) {

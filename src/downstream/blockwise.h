@@ -36,25 +36,38 @@ size_t bw_block_encode(const struct bw_block *b, uint8_t out[3]);
 struct bw_limits {
 	size_t max_body;         /**< largest body; beyond: 4.13 + Size1 */
 	size_t per_session;      /**< bodies in progress per session; a new one drops the oldest */
+	size_t per_client;       /**< bodies in progress per client identity (all its
+				  *  sessions); a new one drops its oldest (E4) */
+	size_t reserve;          /**< of `total`, the last ones only for an identity
+				  *  that holds none (E4) */
 	size_t total;            /**< bodies in progress in all sessions; beyond: 5.03 */
 	size_t total_bytes;      /**< bytes of all bodies in progress; beyond: 5.03 */
-	unsigned lifetime;       /**< seconds a body in progress or a kept answer lives */
+	unsigned lifetime;       /**< seconds a body in progress or a kept answer lives
+				  *  untouched; bodies expire in every session (E4) */
 	size_t keep_per_session; /**< answers kept per session; a new one drops the oldest */
 	size_t keep_total_bytes; /**< bytes of all kept answers; beyond: not kept */
 };
 
-/** Counters over all sessions; the caller owns one. */
+struct bw_xfer;
+struct bw_kept;
+struct bw_owner;
+
+/** Counters over all sessions; the caller owns one (zero-initialised but
+ *  for lim). */
 struct bw_pool {
 	struct bw_limits lim;
 	size_t count, bytes;     /**< bodies in progress */
 	size_t kept, kept_bytes; /**< answers kept */
+	struct bw_xfer *lru_old, *lru_new; /**< every body in progress, least
+					    *  recently fed first */
+	struct bw_owner *owners; /**< identities holding bodies, with counts */
 };
 
-struct bw_xfer;
-struct bw_kept;
-
-/** One DTLS session's state; zero-initialised, emptied by bw_session_clear. */
+/** One DTLS session's state; zero-initialised, emptied by bw_session_clear.
+ *  @p owner: the client identity (set by the caller before the first feed,
+ *  valid until the clear; NULL or "" counts as one identity, "-"). */
 struct bw_session {
+	const char *owner;
 	struct bw_xfer *xfers;
 	size_t nxfers;
 	struct bw_kept *kept;
@@ -129,6 +142,13 @@ int bw_keep(struct bw_pool *pool, struct bw_session *s, const char *answer_key,
  *  changes. */
 const struct bw_answer *bw_find(struct bw_pool *pool, struct bw_session *s,
 				const char *answer_key, time_t now);
+
+/** Drop the bodies in progress untouched for the lifetime, in every
+ *  session (bw_feed does it first). */
+void bw_expire(struct bw_pool *pool, time_t now);
+
+/** Bodies in progress held by @p owner (all its sessions). */
+size_t bw_owner_count(const struct bw_pool *pool, const char *owner);
 
 /** Free everything of @p s (session closed). */
 void bw_session_clear(struct bw_pool *pool, struct bw_session *s);

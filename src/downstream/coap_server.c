@@ -33,6 +33,8 @@
 
 #include "downstream/blockwise.h"
 #include "downstream/jpy_relay.h"
+#include "downstream/dtls_prefilter.h"
+#include "tls/dtls_cookie.h"
 #include "tls/dtls.h"
 #include "estgw/log.h"
 #include "estgw/translate.h"
@@ -47,6 +49,9 @@
 #define OPT_ROOM 64            /* bytes reserved for the answer's options */
 #define TLS_UNIQUE_MAX 64
 #define VIA_MAX 96             /* a pledge behind a join proxy, for log lines (H6) */
+#define HS_TIMEOUT 10          /* seconds a handshake may stay half-open (L2) */
+#define PF_BUDGET 256          /* datagrams filtered per loop callback */
+#define PF_LOG_EVERY 10        /* seconds between pre-filter summary lines */
 
 /* What the answer to a request needs from block-wise transfer (E5-E8). */
 struct blk_ctx {
@@ -99,6 +104,11 @@ struct coap_server {
 	struct sess_data *sessions;
 	struct pending *pendings;
 	struct jpy_relay *jpy;  /* [brski] jpy_listen: pledges behind join proxies (H6) */
+	struct prefilter *pf; /* NULL: libcoap sees every datagram (L1) */
+	int pf_fd[ESTGW_MAX_LISTEN];
+	size_t npf;
+	time_t pf_logged;
+	struct pf_stats pf_last;
 };
 
 /* One request PDU as the pipeline and the block-wise glue see it. */
@@ -435,6 +445,7 @@ static struct sess_data *sess_get(struct coap_server *srv, coap_session_t *s)
 	sd->srv = srv;
 	sd->session = s;
 	sess_identify(srv, sd, coap_session_get_tls(s, &lib));
+	sd->bw.owner = sd->client; /* reassembly counted per identity (E4) */
 	sd->next = srv->sessions;
 	if (srv->sessions)
 		srv->sessions->prev = sd;
@@ -443,11 +454,167 @@ static struct sess_data *sess_get(struct coap_server *srv, coap_session_t *s)
 	return sd;
 }
 
+/* ---- the datagram pre-filter (L1, L2; dtls_prefilter.c) ---------------- */
+
+static time_t mono_now(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec;
+}
+
+static int peer_of(coap_session_t *s, struct pf_addr *a)
+{
+	const coap_address_t *r = coap_session_get_addr_remote(s);
+
+	return r ? pf_addr_of(&r->addr.sa, r->size, a) : -ENOENT;
+}
+
+/* The pre-filter's view of libcoap's sessions. */
+static void pf_event(struct coap_server *srv, coap_session_t *s, coap_event_t ev)
+{
+	struct pf_addr a;
+
+	if (!srv || !srv->pf || peer_of(s, &a) != 0)
+		return;
+	if (ev == COAP_EVENT_SERVER_SESSION_NEW)
+		pf_session_new(srv->pf, &a, s, coap_session_get_ifindex(s), mono_now());
+	else if (ev == COAP_EVENT_DTLS_CONNECTED)
+		pf_session_up(srv->pf, &a);
+	else if (ev == COAP_EVENT_SERVER_SESSION_DEL)
+		pf_session_gone(srv->pf, &a);
+}
+
+/* A half-open handshake over a bound or past HS_TIMEOUT: libcoap's own
+ * path for a handshake that timed out (state NONE, freed with
+ * COAP_EVENT_SERVER_SESSION_DEL on its next pass). Runs from on_coap_io,
+ * never inside libcoap. The handle is only used when libcoap still has it
+ * for that peer: a session whose first handshake step failed is freed
+ * without an event (coap_session_new_dtls_session in 4.3.1). */
+static int pf_evict(void *arg, void *session, const struct pf_addr *a, int ifindex)
+{
+	struct coap_server *srv = arg;
+	coap_address_t addr;
+	coap_session_t *s;
+
+	coap_address_init(&addr);
+	addr.size = pf_addr_to_sockaddr(a, &addr.addr.sa, sizeof(addr.addr));
+	s = addr.size ? coap_session_get_by_peer(srv->ctx, &addr, ifindex) : NULL;
+	if (!s || s != session)
+		return 0;
+	log_debug("dtls", "%s: half-open handshake ended (bound or timeout)",
+		  coap_session_str(s));
+	coap_session_disconnected(s, COAP_NACK_TLS_FAILED);
+	return 1;
+}
+
+/* A pledge behind a join proxy reaches the DTLS endpoint from one of the
+ * relay's loopback sockets: its half-open handshake counts in its proxy's
+ * per-address bound, not in one bound shared by every relayed pledge (L2,
+ * H6). */
+static int pf_host(void *arg, const struct pf_addr *a, struct pf_addr *host)
+{
+	struct coap_server *srv = arg;
+	struct sockaddr_storage ss;
+	const struct jpy_pledge *p;
+	const struct sockaddr *proxy;
+	socklen_t len;
+
+	if (!srv->jpy)
+		return 0;
+	len = pf_addr_to_sockaddr(a, (struct sockaddr *)&ss, sizeof(ss));
+	p = len ? jpy_relay_find(srv->jpy, (struct sockaddr *)&ss, len) : NULL;
+	if (!p)
+		return 0;
+	proxy = jpy_pledge_proxy(p, &len);
+	return pf_addr_of(proxy, len, host) == 0 ? 1 : 0;
+}
+
+static struct pf_limits pf_limits_of(const struct estgw_config *cfg)
+{
+	unsigned total = cfg->server.max_handshakes;
+
+	return (struct pf_limits){
+		.half_open = total,
+		.per_address = total >= 4 ? total / 4 : 1,
+		.timeout = HS_TIMEOUT,
+	};
+}
+
+/* One summary line when the counters moved (never one per datagram). */
+static void pf_log(struct coap_server *srv, time_t now)
+{
+	const struct pf_stats *st = pf_stats(srv->pf);
+	struct pf_stats *l = &srv->pf_last;
+
+	if (now - srv->pf_logged < PF_LOG_EVERY)
+		return;
+	srv->pf_logged = now;
+	if (st->hvr == l->hvr && st->dropped == l->dropped &&
+	    st->evicted == l->evicted && st->timed_out == l->timed_out)
+		return;
+	log_info("dtls", "pre-filter: %lu HelloVerifyRequests, %lu datagrams dropped, "
+		 "%lu handshakes admitted, %lu evicted, %lu timed out in %ds; "
+		 "%zu half-open", st->hvr - l->hvr, st->dropped - l->dropped,
+		 st->admitted - l->admitted, st->evicted - l->evicted,
+		 st->timed_out - l->timed_out, PF_LOG_EVERY, pf_half_open(srv->pf));
+	*l = *st;
+}
+
+/* 1 when libcoap may read now: every endpoint's next datagram is either
+ * for it or there is none. */
+static int pf_filter(struct coap_server *srv)
+{
+	time_t now = mono_now();
+	int ok = 1;
+
+	pf_expire(srv->pf, now);
+	for (size_t i = 0; i < srv->npf; i++)
+		if (pf_run(srv->pf, srv->pf_fd[i], now, PF_BUDGET) == 2)
+			ok = 0;
+	pf_log(srv, now);
+	return ok;
+}
+
+/* The pre-filter needs libcoap's DTLS SSL_CTX (captured while
+ * coap_new_context made it) to take our cookies, and each endpoint's
+ * socket. Without either, libcoap sees every datagram as before. */
+static void pf_setup(struct coap_server *srv, int nctx)
+{
+	const struct estgw_config *cfg = srv->cfg;
+	struct pf_limits lim = pf_limits_of(cfg);
+
+	if (nctx != 1 || estgw_cookie_install() != 0) {
+		log_warn("dtls", "no stateless cookie exchange: libcoap's DTLS context "
+			 "not found (%d)", nctx);
+		return;
+	}
+	for (size_t i = 0; i < cfg->server.nlisten; i++) {
+		const struct estgw_addr *a = &cfg->server.listen[i];
+		int fd = pf_find_socket((const struct sockaddr *)&a->sa, a->salen);
+		if (fd < 0) {
+			log_warn("dtls", "no stateless cookie exchange: the socket of %s "
+				 "not found", a->text);
+			return;
+		}
+		srv->pf_fd[srv->npf++] = fd;
+	}
+	srv->pf = pf_new(&lim, mono_now(), pf_evict, srv);
+	if (srv->pf)
+		pf_set_host_fn(srv->pf, pf_host, srv);
+	if (srv->pf)
+		log_info("dtls", "stateless cookie exchange; at most %u half-open "
+			 "handshakes, %u per address, %us each", lim.half_open,
+			 lim.per_address, lim.timeout);
+}
+
 static int on_event(coap_session_t *s, const coap_event_t ev)
 {
 	struct sess_data *sd;
 	coap_tls_library_t lib;
 
+	pf_event(srv_of(s), s, ev);
 	switch (ev) {
 	case COAP_EVENT_SERVER_SESSION_NEW:
 		jpy_session_new(srv_of(s), s);
@@ -933,10 +1100,17 @@ static struct estgw_dtls *load_dtls(const struct estgw_config *cfg)
 /* The block-wise bounds of @p cfg (E1, E4) and of the kept answers. */
 static struct bw_limits bw_limits_of(const struct estgw_config *cfg)
 {
+	size_t per = cfg->server.reasm_per_session, total = cfg->server.reasm_total;
+
 	return (struct bw_limits){
 		.max_body = cfg->server.max_body,
-		.per_session = cfg->server.reasm_per_session,
-		.total = cfg->server.reasm_total,
+		.per_session = per,
+		/* one identity's sessions together: 1/16 of all (at least a
+		 * session's worth); the last 1/8 only for identities holding
+		 * none, so a few clients never shut the others out (E4) */
+		.per_client = total / 16 > per ? total / 16 : per,
+		.reserve = total >= 8 ? total / 8 : 0,
+		.total = total,
 		.total_bytes = cfg->server.reasm_total_bytes,
 		.lifetime = REASM_LIFETIME,
 		.keep_per_session = KEEP_PER_SESSION,
@@ -991,6 +1165,8 @@ static void on_coap_io(evutil_socket_t fd, short what, void *arg)
 {
 	struct coap_server *srv = arg;
 
+	if (srv->pf && !pf_filter(srv))
+		return; /* more to filter first: libevent calls again */
 	coap_io_process(srv->ctx, COAP_IO_NO_WAIT);
 }
 
@@ -1009,7 +1185,9 @@ struct coap_server *coap_server_new(struct event_base *base,
 	coap_set_log_level(estgw_log_level() >= LOG_DEBUG ? LOG_INFO : LOG_WARNING);
 	coap_dtls_set_log_level(LOG_WARNING);
 	srv->dtls = load_dtls(cfg);
+	int capturing = estgw_cookie_capture_begin() == 0;
 	srv->ctx = coap_new_context(NULL);
+	int nctx = capturing ? estgw_cookie_capture_end() : 0;
 	srv->pl = pipeline_new(cfg, px);
 	if (!srv->dtls || !srv->ctx || !srv->pl)
 		goto fail;
@@ -1025,6 +1203,7 @@ struct coap_server *coap_server_new(struct event_base *base,
 	for (size_t i = 0; i < cfg->server.nlisten; i++)
 		if (add_endpoint(srv, &cfg->server.listen[i]) != 0)
 			goto fail;
+	pf_setup(srv, nctx);
 	srv->ev = event_new(base, coap_context_get_coap_fd(srv->ctx),
 			    EV_READ | EV_PERSIST, on_coap_io, srv);
 	if (!srv->ev || event_add(srv->ev, NULL) != 0)
@@ -1053,6 +1232,15 @@ void coap_server_free(struct coap_server *srv)
 	}
 	while (srv->sessions)
 		sess_free(srv->sessions);
+	if (srv->pf) {
+		const struct pf_stats *st = pf_stats(srv->pf);
+		log_info("dtls", "pre-filter totals: %lu HelloVerifyRequests, %lu "
+			 "datagrams dropped, %lu handshakes admitted, %lu evicted, "
+			 "%lu timed out", st->hvr, st->dropped, st->admitted,
+			 st->evicted, st->timed_out);
+	}
+	pf_free(srv->pf);
+	srv->pf = NULL; /* coap_free_context reports no events to it */
 	if (srv->ctx)
 		coap_free_context(srv->ctx);
 	jpy_relay_free(srv->jpy); /* after the context: its sessions are peers of it */
@@ -1102,6 +1290,11 @@ int coap_server_reload(struct coap_server *srv, const struct estgw_config *cfg)
 	coap_context_set_max_handshake_sessions(srv->ctx, cfg->server.max_handshakes);
 	if (setup_pki(srv) != 0)
 		log_err("coap", "reload: libcoap refused the new credentials");
+	if (srv->pf) {
+		struct pf_limits lim = pf_limits_of(cfg);
+		pf_set_limits(srv->pf, &lim);
+		estgw_cookie_install(); /* whatever the new credentials set up */
+	}
 	estgw_dtls_free(old);
 	return 0;
 }

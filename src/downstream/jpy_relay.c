@@ -599,6 +599,13 @@ const struct jpy_pledge *jpy_relay_find(const struct jpy_relay *r,
 	return find_port(r, sa);
 }
 
+const struct sockaddr *jpy_pledge_proxy(const struct jpy_pledge *p,
+					socklen_t *len)
+{
+	*len = p->proxy_len;
+	return (const struct sockaddr *)&p->proxy;
+}
+
 const char *jpy_pledge_name(const struct jpy_pledge *p)
 {
 	return p->name;

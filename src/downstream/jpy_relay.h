@@ -40,6 +40,10 @@ const struct jpy_pledge *jpy_relay_find(const struct jpy_relay *r,
 					const struct sockaddr *sa,
 					socklen_t len);
 
+/** The join proxy @p p's datagrams come from; its length in *@p len. */
+const struct sockaddr *jpy_pledge_proxy(const struct jpy_pledge *p,
+					socklen_t *len);
+
 /** How log lines name @p p: "jpy [proxy]:port hdr=0a1b2c3d" (a header of
  *  up to 8 bytes in hex; a longer one as "0a1b2c3d~<hash>/<length>"). */
 const char *jpy_pledge_name(const struct jpy_pledge *p);

@@ -26,7 +26,7 @@ HASH_NAMES = {"Containerfile", "Dockerfile", "meson_options.txt", "run"}
 MAN_EXT = {".5", ".8"}
 
 # A numbered ID in free text: not part of a longer word, hex or a quoted blob.
-NUM_ID = re.compile(r"(?<![\w'])([A-K][1-9][0-9]?)(?![\w'])")
+NUM_ID = re.compile(r"(?<![\w'])([A-L][1-9][0-9]?)(?![\w'])")
 HEX2 = re.compile(r"^[0-9A-Fa-f]{2}$")
 # IDs in test names: test_E5_..., error_E4_... (config error rows), b5_... (cmocka).
 TEST_ID = re.compile(r"\b(?:test|error)_([A-Z][0-9]*)_")
@@ -173,7 +173,7 @@ def parse_matrix(text):
     """Defined IDs, and (ID, Tests cell) of every requirement row."""
     ids, rows, in_req_table = set(), [], False
     for line in text.splitlines():
-        h = re.match(r"^##\s+([A-K])\.\s", line)
+        h = re.match(r"^##\s+([A-L])\.\s", line)
         if h:
             ids.add(h.group(1))
         if not line.startswith("|"):
@@ -183,7 +183,7 @@ def parse_matrix(text):
         if cells[0] == "ID":
             in_req_table = cells[-1] == "Tests"
             continue
-        if in_req_table and re.match(r"^[A-K][0-9]*$", cells[0]):
+        if in_req_table and re.match(r"^[A-L][0-9]*$", cells[0]):
             ids.add(cells[0])
             rows.append((cells[0], cells[-1]))
     return ids, rows

@@ -124,19 +124,26 @@ static void one(struct bw_pool *pool, struct bw_session *s, struct cursor *c,
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct bw_pool pool = { .lim = {
-		.max_body = 600, .per_session = 2, .total = 3, .total_bytes = 900,
+		.max_body = 600, .per_session = 2, .per_client = 3, .reserve = 1,
+		.total = 4, .total_bytes = 900,
 		.lifetime = 300, .keep_per_session = 2, .keep_total_bytes = 1500,
 	} };
-	struct bw_session s[2];
+	struct bw_session s[3];
 	struct cursor c = { data, size };
 	time_t now = 1000;
 
 	memset(s, 0, sizeof(s));
+	s[0].owner = s[1].owner = "CN=one"; /* one identity, two sessions (E4) */
+	s[2].owner = "CN=two";
 	for (int i = 0; c.n && i < 256; i++)
-		one(&pool, &s[i & 1 ? 1 : 0], &c, &now);
-	bw_session_clear(&pool, &s[0]);
-	bw_session_clear(&pool, &s[1]);
-	if (pool.count || pool.bytes || pool.kept || pool.kept_bytes)
+		one(&pool, &s[i % 3], &c, &now);
+	if (bw_owner_count(&pool, "CN=one") > pool.lim.per_client ||
+	    bw_owner_count(&pool, "CN=one") + bw_owner_count(&pool, "CN=two") != pool.count)
+		abort();
+	for (int i = 0; i < 3; i++)
+		bw_session_clear(&pool, &s[i]);
+	if (pool.count || pool.bytes || pool.kept || pool.kept_bytes || pool.owners ||
+	    pool.lru_old || pool.lru_new)
 		abort();
 	return 0;
 }

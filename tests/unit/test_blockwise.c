@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
@@ -464,6 +465,84 @@ static void test_E4_expired_body_4_08(void **state)
 	assert_error(&out, EST_CODE(4, 8));
 }
 
+/* E4: a body expires by time in every session, not only when its own
+ * session sends again (a pinged session held its slots for ever). */
+static void test_E4_idle_session_bodies_expire_by_time(void **state)
+{
+	struct bw_session idle = { .owner = "CN=idle" };
+	struct bw_out out;
+	struct opt b1 = blk(0, 1, 0);
+
+	feed_raw(&idle, "a", &b1, NULL, body, 16, T0, &out);
+	feed_raw(&idle, "b", &b1, NULL, body, 16, T0 + 100, &out);
+	assert_int_equal(pool.count, 2);
+	feed_blk("k", 0, 0, 100, T0 + 248, &out); /* another session: a goes */
+	assert_int_equal(out.verdict, BW_MORE);
+	assert_int_equal(pool.count, 2);
+	assert_int_equal(idle.nxfers, 1);
+	bw_expire(&pool, T0 + 100 + 248);       /* and b, with no request at all */
+	assert_int_equal(idle.nxfers, 0);
+	assert_int_equal(bw_owner_count(&pool, "CN=idle"), 0);
+	bw_session_clear(&pool, &idle);
+}
+
+/* E4: one identity's sessions together hold per_client bodies; a new one
+ * drops the identity's oldest, in whichever session it is. */
+static void test_E4_per_client_drops_its_oldest(void **state)
+{
+	struct bw_session s1 = { .owner = "CN=x" }, s2 = { .owner = "CN=x" };
+	struct bw_out out;
+	struct opt b1 = blk(0, 1, 0), b1n = blk(1, 1, 0);
+
+	pool.lim.total = 8;
+	pool.lim.per_client = 2;
+	feed_raw(&s1, "a", &b1, NULL, body, 16, T0, &out);
+	feed_raw(&s2, "b", &b1, NULL, body, 16, T0 + 1, &out);
+	feed_raw(&s2, "c", &b1, NULL, body, 16, T0 + 2, &out); /* s1's a goes */
+	assert_int_equal(out.verdict, BW_MORE);
+	assert_int_equal(bw_owner_count(&pool, "CN=x"), 2);
+	assert_int_equal(s1.nxfers, 0);
+	feed_raw(&s1, "a", &b1n, NULL, body + 16, 16, T0 + 3, &out);
+	assert_error(&out, EST_CODE(4, 8));
+	feed_blk("k", 0, 0, 100, T0 + 3, &out); /* another identity is not touched */
+	assert_int_equal(out.verdict, BW_MORE);
+	assert_int_equal(bw_owner_count(&pool, "CN=x"), 2);
+	bw_session_clear(&pool, &s1);
+	bw_session_clear(&pool, &s2);
+	assert_int_equal(bw_owner_count(&pool, "CN=x"), 0);
+}
+
+/* E4: the last `reserve` slots only go to an identity that holds none:
+ * however many sessions the others open, a new device gets one. */
+static void test_E4_reserve_for_identities_holding_none(void **state)
+{
+	struct bw_session s[4];
+	struct bw_out out;
+	struct opt b1 = blk(0, 1, 0);
+	char key[8];
+
+	pool.lim.total = 4;
+	pool.lim.per_session = 4;
+	pool.lim.reserve = 1;
+	memset(s, 0, sizeof(s));
+	for (int i = 0; i < 4; i++)
+		s[i].owner = "CN=greedy";
+	for (int i = 0; i < 3; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		feed_raw(&s[i], key, &b1, NULL, body, 16, T0, &out);
+		assert_int_equal(out.verdict, BW_MORE);
+	}
+	feed_raw(&s[3], "k3", &b1, NULL, body, 16, T0, &out);
+	assert_error(&out, EST_CODE(5, 3));   /* the reserve is not for it */
+	sess.owner = "CN=newcomer";
+	feed_blk("k", 0, 0, 100, T0, &out);
+	assert_int_equal(out.verdict, BW_MORE);
+	assert_int_equal(pool.count, 4);
+	for (int i = 0; i < 4; i++)
+		bw_session_clear(&pool, &s[i]);
+	assert_int_equal(bw_owner_count(&pool, "CN=greedy"), 0);
+}
+
 static void test_E7_early_block2_in_block0_remembered(void **state)
 {
 	struct bw_out out;
@@ -704,6 +783,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_E4_total_count_5_03, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_E4_total_bytes_5_03, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_E4_expired_body_4_08, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_E4_idle_session_bodies_expire_by_time, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_E4_per_client_drops_its_oldest, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_E4_reserve_for_identities_holding_none, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_E7_early_block2_in_block0_remembered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_E8_repeated_last_block_repeats_answer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_E6_find_by_key, setup, teardown),
