@@ -194,10 +194,10 @@ static void dispatch(struct pipeline *pl, struct proxy *px, struct brski *b,
 	struct proxy_outcome out = { 0 };
 	if (answer(&out, EST_CODE(2, 4)) != 1)
 		abort();
-	if (rt->target == PL_EST)
-		px->fn(px->arg, &out);
-	else
+	if (rt->target == PL_BRSKI)
 		b->fn(b->arg, &out);
+	else /* EST and RFC 8295 both wait on the proxy */
+		px->fn(px->arg, &out);
 }
 
 static void one(struct pipeline *pl, struct proxy *px, struct brski *b,
