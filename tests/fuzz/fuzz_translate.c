@@ -145,7 +145,7 @@ static void run_links(const uint8_t *hdr, struct est_slice qs)
 	static const char *const link_roots[] = { "/est", "/.well-known/est",
 						  "/", "" };
 	struct est_slice q[MAX_PARTS];
-	struct est_link_opts o;
+	struct est_link_opts o = { 0 };
 	uint8_t *copy = dup_bytes(qs);
 	size_t nq = split(copy, qs.len, '&', q), len;
 	char *text;
@@ -153,6 +153,7 @@ static void run_links(const uint8_t *hdr, struct est_slice qs)
 	o.root = link_roots[hdr[5] % N(link_roots)];
 	o.ops_enabled = hdr[4];
 	o.with_root_link = hdr[5] & 1;
+	o.jpy_uri = hdr[5] & 2 ? "jpy://[2001:db8::1]:5685" : NULL; /* H6 */
 	if (est_link_format(&o, q, nq, &text, &len) == 0) {
 		if (strlen(text) != len)
 			abort();
