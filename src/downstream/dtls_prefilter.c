@@ -346,14 +346,20 @@ static void end_half_open(struct prefilter *pf, struct peer *p)
 		pf_session_gone(pf, &p->a);
 }
 
-/* Room for one more half-open handshake from @p a: the oldest of its own
- * address goes first when that address is at its bound, else the oldest
- * of all when the total is (L2). */
+/* Room for one more half-open handshake from @p host's address when the
+ * total is at its bound (L2): the oldest of that address goes when the
+ * address is at its per-address bound, else the oldest of all. Below the
+ * total nothing goes: many devices behind one address (a NAT, a stateful
+ * join proxy) may all be in their handshakes at once while there is room
+ * (40 held devices from one address lost 6 handshakes to the per-address
+ * bound applied without pressure). */
 static void make_room(struct prefilter *pf, const struct pf_addr *host)
 {
 	struct peer *oldest_own = NULL;
 	unsigned own = 0;
 
+	if (pf->nhalf < pf->lim.half_open)
+		return;
 	for (struct peer *p = pf->half_head; p; p = p->next)
 		if (same_host(&p->host, host)) {
 			if (!oldest_own)
@@ -363,7 +369,7 @@ static void make_room(struct prefilter *pf, const struct pf_addr *host)
 	if (oldest_own && own >= pf->lim.per_address) {
 		end_half_open(pf, oldest_own);
 		pf->st.evicted++;
-	} else if (pf->half_head && pf->nhalf >= pf->lim.half_open) {
+	} else if (pf->half_head) {
 		end_half_open(pf, pf->half_head);
 		pf->st.evicted++;
 	}

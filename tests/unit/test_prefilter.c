@@ -221,20 +221,23 @@ static void test_L1_cookie_survives_one_rotation(void **state)
 
 static void test_L2_per_address_bound_evicts_its_oldest(void **state)
 {
-	struct prefilter *pf = new_pf(8, 2, 10);
+	struct prefilter *pf = new_pf(4, 2, 10);
 	struct pf_addr a1 = addr("198.51.100.7", 1), a2 = addr("198.51.100.7", 2),
-		       a3 = addr("198.51.100.7", 3), b = addr("198.51.100.8", 1);
-	int s1, s2, s3, sb;
+		       a3 = addr("198.51.100.7", 3), a4 = addr("198.51.100.7", 4),
+		       b = addr("198.51.100.8", 1);
+	int s1, s2, s3, s4, sb;
 
 	(void)state;
 	admit(pf, &b, T0, &sb);
 	admit(pf, &a1, T0, &s1);
 	admit(pf, &a2, T0 + 1, &s2);
+	admit(pf, &a3, T0 + 2, &s3); /* over its share, but there is room: a NAT's burst */
 	assert_int_equal(nevicted, 0);
-	admit(pf, &a3, T0 + 2, &s3); /* the address is at 2: its oldest goes, not b */
+	assert_int_equal(pf_half_open(pf), 4);
+	admit(pf, &a4, T0 + 3, &s4); /* full, the address is over 2: its oldest goes, not b */
 	assert_int_equal(nevicted, 1);
 	assert_ptr_equal(evicted[0], &s1);
-	assert_int_equal(pf_half_open(pf), 3);
+	assert_int_equal(pf_half_open(pf), 4);
 	assert_int_equal(pf_stats(pf)->evicted, 1);
 	/* the evicted peer's datagrams are dropped until libcoap frees it */
 	uint8_t out[300];
@@ -259,7 +262,7 @@ static int by_proxy(void *arg, const struct pf_addr *a, struct pf_addr *host)
 
 static void test_L2_relayed_pledges_count_per_proxy(void **state)
 {
-	struct prefilter *pf = new_pf(8, 2, 10);
+	struct prefilter *pf = new_pf(4, 2, 10);
 	struct pf_addr p1 = addr("127.0.0.1", 101), p2 = addr("127.0.0.1", 102),
 		       q1 = addr("127.0.0.1", 201), q2 = addr("127.0.0.1", 202),
 		       p3 = addr("127.0.0.1", 103);
@@ -267,12 +270,12 @@ static void test_L2_relayed_pledges_count_per_proxy(void **state)
 
 	(void)state;
 	pf_set_host_fn(pf, by_proxy, NULL);
-	admit(pf, &p1, T0, &s1);
 	admit(pf, &q1, T0, &t1);
-	admit(pf, &p2, T0 + 1, &s2);
-	admit(pf, &q2, T0 + 1, &t2); /* four from 127.0.0.1: two per proxy */
+	admit(pf, &p1, T0, &s1);
+	admit(pf, &q2, T0 + 1, &t2);
+	admit(pf, &p2, T0 + 1, &s2); /* full: four from 127.0.0.1, two per proxy */
 	assert_int_equal(nevicted, 0);
-	admit(pf, &p3, T0 + 2, &s3); /* proxy 1 at 2: its oldest goes */
+	admit(pf, &p3, T0 + 2, &s3); /* proxy 1 at 2: its oldest goes (not q1, the oldest of 127.0.0.1) */
 	assert_int_equal(nevicted, 1);
 	assert_ptr_equal(evicted[0], &s1);
 	pf_session_gone(pf, &p1);
