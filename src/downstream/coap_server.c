@@ -106,6 +106,7 @@ struct coap_server {
 	struct jpy_relay *jpy;  /* [brski] jpy_listen: pledges behind join proxies (H6) */
 	struct prefilter *pf; /* NULL: libcoap sees every datagram (L1) */
 	int pf_fd[ESTGW_MAX_LISTEN];
+	struct pf_gate pf_gate[ESTGW_MAX_LISTEN]; /* each in libcoap's epoll set */
 	size_t npf;
 	time_t pf_logged;
 	struct pf_stats pf_last;
@@ -562,19 +563,19 @@ static void pf_log(struct coap_server *srv, time_t now)
 	*l = *st;
 }
 
-/* 1 when libcoap may read now: every endpoint's next datagram is either
- * for it or there is none. */
-static int pf_filter(struct coap_server *srv)
+/* Filter each endpoint's queue; held[i] when libcoap must not read
+ * endpoint i now: no decided datagram waits at its head (none waited when
+ * peeked, and one arriving after that would reach libcoap unfiltered; or
+ * the budget ran out). The others hold one datagram for libcoap at their
+ * head, and libcoap reads one per endpoint per coap_io_process. */
+static void pf_filter(struct coap_server *srv, int held[])
 {
 	time_t now = mono_now();
-	int ok = 1;
 
 	pf_expire(srv->pf, now);
 	for (size_t i = 0; i < srv->npf; i++)
-		if (pf_run(srv->pf, srv->pf_fd[i], now, PF_BUDGET) == 2)
-			ok = 0;
+		held[i] = pf_run(srv->pf, srv->pf_fd[i], now, PF_BUDGET) != 1;
 	pf_log(srv, now);
-	return ok;
 }
 
 /* The pre-filter needs libcoap's DTLS SSL_CTX (captured while
@@ -596,6 +597,13 @@ static void pf_setup(struct coap_server *srv, int nctx)
 		if (fd < 0) {
 			log_warn("dtls", "no stateless cookie exchange: the socket of %s "
 				 "not found", a->text);
+			return;
+		}
+		if (pf_gate_find(coap_context_get_coap_fd(srv->ctx), fd,
+				 &srv->pf_gate[srv->npf]) != 0) {
+			log_warn("dtls", "no stateless cookie exchange: the socket of %s "
+				 "not in libcoap's epoll set", a->text);
+			srv->npf = 0;
 			return;
 		}
 		srv->pf_fd[srv->npf++] = fd;
@@ -1164,10 +1172,24 @@ static int add_resources(struct coap_server *srv)
 static void on_coap_io(evutil_socket_t fd, short what, void *arg)
 {
 	struct coap_server *srv = arg;
+	int held[ESTGW_MAX_LISTEN] = { 0 };
 
-	if (srv->pf && !pf_filter(srv))
-		return; /* more to filter first: libevent calls again */
+	if (!srv->pf) {
+		coap_io_process(srv->ctx, COAP_IO_NO_WAIT);
+		return;
+	}
+	/* libcoap runs every time (timers, retransmissions, sessions), but
+	 * reads only the endpoints whose head the filter decided; a held one
+	 * with datagrams left makes libevent call again once released */
+	pf_filter(srv, held);
+	for (size_t i = 0; i < srv->npf; i++)
+		if (held[i] && pf_gate_hold(&srv->pf_gate[i], 1) != 0)
+			log_warn("dtls", "pre-filter: cannot hold an endpoint: %s",
+				 strerror(errno));
 	coap_io_process(srv->ctx, COAP_IO_NO_WAIT);
+	for (size_t i = 0; i < srv->npf; i++)
+		if (held[i])
+			(void)pf_gate_hold(&srv->pf_gate[i], 0);
 }
 
 struct coap_server *coap_server_new(struct event_base *base,
@@ -1236,8 +1258,9 @@ void coap_server_free(struct coap_server *srv)
 		const struct pf_stats *st = pf_stats(srv->pf);
 		log_info("dtls", "pre-filter totals: %lu HelloVerifyRequests, %lu "
 			 "datagrams dropped, %lu handshakes admitted, %lu evicted, "
-			 "%lu timed out", st->hvr, st->dropped, st->admitted,
-			 st->evicted, st->timed_out);
+			 "%lu timed out, %lu sessions not admitted", st->hvr,
+			 st->dropped, st->admitted, st->evicted, st->timed_out,
+			 st->unfiltered);
 	}
 	pf_free(srv->pf);
 	srv->pf = NULL; /* coap_free_context reports no events to it */

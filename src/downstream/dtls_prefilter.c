@@ -13,8 +13,10 @@
 #include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -445,6 +447,7 @@ void pf_session_new(struct prefilter *pf, const struct pf_addr *a,
 	struct pf_addr host;
 
 	if (!p) { /* not through us: bound it all the same */
+		pf->st.unfiltered++;
 		host_of(pf, a, &host);
 		p = peer_add(pf, a, &host, now);
 	}
@@ -533,4 +536,37 @@ int pf_run(struct prefilter *pf, int fd, time_t now, unsigned max)
 			(void)sendto(fd, hvr, hl, MSG_DONTWAIT, (struct sockaddr *)&ss, sl);
 	}
 	return 2;
+}
+
+int pf_gate_find(int epfd, int fd, struct pf_gate *g)
+{
+	char path[64], line[256];
+	FILE *f;
+	int found = -ENOENT;
+
+	/* one line per registered fd: "tfd: FD events: HEX data: HEX ..." */
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", epfd);
+	if (!(f = fopen(path, "r")))
+		return -errno;
+	while (found < 0 && fgets(line, sizeof(line), f)) {
+		int tfd;
+		unsigned events;
+		unsigned long long data;
+
+		if (sscanf(line, "tfd: %d events: %x data: %llx", &tfd, &events,
+			   &data) == 3 && tfd == fd) {
+			*g = (struct pf_gate){ .epfd = epfd, .fd = fd, .data = data,
+					       .events = events };
+			found = 0;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+int pf_gate_hold(const struct pf_gate *g, int hold)
+{
+	struct epoll_event ev = { .events = hold ? 0 : g->events, .data.u64 = g->data };
+
+	return epoll_ctl(g->epfd, EPOLL_CTL_MOD, g->fd, &ev) == 0 ? 0 : -errno;
 }

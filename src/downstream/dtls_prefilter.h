@@ -62,6 +62,7 @@ struct pf_stats {
 	unsigned long admitted;  /**< ClientHellos with a valid cookie passed on */
 	unsigned long evicted;   /**< half-open handshakes evicted by a bound */
 	unsigned long timed_out; /**< half-open handshakes past the timeout */
+	unsigned long unfiltered; /**< libcoap sessions for peers never admitted (0) */
 };
 
 struct prefilter;
@@ -128,5 +129,24 @@ int pf_find_socket(const struct sockaddr *sa, socklen_t salen);
  *  waits, 2 when @p max were dropped or answered and more may wait (do not
  *  let libcoap read then: the head is undecided). */
 int pf_run(struct prefilter *pf, int fd, time_t now, unsigned max);
+
+/** An endpoint socket's registration in libcoap's epoll set. "None waits"
+ *  (pf_run 0) is no promise about the next instant: a datagram arriving
+ *  between the peek and libcoap's own epoll_wait() and recvmsg() would
+ *  reach libcoap unfiltered (a hello session, and OpenSSL's own
+ *  HelloVerifyRequest for a cookie it never approved). So whenever pf_run
+ *  has not left a decided datagram at the head, the socket is held (its
+ *  epoll events set to none) while libcoap runs, and released after. */
+struct pf_gate {
+	int epfd, fd;
+	uint64_t data;     /* libcoap's epoll_data, kept as it is */
+	uint32_t events;   /* libcoap's events for it */
+};
+
+/** Find @p fd's registration in epoll set @p epfd (from
+ *  /proc/self/fdinfo). 0, or -ENOENT. */
+int pf_gate_find(int epfd, int fd, struct pf_gate *g);
+/** Hold (@p hold 1: no events) or release (0: libcoap's events again). */
+int pf_gate_hold(const struct pf_gate *g, int hold);
 
 #endif

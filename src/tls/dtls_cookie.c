@@ -2,7 +2,7 @@
  * HMAC, its rotating secret, and the cookie callbacks of libcoap's DTLS
  * SSL_CTX (OpenSSL; see dtls_cookie.h). The pre-filter checks a cookie
  * against the datagram's source; OpenSSL, which sees the same datagram
- * next through libcoap, only needs to accept the cookie approved for it.
+ * next through libcoap, only needs to accept the cookies approved lately.
  */
 #include "tls/dtls_cookie.h"
 
@@ -23,8 +23,8 @@ static struct {
 	int watching;
 	SSL_CTX *ctx[CTX_MAX];         /* seen while watching */
 	int nctx;
-	uint8_t approved[ESTGW_COOKIE_LEN];
-	int has_approved;
+	uint8_t approved[ESTGW_COOKIE_APPROVED][ESTGW_COOKIE_LEN]; /* a ring */
+	unsigned napproved, next;
 	unsigned long accepted, refused;
 } g = { .idx = -1 };
 
@@ -159,12 +159,13 @@ static int gen_cookie(SSL *ssl, unsigned char *cookie, unsigned int *len)
 static int verify_cookie(SSL *ssl, const unsigned char *cookie,
 			 unsigned int len)
 {
-	int ok = g.has_approved && len == ESTGW_COOKIE_LEN &&
-		 CRYPTO_memcmp(cookie, g.approved, ESTGW_COOKIE_LEN) == 0;
+	int ok = 0;
 
 	/* Asked twice per handshake (DTLSv1_listen, then the ClientHello in
-	 * SSL_accept): the approval stands until the next one. */
+	 * SSL_accept), with other approvals possibly in between. */
 	(void)ssl;
+	for (unsigned i = 0; len == ESTGW_COOKIE_LEN && !ok && i < g.napproved; i++)
+		ok = CRYPTO_memcmp(cookie, g.approved[i], ESTGW_COOKIE_LEN) == 0;
 	if (ok)
 		g.accepted++;
 	else
@@ -183,9 +184,12 @@ int estgw_cookie_install(void)
 
 void estgw_cookie_approve(const uint8_t *cookie, size_t len)
 {
-	g.has_approved = len == ESTGW_COOKIE_LEN;
-	if (g.has_approved)
-		memcpy(g.approved, cookie, ESTGW_COOKIE_LEN);
+	if (len != ESTGW_COOKIE_LEN)
+		return;
+	memcpy(g.approved[g.next], cookie, ESTGW_COOKIE_LEN);
+	g.next = (g.next + 1) % ESTGW_COOKIE_APPROVED;
+	if (g.napproved < ESTGW_COOKIE_APPROVED)
+		g.napproved++;
 }
 
 void estgw_cookie_counts(unsigned long *accepted, unsigned long *refused)

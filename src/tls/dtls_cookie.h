@@ -5,8 +5,8 @@
  * truncated. The secret rotates; a cookie made with the previous secret is
  * still accepted. The datagram pre-filter (downstream/dtls_prefilter.c)
  * makes and checks cookies before libcoap sees a datagram; OpenSSL, inside
- * libcoap, is told by estgw_cookie_install() to accept exactly the cookie
- * the pre-filter approved last, so both sides use one HMAC.
+ * libcoap, is told by estgw_cookie_install() to accept only cookies the
+ * pre-filter approved lately, so both sides use one HMAC.
  */
 #ifndef ESTGW_DTLS_COOKIE_H
 #define ESTGW_DTLS_COOKIE_H
@@ -50,14 +50,20 @@ int estgw_cookie_capture_begin(void);
 int estgw_cookie_capture_end(void);
 
 /** Replace the cookie callbacks of the DTLS SSL_CTX(s) captured: OpenSSL
- *  then accepts only the cookie last passed to estgw_cookie_approve(), and
+ *  then accepts only the cookies lately passed to estgw_cookie_approve(), and
  *  never generates one that would be accepted. Call again after anything
  *  that may set them again. 0, or -ENOENT when nothing was captured. */
 int estgw_cookie_install(void);
 
 /** The next ClientHello handed to OpenSSL carries @p cookie (checked by
- *  the pre-filter for its source): OpenSSL accepts it until the next
- *  approval (it asks twice per handshake). */
+ *  the pre-filter for its source): OpenSSL accepts it while it is one of
+ *  the last ESTGW_COOKIE_APPROVED approvals (it asks twice per handshake,
+ *  DTLSv1_listen then SSL_accept, both in one libcoap read). The pre-filter
+ *  approves at most one datagram per endpoint before libcoap reads one per
+ *  endpoint, so with several endpoints (at most ESTGW_MAX_LISTEN, 8) one
+ *  remembered cookie would be overwritten before OpenSSL asked. A cookie in
+ *  the set was valid for the source of the datagram that carried it. */
+#define ESTGW_COOKIE_APPROVED 8
 void estgw_cookie_approve(const uint8_t *cookie, size_t len);
 
 /** Cookies OpenSSL accepted / refused through the installed callbacks. */
