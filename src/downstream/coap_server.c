@@ -26,6 +26,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include <coap3/coap.h>
 #include <event2/event.h>
@@ -44,6 +47,9 @@
 #define KEEP_TOTAL_BYTES (16u << 20) /* bytes of all kept answers */
 #define OPT_ROOM 64            /* bytes reserved for the answer's options */
 #define TLS_UNIQUE_MAX 64
+#define SWEEP_MS 1000          /* how often idle sessions are looked at */
+#define IDLE_RELEASE_MS 2000   /* no request for this long: record buffers go */
+#define TRIM_AFTER 16          /* sessions released before the heap is trimmed */
 
 /* What the answer to a request needs from block-wise transfer (E5-E8). */
 struct blk_ctx {
@@ -65,6 +71,11 @@ struct sess_data {
 	uint8_t *cert;              /* client certificate DER, for policy and cBRSKI */
 	size_t cert_len;
 	int counted; /* in the open-sessions gauge */
+	/* Idle sessions give their DTLS record buffers back (sweep()): */
+	uint64_t last_ms;     /* last request (or the handshake), monotonic */
+	uint64_t quiet_ms;    /* a separate answer may be resent until then */
+	unsigned busy;        /* separate answers still to send */
+	int released;         /* record buffers given back since last_ms */
 	struct sess_data *prev, *next;
 };
 
@@ -93,6 +104,8 @@ struct coap_server {
 	size_t bw_gauge;    /* Block1 bodies last told to metrics */
 	struct sess_data *sessions;
 	struct pending *pendings;
+	struct event *sweep;   /* releases idle sessions' record buffers (J2) */
+	unsigned released;     /* sessions released since the last heap trim */
 };
 
 /* One request PDU as the pipeline and the block-wise glue see it. */
@@ -337,10 +350,22 @@ static void answer_now(struct coap_server *srv, coap_session_t *s,
 
 /* ---- per-session state -------------------------------------------------- */
 
+static uint64_t mono_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
 static void sess_free(struct sess_data *sd)
 {
 	struct coap_server *srv = sd->srv;
+	coap_tls_library_t lib;
 
+	/* libcoap writes a close_notify when it frees the session, without a
+	 * datagram read first: the record buffers must be back (dtls.h) */
+	estgw_dtls_wake(coap_session_get_tls(sd->session, &lib));
 	bw_session_clear(&srv->bw, &sd->bw);
 	gauge_sync(srv);
 	if (sd->counted)
@@ -384,13 +409,18 @@ static struct sess_data *sess_get(struct coap_server *srv, coap_session_t *s)
 	struct sess_data *sd = coap_session_get_app_data(s);
 	coap_tls_library_t lib;
 
-	if (sd)
+	if (sd) {
+		/* a request: reading it gave the session its buffers back */
+		sd->last_ms = mono_ms();
+		sd->released = 0;
 		return sd;
+	}
 	sd = calloc(1, sizeof(*sd));
 	if (!sd)
 		return NULL;
 	sd->srv = srv;
 	sd->session = s;
+	sd->last_ms = mono_ms();
 	sess_identify(srv, sd, coap_session_get_tls(s, &lib));
 	sd->next = srv->sessions;
 	if (srv->sessions)
@@ -398,6 +428,73 @@ static struct sess_data *sess_get(struct coap_server *srv, coap_session_t *s)
 	srv->sessions = sd;
 	coap_session_set_app_data(s, sd);
 	return sd;
+}
+
+/* A separate answer is to come on @p s: it is sent without a datagram read
+ * first, so the session keeps its record buffers until then. */
+static void sess_busy(coap_session_t *s)
+{
+	struct sess_data *sd = coap_session_get_app_data(s);
+
+	if (sd)
+		sd->busy++;
+}
+
+static uint64_t fixed_ms(coap_fixed_point_t f)
+{
+	return (uint64_t)f.integer_part * 1000 + f.fractional_part;
+}
+
+/* The separate answer went out (a CON): libcoap may resend it without a
+ * read for MAX_TRANSMIT_SPAN (RFC 7252 4.8.2) of the session's parameters. */
+static void sess_answered(coap_session_t *s)
+{
+	struct sess_data *sd = coap_session_get_app_data(s);
+
+	if (!sd)
+		return;
+	if (sd->busy)
+		sd->busy--;
+	uint64_t span = fixed_ms(coap_session_get_ack_timeout(s)) *
+			((1u << coap_session_get_max_retransmit(s)) - 1) *
+			fixed_ms(coap_session_get_ack_random_factor(s)) / 1000;
+	sd->last_ms = mono_ms();
+	sd->quiet_ms = sd->last_ms + span + SWEEP_MS;
+}
+
+/* Every SWEEP_MS: a session without a request for IDLE_RELEASE_MS and with
+ * no separate answer to send or resend gives its DTLS record buffers back
+ * (two of about 13 KB with OpenSSL 3.0; made again with its next datagram;
+ * J2). Then the heap is trimmed so glibc returns the freed pages. */
+static void sweep(evutil_socket_t fd, short what, void *arg)
+{
+	struct coap_server *srv = arg;
+	uint64_t now = mono_ms();
+	coap_tls_library_t lib;
+	unsigned n = 0;
+
+	(void)fd;
+	(void)what;
+	for (struct sess_data *sd = srv->sessions; sd; sd = sd->next) {
+		if (sd->released || sd->busy || now < sd->quiet_ms ||
+		    now - sd->last_ms < IDLE_RELEASE_MS)
+			continue;
+		if (estgw_dtls_idle(coap_session_get_tls(sd->session, &lib)) == 1) {
+			sd->released = 1;
+			n++;
+		}
+	}
+	srv->released += n;
+	if (n)
+		log_debug("dtls", "record buffers of %u idle sessions released", n);
+	/* trim after a batch, or once releasing stops: not on every tick */
+	if (srv->released < TRIM_AFTER && (!srv->released || n))
+		return;
+#ifdef __GLIBC__
+	malloc_trim(0);
+	log_debug("dtls", "heap trimmed (%u sessions released before)", srv->released);
+#endif
+	srv->released = 0;
 }
 
 static int on_event(coap_session_t *s, const coap_event_t ev)
@@ -674,6 +771,7 @@ static int park(struct coap_server *srv, coap_session_t *s,
 	if (!p->async)
 		return -ENOMEM;
 	coap_async_set_app_data(p->async, p);
+	sess_busy(s);
 	p->srv = srv;
 	p->start = ri->start;
 	p->bc = ri->bc;
@@ -698,6 +796,7 @@ static void answer_pending(coap_session_t *s, const coap_pdu_t *req,
 	}
 	uint8_t code = p->out.resp.code;
 	answer_final(srv_of(s), s, req, resp, &p->bc, &p->out.resp);
+	sess_answered(s);
 	log_request(p->client, method, p->path, p->out.upstream_status,
 		    p->out.note, code, ms_since(&p->start));
 	est_coap_resp_free(&p->out.resp);
@@ -963,6 +1062,10 @@ struct coap_server *coap_server_new(struct event_base *base,
 			    EV_READ | EV_PERSIST, on_coap_io, srv);
 	if (!srv->ev || event_add(srv->ev, NULL) != 0)
 		goto fail;
+	const struct timeval tick = { SWEEP_MS / 1000, (SWEEP_MS % 1000) * 1000 };
+	srv->sweep = event_new(base, -1, EV_PERSIST, sweep, srv);
+	if (!srv->sweep || event_add(srv->sweep, &tick) != 0)
+		goto fail;
 	return srv;
 fail:
 	coap_server_free(srv);
@@ -975,6 +1078,8 @@ void coap_server_free(struct coap_server *srv)
 		return;
 	if (srv->ev)
 		event_free(srv->ev);
+	if (srv->sweep)
+		event_free(srv->sweep);
 	while (srv->pendings) {
 		struct pending *p = srv->pendings;
 		pipeline_cancel(&p->job);
