@@ -65,7 +65,7 @@ struct blk_ctx {
 struct sess_data {
 	struct coap_server *srv;
 	coap_session_t *session;
-	char client[CLIENT_MAX];
+	char *client;               /* subject, its own length (not CLIENT_MAX) */
 	struct pl_client id;        /* who the peer is, for the pipeline */
 	struct bw_session bw;       /* Block1 bodies and kept answers */
 	uint8_t *cert;              /* client certificate DER, for policy and cBRSKI */
@@ -377,6 +377,7 @@ static void sess_free(struct sess_data *sd)
 	if (sd->next)
 		sd->next->prev = sd->prev;
 	coap_session_set_app_data(sd->session, NULL);
+	free(sd->client);
 	free(sd->cert);
 	free(sd);
 }
@@ -384,13 +385,17 @@ static void sess_free(struct sess_data *sd)
 /* Who the peer is, once per session: subject, certificate, its kind and
  * expiry for the policy (G2, G3) and its cBRSKI manufacturer line (H2), all
  * from the verifier that accepted the handshake. */
-static void sess_identify(struct coap_server *srv, struct sess_data *sd,
-			  void *tls)
+static int sess_identify(struct coap_server *srv, struct sess_data *sd,
+			 void *tls)
 {
 	enum estgw_dtls_kind kind;
 	struct pl_client *id = &sd->id;
+	char client[CLIENT_MAX];
 
-	estgw_dtls_peer_subject(tls, sd->client, sizeof(sd->client));
+	estgw_dtls_peer_subject(tls, client, sizeof(client));
+	sd->client = strdup(client);
+	if (!sd->client)
+		return -ENOMEM;
 	if (estgw_dtls_peer_cert_der(tls, &sd->cert, &sd->cert_len) != 0)
 		sd->cert = NULL;
 	id->name = sd->client;
@@ -402,6 +407,7 @@ static void sess_identify(struct coap_server *srv, struct sess_data *sd,
 			   kind == ESTGW_DTLS_KIND_LDEVID ? ESTGW_CLIENT_LDEVID :
 							    ESTGW_CLIENT_OTHER;
 	id->mfr = estgw_dtls_peer_manufacturer(srv->dtls, tls);
+	return 0;
 }
 
 static struct sess_data *sess_get(struct coap_server *srv, coap_session_t *s)
@@ -421,7 +427,11 @@ static struct sess_data *sess_get(struct coap_server *srv, coap_session_t *s)
 	sd->srv = srv;
 	sd->session = s;
 	sd->last_ms = mono_ms();
-	sess_identify(srv, sd, coap_session_get_tls(s, &lib));
+	if (sess_identify(srv, sd, coap_session_get_tls(s, &lib)) != 0) {
+		free(sd->cert);
+		free(sd);
+		return NULL;
+	}
 	sd->next = srv->sessions;
 	if (srv->sessions)
 		srv->sessions->prev = sd;
