@@ -68,8 +68,6 @@ struct sess_data {
 	char *client;               /* subject, its own length (not CLIENT_MAX) */
 	struct pl_client id;        /* who the peer is, for the pipeline */
 	struct bw_session bw;       /* Block1 bodies and kept answers */
-	uint8_t *cert;              /* client certificate DER, for policy and cBRSKI */
-	size_t cert_len;
 	int counted; /* in the open-sessions gauge */
 	/* Idle sessions give their DTLS record buffers back (sweep()): */
 	uint64_t last_ms;     /* last request (or the handshake), monotonic */
@@ -113,6 +111,7 @@ struct req_info {
 	struct pl_request rq;
 	struct pl_client client;   /* the session's, with this request's tls-unique */
 	uint8_t tls_unique[TLS_UNIQUE_MAX];
+	uint8_t *cert;             /* the client certificate (DER) for this request */
 	char path[96];
 	char rkey[KEY_MAX];        /* the Block1 body: path, Request-Tag, Content-Format */
 	struct blk_ctx bc;
@@ -378,13 +377,13 @@ static void sess_free(struct sess_data *sd)
 		sd->next->prev = sd->prev;
 	coap_session_set_app_data(sd->session, NULL);
 	free(sd->client);
-	free(sd->cert);
 	free(sd);
 }
 
-/* Who the peer is, once per session: subject, certificate, its kind and
- * expiry for the policy (G2, G3) and its cBRSKI manufacturer line (H2), all
- * from the verifier that accepted the handshake. */
+/* Who the peer is, once per session: subject, its kind and expiry for the
+ * policy (G2, G3) and its cBRSKI manufacturer line (H2), all from the
+ * verifier that accepted the handshake. The certificate's DER is taken from
+ * OpenSSL's copy per request (read_request), not kept per idle session. */
 static int sess_identify(struct coap_server *srv, struct sess_data *sd,
 			 void *tls)
 {
@@ -392,16 +391,12 @@ static int sess_identify(struct coap_server *srv, struct sess_data *sd,
 	struct pl_client *id = &sd->id;
 	char client[CLIENT_MAX];
 
-	estgw_dtls_peer_subject(tls, client, sizeof(client));
+	/* G2: a certificate at all means the handshake verified it */
+	id->authenticated = estgw_dtls_peer_subject(tls, client, sizeof(client)) == 0;
 	sd->client = strdup(client);
 	if (!sd->client)
 		return -ENOMEM;
-	if (estgw_dtls_peer_cert_der(tls, &sd->cert, &sd->cert_len) != 0)
-		sd->cert = NULL;
 	id->name = sd->client;
-	id->authenticated = sd->cert != NULL; /* G2: the handshake verified it */
-	id->cert = sd->cert;
-	id->cert_len = sd->cert ? sd->cert_len : 0;
 	if (estgw_dtls_peer_kind(srv->dtls, tls, &kind, &id->cert_expired) == 0)
 		id->kind = kind == ESTGW_DTLS_KIND_IDEVID ? ESTGW_CLIENT_IDEVID :
 			   kind == ESTGW_DTLS_KIND_LDEVID ? ESTGW_CLIENT_LDEVID :
@@ -428,7 +423,6 @@ static struct sess_data *sess_get(struct coap_server *srv, coap_session_t *s)
 	sd->session = s;
 	sd->last_ms = mono_ms();
 	if (sess_identify(srv, sd, coap_session_get_tls(s, &lib)) != 0) {
-		free(sd->cert);
 		free(sd);
 		return NULL;
 	}
@@ -633,8 +627,15 @@ static void read_request(coap_session_t *s, const struct sess_data *sd,
 		     (uint64_t)ri->start.tv_nsec / 1000000;
 	ri->client = sd->id;
 	ri->client.session = coap_session_str(s);
-	if (estgw_dtls_tls_unique(coap_session_get_tls(s, &lib), ri->tls_unique,
-				  sizeof(ri->tls_unique), &ri->client.tls_unique_len) == 0)
+	void *tls = coap_session_get_tls(s, &lib);
+	/* used while the request is handled (policy, cBRSKI); freed after */
+	if (sd->id.authenticated &&
+	    estgw_dtls_peer_cert_der(tls, &ri->cert, &ri->client.cert_len) == 0)
+		ri->client.cert = ri->cert;
+	else
+		ri->client.authenticated = 0;
+	if (estgw_dtls_tls_unique(tls, ri->tls_unique, sizeof(ri->tls_unique),
+				  &ri->client.tls_unique_len) == 0)
 		ri->client.tls_unique = ri->tls_unique;
 	rq->client = &ri->client;
 	make_keys(req, ri);
@@ -866,15 +867,17 @@ static void hnd_request(coap_resource_t *r, coap_session_t *s,
 	}
 	read_request(s, sd, req, &ri);
 	if (block2_follow_up(srv, s, sd, req, &ri, resp))
-		return;
+		goto done;
 	if ((rc = pipeline_admit(srv->pl, &ri.rq, &route, &out)) != 0) {
 		answer_now(srv, s, req, resp, &ri, rc, &out);
-		return;
+		goto done;
 	}
 	if (!body_ready(srv, s, sd, req, &ri, resp, &body, &len, &owned))
-		return;
+		goto done;
 	dispatch(srv, s, req, resp, &ri, &route, body, len);
 	free(owned);
+done:
+	free(ri.cert);
 }
 
 /* ---- libcoap set-up ----------------------------------------------------- */
