@@ -480,10 +480,14 @@ static void sweep(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	for (struct sess_data *sd = srv->sessions; sd; sd = sd->next) {
-		if (sd->released || sd->busy || now < sd->quiet_ms ||
-		    now - sd->last_ms < IDLE_RELEASE_MS)
+		if (sd->busy || now < sd->quiet_ms || now - sd->last_ms < IDLE_RELEASE_MS)
 			continue;
-		if (estgw_dtls_idle(coap_session_get_tls(sd->session, &lib)) == 1) {
+		/* on every tick, also when released before: a datagram that was
+		 * no request for the handler (a CoAP ping, a duplicate libcoap
+		 * answered itself) had OpenSSL make the buffers again; when none
+		 * came this costs a few field checks */
+		if (estgw_dtls_idle(coap_session_get_tls(sd->session, &lib)) == 1 &&
+		    !sd->released) {
 			sd->released = 1;
 			n++;
 		}
