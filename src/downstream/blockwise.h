@@ -130,6 +130,11 @@ int bw_keep(struct bw_pool *pool, struct bw_session *s, const char *answer_key,
 const struct bw_answer *bw_find(struct bw_pool *pool, struct bw_session *s,
 				const char *answer_key, time_t now);
 
+/** Drop what of @p s is past the lifetime (bodies in progress, kept
+ *  answers), as every call above does first: for a session that sends no
+ *  more requests (coap_server.c's idle sweep; J2). */
+void bw_expire(struct bw_pool *pool, struct bw_session *s, time_t now);
+
 /** Free everything of @p s (session closed). */
 void bw_session_clear(struct bw_pool *pool, struct bw_session *s);
 

@@ -469,7 +469,8 @@ static void sess_answered(coap_session_t *s)
 /* Every SWEEP_MS: a session without a request for IDLE_RELEASE_MS and with
  * no separate answer to send or resend gives its DTLS record buffers back
  * (two of about 13 KB with OpenSSL 3.0; made again with its next datagram;
- * J2). Then the heap is trimmed so glibc returns the freed pages. */
+ * J2) and its block-wise state past REASM_LIFETIME. Then the heap is
+ * trimmed so glibc returns the freed pages. */
 static void sweep(evutil_socket_t fd, short what, void *arg)
 {
 	struct coap_server *srv = arg;
@@ -479,9 +480,14 @@ static void sweep(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	time_t wall = time(NULL);
+
 	for (struct sess_data *sd = srv->sessions; sd; sd = sd->next) {
 		if (sd->busy || now < sd->quiet_ms || now - sd->last_ms < IDLE_RELEASE_MS)
 			continue;
+		/* kept answers and bodies past their lifetime (247 s) go, also
+		 * for a session that never asks again */
+		bw_expire(&srv->bw, &sd->bw, wall);
 		/* on every tick, also when released before: a datagram that was
 		 * no request for the handler (a CoAP ping, a duplicate libcoap
 		 * answered itself) had OpenSSL make the buffers again; when none
@@ -492,6 +498,7 @@ static void sweep(evutil_socket_t fd, short what, void *arg)
 			n++;
 		}
 	}
+	gauge_sync(srv);
 	srv->released += n;
 	if (n)
 		log_debug("dtls", "record buffers of %u idle sessions released", n);

@@ -68,7 +68,7 @@ static size_t find_ranges(struct range *out, size_t max)
 	FILE *f = fopen("/proc/self/smaps", "re");
 	struct range cur = { 0, 0, 0 };
 	int droppable = 0, own = 0;
-	char line[512];
+	char line[4352]; /* a header line with the longest path (PATH_MAX) */
 	size_t n = 0;
 	unsigned long kb;
 

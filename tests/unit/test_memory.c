@@ -1,0 +1,132 @@
+/* test_memory.c - ops/memory.c: start-up pages given back, and only the
+ * pages that can be read again from their file. */
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "ops/memory.h"
+
+#define PAGES 16
+
+/* A temporary file of PAGES pages, page i filled with 'a' + i. */
+static int make_file(size_t page)
+{
+	char path[] = "/tmp/estgw-test-memory-XXXXXX";
+	int fd = mkstemp(path);
+	char *buf = malloc(page);
+
+	assert_true(fd >= 0);
+	assert_non_null(buf);
+	unlink(path);
+	for (int i = 0; i < PAGES; i++) {
+		memset(buf, 'a' + i, page);
+		assert_int_equal(write(fd, buf, page), (ssize_t)page);
+	}
+	free(buf);
+	return fd;
+}
+
+/* Pages of the mapping that starts at @p p in this process's page tables
+ * (its smaps Rss), read the test's own way. */
+static size_t resident(void *p, size_t page)
+{
+	FILE *f = fopen("/proc/self/smaps", "re");
+	unsigned long start, end, kb;
+	char line[4352], perms[8];
+	size_t n = 0;
+	int in = 0;
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx %7s ", &start, &end, perms) == 3)
+			in = start == (unsigned long)p;
+		else if (in && sscanf(line, "Rss: %lu kB", &kb) == 1)
+			n = kb * 1024 / page;
+	}
+	fclose(f);
+	return n;
+}
+
+/* A read-only private mapping of a file: its pages go, and come back with
+ * the file's bytes when read. */
+static void test_J2_readonly_file_pages_dropped_then_read_again(void **state)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	int fd = make_file(page);
+	volatile char *p = mmap(NULL, PAGES * page, PROT_READ, MAP_PRIVATE, fd, 0);
+	struct estgw_mem_settled m;
+	unsigned sum = 0;
+
+	(void)state;
+	assert_true(p != MAP_FAILED);
+	for (int i = 0; i < PAGES; i++)
+		sum += (unsigned char)p[i * page];
+	assert_int_equal(resident((void *)p, page), PAGES);
+	estgw_mem_settle(&m);
+	assert_true(m.pages_kb >= PAGES * page / 1024);
+	assert_int_equal(resident((void *)p, page), 0);
+	for (int i = 0; i < PAGES; i++)
+		assert_int_equal(p[i * page + page - 1], 'a' + i);
+	assert_true(sum > 0);
+	munmap((void *)p, PAGES * page);
+	close(fd);
+}
+
+/* A private mapping written once and made read-only (like a library's
+ * relocated data after RELRO) holds pages of its own: it is left alone. */
+static void test_J2_written_private_pages_kept(void **state)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	int fd = make_file(page);
+	char *p = mmap(NULL, PAGES * page, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+	char *w = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	(void)state;
+	assert_true(p != MAP_FAILED && w != MAP_FAILED);
+	for (int i = 0; i < PAGES; i++)
+		p[i * page] = 'X';
+	assert_int_equal(mprotect(p, PAGES * page, PROT_READ), 0);
+	memset(w, 'W', page); /* anonymous and writable: never a candidate */
+	estgw_mem_settle(NULL);
+	for (int i = 0; i < PAGES; i++) {
+		assert_int_equal(p[i * page], 'X');
+		assert_int_equal(p[i * page + 1], 'a' + i);
+	}
+	assert_int_equal(w[page - 1], 'W');
+	munmap(p, PAGES * page);
+	munmap(w, page);
+	close(fd);
+}
+
+/* The process goes on: library code dropped is read again when called. */
+static void test_J2_settle_then_libraries_still_work(void **state)
+{
+	struct estgw_mem_settled m;
+	char buf[64];
+
+	(void)state;
+	estgw_mem_settle(&m);
+	assert_true(m.rss_kb > 0);
+	snprintf(buf, sizeof(buf), "%d-%s", 42, "ok");
+	assert_string_equal(buf, "42-ok");
+	estgw_mem_settle(&m); /* twice in a row is fine */
+	assert_true(m.rss_kb > 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_J2_readonly_file_pages_dropped_then_read_again),
+		cmocka_unit_test(test_J2_written_private_pages_kept),
+		cmocka_unit_test(test_J2_settle_then_libraries_still_work),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
