@@ -62,15 +62,51 @@ static int parse_header(const char *line, struct range *r, int *droppable)
 	return 1;
 }
 
-/* Every droppable mapping with resident pages and none of its own. */
+/* The smaps fields of one mapping that decide (kB). */
+struct pages {
+	unsigned long rss, clean, own;
+};
+
+/* A mapping whose every resident page is a clean page of its file: Rss is
+ * all Shared_Clean + Private_Clean, and no page is anonymous (copied on
+ * write, also when swapped out), dirty or locked. An smaps that says nothing real (qemu-user
+ * prints 0 for every field) gives Rss 0: nothing is dropped there. */
+static int only_clean(const struct pages *p)
+{
+	return p->rss && p->clean == p->rss && !p->own;
+}
+
+static void add_field(const char *line, struct pages *p)
+{
+	/* Swap: a page of its own swapped out is in no other field, and
+	 * MADV_DONTNEED would drop it too */
+	static const char *const own[] = { "Anonymous:", "Swap:", "Locked:",
+					    "Shared_Dirty:", "Private_Dirty:" };
+	unsigned long kb;
+	const char *v = strchr(line, ':');
+
+	if (!v || sscanf(v + 1, "%lu", &kb) != 1)
+		return;
+	if (strncmp(line, "Rss:", 4) == 0)
+		p->rss = kb;
+	else if (strncmp(line, "Shared_Clean:", 13) == 0 ||
+		 strncmp(line, "Private_Clean:", 14) == 0)
+		p->clean += kb;
+	else
+		for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+			if (strncmp(line, own[i], strlen(own[i])) == 0)
+				p->own += kb;
+}
+
+/* Every droppable mapping with only clean pages of its file resident. */
 static size_t find_ranges(struct range *out, size_t max)
 {
 	FILE *f = fopen("/proc/self/smaps", "re");
 	struct range cur = { 0, 0, 0 };
-	int droppable = 0, own = 0;
+	struct pages pg = { 0, 0, 0 };
 	char line[4352]; /* a header line with the longest path (PATH_MAX) */
+	int droppable = 0;
 	size_t n = 0;
-	unsigned long kb;
 
 	if (!f)
 		return 0;
@@ -78,21 +114,22 @@ static size_t find_ranges(struct range *out, size_t max)
 		struct range next;
 		int d;
 
-		if (parse_header(line, &next, &d)) {
-			if (droppable && !own && cur.rss_kb && n < max)
-				out[n++] = cur;
-			cur = next;
-			droppable = d;
-			own = 0;
-		} else if (sscanf(line, "Rss: %lu kB", &kb) == 1) {
-			cur.rss_kb = kb;
-		} else if (sscanf(line, "Anonymous: %lu kB", &kb) == 1 ||
-			   sscanf(line, "Locked: %lu kB", &kb) == 1) {
-			own |= kb != 0;
+		if (!parse_header(line, &next, &d)) {
+			add_field(line, &pg);
+			continue;
 		}
+		if (droppable && only_clean(&pg) && n < max) {
+			cur.rss_kb = pg.rss;
+			out[n++] = cur;
+		}
+		cur = next;
+		droppable = d;
+		pg = (struct pages){ 0, 0, 0 };
 	}
-	if (droppable && !own && cur.rss_kb && n < max)
+	if (droppable && only_clean(&pg) && n < max) {
+		cur.rss_kb = pg.rss;
 		out[n++] = cur;
+	}
 	fclose(f);
 	return n;
 }

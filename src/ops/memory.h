@@ -16,8 +16,9 @@ struct estgw_mem_settled {
  *  pages of read-only file mappings (library code and constant data) that
  *  start-up touched: the dynamic linker's symbol lookups and relocations,
  *  library constructors, configuration parsing. Only mappings that are
- *  private, not writable and hold no page of their own (smaps "Anonymous:
- *  0") are dropped, so nothing is lost: such a page is the file's page in
+ *  private, not writable and whose resident pages are all clean pages of
+ *  the file (smaps: Rss = Shared_Clean + Private_Clean; Anonymous, Swap,
+ *  dirty and locked 0) are dropped, so nothing is lost: such a page is the file's page in
  *  the page cache, which the kernel may also unmap at any time under memory
  *  pressure; what the gateway uses later comes back from the page cache on
  *  its first access (a minor fault, no disk read while the file is cached).
