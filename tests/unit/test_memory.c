@@ -88,7 +88,7 @@ static int dontneed_works(int fd, size_t page)
 
 /* A read-only private mapping of a file: its pages go, and come back with
  * the file's bytes when read. */
-static void test_J2_readonly_file_pages_dropped_then_read_again(void **state)
+static void test_readonly_file_pages_dropped_then_read_again(void **state)
 {
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
 	int fd = make_file(page);
@@ -123,7 +123,7 @@ static void test_J2_readonly_file_pages_dropped_then_read_again(void **state)
 
 /* A private mapping written once and made read-only (like a library's
  * relocated data after RELRO) holds pages of its own: it is left alone. */
-static void test_J2_written_private_pages_kept(void **state)
+static void test_written_private_pages_kept(void **state)
 {
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
 	int fd = make_file(page);
@@ -148,7 +148,7 @@ static void test_J2_written_private_pages_kept(void **state)
 }
 
 /* The process goes on: library code dropped is read again when called. */
-static void test_J2_settle_then_libraries_still_work(void **state)
+static void test_settle_then_libraries_still_work(void **state)
 {
 	struct estgw_mem_settled m;
 	char buf[64];
@@ -165,9 +165,9 @@ static void test_J2_settle_then_libraries_still_work(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_J2_readonly_file_pages_dropped_then_read_again),
-		cmocka_unit_test(test_J2_written_private_pages_kept),
-		cmocka_unit_test(test_J2_settle_then_libraries_still_work),
+		cmocka_unit_test(test_readonly_file_pages_dropped_then_read_again),
+		cmocka_unit_test(test_written_private_pages_kept),
+		cmocka_unit_test(test_settle_then_libraries_still_work),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
