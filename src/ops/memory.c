@@ -9,24 +9,25 @@
  * are dropped from estgw's page tables (see memory.h for the rule that makes
  * it safe) and the pages that serve requests come back as they are used.
  * docs/performance.md "Memory budget" has the figures.
+ *
+ * Where the read-only segments are comes from the dynamic linker
+ * (dl_iterate_phdr), not from /proc/self/maps: under qemu-user that file is
+ * made up and once showed a library's RELRO page inside its code.
  */
 #include "ops/memory.h"
 
-#include <errno.h>
+#include <elf.h>
+#include <link.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
-
-#define MAX_RANGES 1024
-
-struct range {
-	unsigned long start, end;
-	size_t rss_kb;
-};
 
 /* The kB of a "/proc/self/status" line such as "VmRSS:" (-1: unknown). */
 static long status_kb(const char *key)
@@ -47,111 +48,65 @@ static long status_kb(const char *key)
 	return kb;
 }
 
-/* A smaps mapping header: "start-end perms offset dev inode [path]". */
-static int parse_header(const char *line, struct range *r, int *droppable)
+/* Whole pages inside [from, to): a page shared with a neighbour is kept. */
+static void drop_pages(uintptr_t from, uintptr_t to, uintptr_t page)
 {
-	char perms[8];
-	unsigned long inode;
+	uintptr_t start = (from + page - 1) & ~(page - 1);
+	uintptr_t end = to & ~(page - 1);
 
-	if (sscanf(line, "%lx-%lx %7s %*s %*s %lu", &r->start, &r->end, perms,
-		   &inode) != 4)
+	if (end > start)
+		(void)madvise((void *)start, end - start, MADV_DONTNEED);
+}
+
+/* Each loaded object's segments that are never written: PT_LOAD without
+ * PF_W (code, constant data, symbol tables). The RELRO part of an object
+ * (written while relocating, then made read-only) lies in its writable
+ * PT_LOAD and is never touched; nor is the vDSO (no file behind it), nor an
+ * object with text relocations (its code was written). */
+static int drop_object(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	uintptr_t page = *(const uintptr_t *)arg;
+	const ElfW(Phdr) *ph = info->dlpi_phdr;
+
+	(void)size;
+	if ((uintptr_t)info->dlpi_addr == (uintptr_t)getauxval(AT_SYSINFO_EHDR) &&
+	    getauxval(AT_SYSINFO_EHDR) != 0)
 		return 0;
-	r->rss_kb = 0;
-	/* private, not writable, backed by a file (no [heap], [stack], [vdso]) */
-	*droppable = perms[1] != 'w' && perms[3] == 'p' && inode != 0;
-	return 1;
-}
-
-/* The smaps fields of one mapping that decide (kB). */
-struct pages {
-	unsigned long rss, clean, own;
-};
-
-/* A mapping whose every resident page is a clean page of its file: Rss is
- * all Shared_Clean + Private_Clean, and no page is anonymous (copied on
- * write, also when swapped out), dirty or locked. An smaps that says nothing real (qemu-user
- * prints 0 for every field) gives Rss 0: nothing is dropped there. */
-static int only_clean(const struct pages *p)
-{
-	return p->rss && p->clean == p->rss && !p->own;
-}
-
-static void add_field(const char *line, struct pages *p)
-{
-	/* Swap: a page of its own swapped out is in no other field, and
-	 * MADV_DONTNEED would drop it too */
-	static const char *const own[] = { "Anonymous:", "Swap:", "Locked:",
-					    "Shared_Dirty:", "Private_Dirty:" };
-	unsigned long kb;
-	const char *v = strchr(line, ':');
-
-	if (!v || sscanf(v + 1, "%lu", &kb) != 1)
-		return;
-	if (strncmp(line, "Rss:", 4) == 0)
-		p->rss = kb;
-	else if (strncmp(line, "Shared_Clean:", 13) == 0 ||
-		 strncmp(line, "Private_Clean:", 14) == 0)
-		p->clean += kb;
-	else
-		for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
-			if (strncmp(line, own[i], strlen(own[i])) == 0)
-				p->own += kb;
-}
-
-/* Every droppable mapping with only clean pages of its file resident. */
-static size_t find_ranges(struct range *out, size_t max)
-{
-	FILE *f = fopen("/proc/self/smaps", "re");
-	struct range cur = { 0, 0, 0 };
-	struct pages pg = { 0, 0, 0 };
-	char line[4352]; /* a header line with the longest path (PATH_MAX) */
-	int droppable = 0;
-	size_t n = 0;
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f)) {
-		struct range next;
-		int d;
-
-		if (!parse_header(line, &next, &d)) {
-			add_field(line, &pg);
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		if (ph[i].p_type != PT_DYNAMIC)
 			continue;
-		}
-		if (droppable && only_clean(&pg) && n < max) {
-			cur.rss_kb = pg.rss;
-			out[n++] = cur;
-		}
-		cur = next;
-		droppable = d;
-		pg = (struct pages){ 0, 0, 0 };
+		for (const ElfW(Dyn) *d = (const void *)(info->dlpi_addr + ph[i].p_vaddr);
+		     d->d_tag != DT_NULL; d++)
+			if (d->d_tag == DT_TEXTREL ||
+			    (d->d_tag == DT_FLAGS && (d->d_un.d_val & DF_TEXTREL)))
+				return 0;
 	}
-	if (droppable && only_clean(&pg) && n < max) {
-		cur.rss_kb = pg.rss;
-		out[n++] = cur;
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		uintptr_t from = info->dlpi_addr + ph[i].p_vaddr;
+
+		if (ph[i].p_type == PT_LOAD && !(ph[i].p_flags & PF_W) && ph[i].p_memsz)
+			drop_pages(from, from + ph[i].p_memsz, page);
 	}
-	fclose(f);
-	return n;
+	return 0;
 }
 
 void estgw_mem_settle(struct estgw_mem_settled *out)
 {
-	static struct range r[MAX_RANGES];
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
 	long anon0 = status_kb("RssAnon:");
-	size_t n, dropped = 0;
 
 #ifdef __GLIBC__
 	malloc_trim(0);
 #endif
 	long anon1 = status_kb("RssAnon:");
-	n = find_ranges(r, MAX_RANGES);
-	for (size_t i = 0; i < n; i++)
-		if (madvise((void *)r[i].start, r[i].end - r[i].start, MADV_DONTNEED) == 0)
-			dropped += r[i].rss_kb;
+	long file0 = status_kb("RssFile:");
+	if (page > 0 && (page & (page - 1)) == 0)
+		dl_iterate_phdr(drop_object, &page);
 	if (!out)
 		return;
-	out->heap_kb = anon0 > anon1 && anon1 >= 0 ? (size_t)(anon0 - anon1) : 0;
-	out->pages_kb = dropped;
+	long file1 = status_kb("RssFile:");
 	long rss = status_kb("VmRSS:");
+	out->heap_kb = anon0 > anon1 && anon1 >= 0 ? (size_t)(anon0 - anon1) : 0;
+	out->pages_kb = file0 > file1 && file1 >= 0 ? (size_t)(file0 - file1) : 0;
 	out->rss_kb = rss > 0 ? (size_t)rss : 0;
 }
