@@ -48,30 +48,36 @@ static long status_kb(const char *key)
 	return kb;
 }
 
-/* Whole pages inside [from, to): a page shared with a neighbour is kept. */
-static void drop_pages(uintptr_t from, uintptr_t to, uintptr_t page)
-{
-	uintptr_t start = (from + page - 1) & ~(page - 1);
-	uintptr_t end = to & ~(page - 1);
+#define MAX_WRITABLE 8 /* writable PT_LOADs of one object (1 or 2 in practice) */
 
+struct span {
+	uintptr_t start, end;
+};
+
+/* [from, to) rounded out to whole pages, less every page a writable segment
+ * of the same object (@p w, @p nw, rounded out too) touches. */
+static void drop_pages(uintptr_t from, uintptr_t to, uintptr_t page,
+		       const struct span *w, size_t nw)
+{
+	uintptr_t start = from & ~(page - 1);
+	uintptr_t end = (to + page - 1) & ~(page - 1);
+
+	for (size_t i = 0; i < nw; i++) {
+		if (w[i].start >= end || w[i].end <= start)
+			continue;
+		if (w[i].start <= start)
+			start = w[i].end; /* it overlaps the head */
+		else
+			end = w[i].start; /* the tail, or the middle: keep the rest */
+	}
 	if (end > start)
 		(void)madvise((void *)start, end - start, MADV_DONTNEED);
 }
 
-/* Each loaded object's segments that are never written: PT_LOAD without
- * PF_W (code, constant data, symbol tables). The RELRO part of an object
- * (written while relocating, then made read-only) lies in its writable
- * PT_LOAD and is never touched; nor is the vDSO (no file behind it), nor an
- * object with text relocations (its code was written). */
-static int drop_object(struct dl_phdr_info *info, size_t size, void *arg)
+static int has_textrel(const struct dl_phdr_info *info)
 {
-	uintptr_t page = *(const uintptr_t *)arg;
 	const ElfW(Phdr) *ph = info->dlpi_phdr;
 
-	(void)size;
-	if ((uintptr_t)info->dlpi_addr == (uintptr_t)getauxval(AT_SYSINFO_EHDR) &&
-	    getauxval(AT_SYSINFO_EHDR) != 0)
-		return 0;
 	for (int i = 0; i < info->dlpi_phnum; i++) {
 		if (ph[i].p_type != PT_DYNAMIC)
 			continue;
@@ -79,13 +85,42 @@ static int drop_object(struct dl_phdr_info *info, size_t size, void *arg)
 		     d->d_tag != DT_NULL; d++)
 			if (d->d_tag == DT_TEXTREL ||
 			    (d->d_tag == DT_FLAGS && (d->d_un.d_val & DF_TEXTREL)))
-				return 0;
+				return 1;
+	}
+	return 0;
+}
+
+/* Each loaded object's segments that are never written: PT_LOAD without
+ * PF_W (code, constant data, symbol tables). The RELRO part of an object
+ * (written while relocating, then made read-only) lies in its writable
+ * PT_LOAD, whose pages are never touched; nor is the vDSO (no file behind
+ * it), nor an object with text relocations (its code was written). */
+static int drop_object(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	uintptr_t page = *(const uintptr_t *)arg;
+	const ElfW(Phdr) *ph = info->dlpi_phdr;
+	unsigned long vdso = getauxval(AT_SYSINFO_EHDR);
+	struct span w[MAX_WRITABLE];
+	size_t nw = 0;
+
+	(void)size;
+	if ((vdso && (uintptr_t)info->dlpi_addr == (uintptr_t)vdso) || has_textrel(info))
+		return 0;
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		uintptr_t from = info->dlpi_addr + ph[i].p_vaddr;
+
+		if (ph[i].p_type != PT_LOAD || !(ph[i].p_flags & PF_W))
+			continue;
+		if (nw == MAX_WRITABLE)
+			return 0; /* an odd object: leave it alone */
+		w[nw++] = (struct span){ from & ~(page - 1),
+					 (from + ph[i].p_memsz + page - 1) & ~(page - 1) };
 	}
 	for (int i = 0; i < info->dlpi_phnum; i++) {
 		uintptr_t from = info->dlpi_addr + ph[i].p_vaddr;
 
 		if (ph[i].p_type == PT_LOAD && !(ph[i].p_flags & PF_W) && ph[i].p_memsz)
-			drop_pages(from, from + ph[i].p_memsz, page);
+			drop_pages(from, from + ph[i].p_memsz, page, w, nw);
 	}
 	return 0;
 }
