@@ -46,6 +46,7 @@ struct proc_watch {
 	pid_t pid;
 	double cpu0, cpu1;     /* utime+stime seconds at start and end */
 	long rss0, rss_peak, rss1; /* kB */
+	long anon0;            /* kB of RssAnon at start: private memory, no library pages */
 };
 
 struct run {
@@ -66,6 +67,7 @@ struct run {
 	/* idle mode */
 	size_t idle_open;
 	long idle_rss_before[BENCH_MAX_PROCS], idle_rss_after[BENCH_MAX_PROCS];
+	long idle_anon_before[BENCH_MAX_PROCS], idle_anon_after[BENCH_MAX_PROCS];
 };
 
 double bench_now(void);
@@ -77,6 +79,9 @@ void procs_start(struct run *r);
 void procs_sample(struct run *r);
 void procs_stop(struct run *r);
 long proc_rss_kb(pid_t pid);
+/* RssAnon: the part of RSS that is the process's own (heap, stacks, written
+ * library data), without the pages of shared libraries and files. */
+long proc_anon_kb(pid_t pid);
 void run_report(struct run *r, const char *json_file);
 void run_free(struct run *r);
 

@@ -344,8 +344,10 @@ int coap_idle_run(struct run *r, struct device_set *set, const struct coap_targe
 	int rc = load_init(&ld, r, set, t, 1);
 
 	if (rc == 0) {
-		for (size_t i = 0; i < r->nprocs; i++)
+		for (size_t i = 0; i < r->nprocs; i++) {
 			r->idle_rss_before[i] = proc_rss_kb(r->procs[i].pid);
+			r->idle_anon_before[i] = proc_anon_kb(r->procs[i].pid);
+		}
 		procs_start(r);
 		drive(&ld);
 		release_done(&ld, ld.next); /* the failed ones */
@@ -353,8 +355,10 @@ int coap_idle_run(struct run *r, struct device_set *set, const struct coap_targe
 			coap_io_process(ld.ctx, 50);
 		procs_stop(r);
 		r->idle_open = r->ok;
-		for (size_t i = 0; i < r->nprocs; i++)
+		for (size_t i = 0; i < r->nprocs; i++) {
 			r->idle_rss_after[i] = proc_rss_kb(r->procs[i].pid);
+			r->idle_anon_after[i] = proc_anon_kb(r->procs[i].pid);
+		}
 	}
 	load_free(&ld);
 	return rc;

@@ -100,9 +100,11 @@ static double proc_cpu(pid_t pid)
 	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
-long proc_rss_kb(pid_t pid)
+/* The kB value of the /proc/PID/status line that starts with @p key. */
+static long status_kb(pid_t pid, const char *key)
 {
 	char path[64], line[256];
+	size_t klen = strlen(key);
 	long kb = -1;
 	FILE *f;
 
@@ -111,10 +113,22 @@ long proc_rss_kb(pid_t pid)
 	if (!f)
 		return -1;
 	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+		if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
+			kb = strtol(line + klen + 1, NULL, 10);
 			break;
+		}
 	fclose(f);
 	return kb;
+}
+
+long proc_rss_kb(pid_t pid)
+{
+	return status_kb(pid, "VmRSS");
+}
+
+long proc_anon_kb(pid_t pid)
+{
+	return status_kb(pid, "RssAnon");
 }
 
 void procs_start(struct run *r)
@@ -123,6 +137,7 @@ void procs_start(struct run *r)
 		struct proc_watch *w = &r->procs[i];
 		w->cpu0 = proc_cpu(w->pid);
 		w->rss0 = w->rss_peak = proc_rss_kb(w->pid);
+		w->anon0 = proc_anon_kb(w->pid);
 	}
 	r->self_cpu = bench_self_cpu();
 	r->t0 = bench_now();
@@ -177,8 +192,10 @@ static void report_text(struct run *r)
 		       r->ok ? (w->cpu1 - w->cpu0) * 1e3 / (double)r->ok : 0.0,
 		       w->rss0, w->rss_peak, w->rss1);
 		if (r->idle_open)
-			printf("   %-8s idle: %zu sessions, RSS %ld -> %ld kB, %.1f KiB per session\n",
+			printf("   %-8s idle: %zu sessions, RSS %ld -> %ld kB (anon %ld -> %ld), "
+			       "%.1f KiB per session\n",
 			       w->name, r->idle_open, r->idle_rss_before[i], r->idle_rss_after[i],
+			       r->idle_anon_before[i], r->idle_anon_after[i],
 			       (double)(r->idle_rss_after[i] - r->idle_rss_before[i]) /
 				       (double)r->idle_open);
 	}
@@ -209,9 +226,12 @@ static void report_json(struct run *r, FILE *f)
 	for (size_t i = 0; i < r->nprocs; i++) {
 		struct proc_watch *w = &r->procs[i];
 		fprintf(f, "%s\"%s\": {\"cpu_s\": %.4f, \"rss0_kb\": %ld, \"rss_peak_kb\": %ld, "
-			   "\"rss1_kb\": %ld, \"idle_rss_before_kb\": %ld, \"idle_rss_after_kb\": %ld}",
+			   "\"rss1_kb\": %ld, \"anon0_kb\": %ld, \"idle_rss_before_kb\": %ld, "
+			   "\"idle_rss_after_kb\": %ld, \"idle_anon_before_kb\": %ld, "
+			   "\"idle_anon_after_kb\": %ld}",
 			i ? ", " : "", w->name, w->cpu1 - w->cpu0, w->rss0, w->rss_peak, w->rss1,
-			r->idle_rss_before[i], r->idle_rss_after[i]);
+			w->anon0, r->idle_rss_before[i], r->idle_rss_after[i],
+			r->idle_anon_before[i], r->idle_anon_after[i]);
 	}
 	fprintf(f, "}}\n");
 }

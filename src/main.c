@@ -26,6 +26,7 @@
 #include "estgw/config.h"
 #include "estgw/log.h"
 #include "estgw_build.h"
+#include "ops/memory.h"
 #include "ops/metrics.h"
 #include "pki/pki.h"
 #include "core/proxy.h"
@@ -264,6 +265,17 @@ static void log_kept(const struct kept_keys *kk, const char *path)
 			 "value stays", path, kk->k[i].line, kk->k[i].section, kk->k[i].key);
 }
 
+/** The heap's free pages and the clean library pages start-up (or a reload)
+ *  touched go back to the system (ops/memory.c). */
+static void settle_memory(const char *after)
+{
+	struct estgw_mem_settled m;
+
+	estgw_mem_settle(&m);
+	log_info("main", "memory after %s: %zu kB of heap and %zu kB of library "
+		 "pages given back, RSS %zu kB", after, m.heap_kb, m.pages_kb, m.rss_kb);
+}
+
 /** SIGHUP: read everything again; on any error keep the running config. */
 static void reload(struct gateway *gw)
 {
@@ -314,6 +326,7 @@ static void reload(struct gateway *gw)
 	print_warnings(warn, "reload");
 	metrics_reload(1);
 	log_info("reload", "configuration reloaded from %s", gw->cfg->path);
+	settle_memory("reload");
 	notify("READY=1");
 }
 
@@ -540,6 +553,7 @@ int main(int argc, char **argv)
 	print_warnings(warn, "config");
 	switch (start(&gw)) {
 	case 0:
+		settle_memory("start-up");
 		log_info("main", "estgw %s ready, upstream %s", ESTGW_VERSION,
 			 gw.cfg->upstream.url);
 		notify("READY=1");

@@ -559,6 +559,11 @@ const struct bw_answer *bw_find(struct bw_pool *pool, struct bw_session *s,
 	return k ? &k->a : NULL;
 }
 
+void bw_expire_session(struct bw_pool *pool, struct bw_session *s, time_t now)
+{
+	expire(pool, s, now);
+}
+
 void bw_session_clear(struct bw_pool *pool, struct bw_session *s)
 {
 	while (s->xfers)

@@ -150,6 +150,11 @@ void bw_expire(struct bw_pool *pool, time_t now);
 /** Bodies in progress held by @p owner (all its sessions). */
 size_t bw_owner_count(const struct bw_pool *pool, const char *owner);
 
+/** Drop what of @p s is past the lifetime (bodies in progress, kept
+ *  answers), as every call above does first: for a session that sends no
+ *  more requests (coap_server.c's idle sweep; J2). */
+void bw_expire_session(struct bw_pool *pool, struct bw_session *s, time_t now);
+
 /** Free everything of @p s (session closed). */
 void bw_session_clear(struct bw_pool *pool, struct bw_session *s);
 

@@ -27,6 +27,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include <coap3/coap.h>
 #include <event2/event.h>
@@ -52,6 +55,9 @@
 #define HS_TIMEOUT 10          /* seconds a handshake may stay half-open (L2) */
 #define PF_BUDGET 256          /* datagrams filtered per loop callback */
 #define PF_LOG_EVERY 10        /* seconds between pre-filter summary lines */
+#define SWEEP_MS 1000          /* how often idle sessions are looked at */
+#define IDLE_RELEASE_MS 2000   /* no request for this long: record buffers go */
+#define TRIM_AFTER 16          /* sessions released before the heap is trimmed */
 
 /* What the answer to a request needs from block-wise transfer (E5-E8). */
 struct blk_ctx {
@@ -67,13 +73,16 @@ struct blk_ctx {
 struct sess_data {
 	struct coap_server *srv;
 	coap_session_t *session;
-	char client[CLIENT_MAX];
+	char *client;               /* subject, its own length (not CLIENT_MAX) */
 	struct pl_client id;        /* who the peer is, for the pipeline */
 	struct bw_session bw;       /* Block1 bodies and kept answers */
-	uint8_t *cert;              /* client certificate DER, for policy and cBRSKI */
-	size_t cert_len;
 	char via[VIA_MAX];          /* "" direct; the join proxy and header (H6) */
 	int counted; /* in the open-sessions gauge */
+	/* Idle sessions give their DTLS record buffers back (sweep()): */
+	uint64_t last_ms;     /* last request (or the handshake), monotonic */
+	uint64_t quiet_ms;    /* a separate answer may be resent until then */
+	unsigned busy;        /* separate answers still to send */
+	int released;         /* record buffers given back since last_ms */
 	struct sess_data *prev, *next;
 };
 
@@ -110,6 +119,8 @@ struct coap_server {
 	size_t npf;
 	time_t pf_logged;
 	struct pf_stats pf_last;
+	struct event *sweep;   /* releases idle sessions' record buffers (J2) */
+	unsigned released;     /* sessions released since the last heap trim */
 };
 
 /* One request PDU as the pipeline and the block-wise glue see it. */
@@ -117,6 +128,7 @@ struct req_info {
 	struct pl_request rq;
 	struct pl_client client;   /* the session's, with this request's tls-unique */
 	uint8_t tls_unique[TLS_UNIQUE_MAX];
+	uint8_t *cert;             /* the client certificate (DER) for this request */
 	char path[96];
 	char local[48];            /* the session's local address, numeric */
 	const char *via;           /* sess_data.via */
@@ -357,10 +369,22 @@ static void answer_now(struct coap_server *srv, coap_session_t *s,
 
 /* ---- per-session state -------------------------------------------------- */
 
+static uint64_t mono_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
 static void sess_free(struct sess_data *sd)
 {
 	struct coap_server *srv = sd->srv;
+	coap_tls_library_t lib;
 
+	/* libcoap writes a close_notify when it frees the session, without a
+	 * datagram read first: the record buffers must be back (dtls.h) */
+	estgw_dtls_wake(coap_session_get_tls(sd->session, &lib));
 	bw_session_clear(&srv->bw, &sd->bw);
 	gauge_sync(srv);
 	if (sd->counted)
@@ -372,7 +396,7 @@ static void sess_free(struct sess_data *sd)
 	if (sd->next)
 		sd->next->prev = sd->prev;
 	coap_session_set_app_data(sd->session, NULL);
-	free(sd->cert);
+	free(sd->client);
 	free(sd);
 }
 
@@ -409,28 +433,30 @@ static void jpy_session_new(struct coap_server *srv, coap_session_t *s)
 		coap_session_set_mtu(s, jpy_pledge_mtu(p));
 }
 
-/* Who the peer is, once per session: subject, certificate, its kind and
- * expiry for the policy (G2, G3) and its cBRSKI manufacturer line (H2), all
- * from the verifier that accepted the handshake. */
-static void sess_identify(struct coap_server *srv, struct sess_data *sd,
-			  void *tls)
+/* Who the peer is, once per session: subject, its kind and expiry for the
+ * policy (G2, G3) and its cBRSKI manufacturer line (H2), all from the
+ * verifier that accepted the handshake. The certificate's DER is taken from
+ * OpenSSL's copy per request (read_request), not kept per idle session. */
+static int sess_identify(struct coap_server *srv, struct sess_data *sd,
+			 void *tls)
 {
 	enum estgw_dtls_kind kind;
 	struct pl_client *id = &sd->id;
+	char client[CLIENT_MAX];
 
-	estgw_dtls_peer_subject(tls, sd->client, sizeof(sd->client));
-	if (estgw_dtls_peer_cert_der(tls, &sd->cert, &sd->cert_len) != 0)
-		sd->cert = NULL;
+	/* G2: a certificate at all means the handshake verified it */
+	id->authenticated = estgw_dtls_peer_subject(tls, client, sizeof(client)) == 0;
+	sd->client = strdup(client);
+	if (!sd->client)
+		return -ENOMEM;
 	id->name = sd->client;
-	id->authenticated = sd->cert != NULL; /* G2: the handshake verified it */
-	id->cert = sd->cert;
-	id->cert_len = sd->cert ? sd->cert_len : 0;
 	if (estgw_dtls_peer_kind(srv->dtls, tls, &kind, &id->cert_expired) == 0)
 		id->kind = kind == ESTGW_DTLS_KIND_IDEVID ? ESTGW_CLIENT_IDEVID :
 			   kind == ESTGW_DTLS_KIND_LDEVID ? ESTGW_CLIENT_LDEVID :
 							    ESTGW_CLIENT_OTHER;
 	id->mfr = estgw_dtls_peer_manufacturer(srv->dtls, tls);
 	jpy_name(srv, sd->session, sd->via, sizeof(sd->via));
+	return 0;
 }
 
 static struct sess_data *sess_get(struct coap_server *srv, coap_session_t *s)
@@ -438,14 +464,22 @@ static struct sess_data *sess_get(struct coap_server *srv, coap_session_t *s)
 	struct sess_data *sd = coap_session_get_app_data(s);
 	coap_tls_library_t lib;
 
-	if (sd)
+	if (sd) {
+		/* a request: reading it gave the session its buffers back */
+		sd->last_ms = mono_ms();
+		sd->released = 0;
 		return sd;
+	}
 	sd = calloc(1, sizeof(*sd));
 	if (!sd)
 		return NULL;
 	sd->srv = srv;
 	sd->session = s;
-	sess_identify(srv, sd, coap_session_get_tls(s, &lib));
+	sd->last_ms = mono_ms();
+	if (sess_identify(srv, sd, coap_session_get_tls(s, &lib)) != 0) {
+		free(sd);
+		return NULL;
+	}
 	sd->bw.owner = sd->client; /* reassembly counted per identity (E4) */
 	sd->next = srv->sessions;
 	if (srv->sessions)
@@ -617,6 +651,84 @@ static void pf_setup(struct coap_server *srv, int nctx)
 			 lim.per_address, lim.timeout);
 }
 
+/* A separate answer is to come on @p s: it is sent without a datagram read
+ * first, so the session keeps its record buffers until then. */
+static void sess_busy(coap_session_t *s)
+{
+	struct sess_data *sd = coap_session_get_app_data(s);
+
+	if (sd)
+		sd->busy++;
+}
+
+static uint64_t fixed_ms(coap_fixed_point_t f)
+{
+	return (uint64_t)f.integer_part * 1000 + f.fractional_part;
+}
+
+/* The separate answer went out (a CON): libcoap may resend it without a
+ * read for MAX_TRANSMIT_SPAN (RFC 7252 4.8.2) of the session's parameters. */
+static void sess_answered(coap_session_t *s)
+{
+	struct sess_data *sd = coap_session_get_app_data(s);
+
+	if (!sd)
+		return;
+	if (sd->busy)
+		sd->busy--;
+	uint64_t span = fixed_ms(coap_session_get_ack_timeout(s)) *
+			((1u << coap_session_get_max_retransmit(s)) - 1) *
+			fixed_ms(coap_session_get_ack_random_factor(s)) / 1000;
+	sd->last_ms = mono_ms();
+	sd->quiet_ms = sd->last_ms + span + SWEEP_MS;
+}
+
+/* Every SWEEP_MS: a session without a request for IDLE_RELEASE_MS and with
+ * no separate answer to send or resend gives its DTLS record buffers back
+ * (two of about 13 KB with OpenSSL 3.0; made again with its next datagram;
+ * J2) and its block-wise state past REASM_LIFETIME. Then the heap is
+ * trimmed so glibc returns the freed pages. */
+static void sweep(evutil_socket_t fd, short what, void *arg)
+{
+	struct coap_server *srv = arg;
+	uint64_t now = mono_ms();
+	coap_tls_library_t lib;
+	unsigned n = 0;
+
+	(void)fd;
+	(void)what;
+	time_t wall = time(NULL);
+
+	for (struct sess_data *sd = srv->sessions; sd; sd = sd->next) {
+		if (sd->busy || now < sd->quiet_ms || now - sd->last_ms < IDLE_RELEASE_MS)
+			continue;
+		/* kept answers and bodies past their lifetime (247 s) go, also
+		 * for a session that never asks again */
+		bw_expire_session(&srv->bw, &sd->bw, wall);
+		/* on every tick, also when released before: a datagram that was
+		 * no request for the handler (a CoAP ping, a duplicate libcoap
+		 * answered itself) had OpenSSL make the buffers again; when none
+		 * came this costs a few field checks */
+		if (estgw_dtls_idle(coap_session_get_tls(sd->session, &lib)) == 1 &&
+		    !sd->released) {
+			sd->released = 1;
+			n++;
+		}
+	}
+	gauge_sync(srv);
+	srv->released += n;
+	if (n)
+		log_debug("dtls", "record buffers of %u idle sessions released", n);
+	/* trim after a batch, or once releasing stops: not on every tick */
+	if (srv->released < TRIM_AFTER && (!srv->released || n))
+		return;
+#ifdef __GLIBC__
+	malloc_trim(0);
+	log_debug("dtls", "heap trimmed (%u sessions released before)", srv->released);
+#endif
+	srv->released = 0;
+}
+
 static int on_event(coap_session_t *s, const coap_event_t ev)
 {
 	struct sess_data *sd;
@@ -766,8 +878,15 @@ static void read_request(coap_session_t *s, const struct sess_data *sd,
 	ri->via = sd->via;
 	local_text(s, ri->local, sizeof(ri->local));
 	rq->local_ip = ri->local;
-	if (estgw_dtls_tls_unique(coap_session_get_tls(s, &lib), ri->tls_unique,
-				  sizeof(ri->tls_unique), &ri->client.tls_unique_len) == 0)
+	void *tls = coap_session_get_tls(s, &lib);
+	/* used while the request is handled (policy, cBRSKI); freed after */
+	if (sd->id.authenticated &&
+	    estgw_dtls_peer_cert_der(tls, &ri->cert, &ri->client.cert_len) == 0)
+		ri->client.cert = ri->cert;
+	else
+		ri->client.authenticated = 0;
+	if (estgw_dtls_tls_unique(tls, ri->tls_unique, sizeof(ri->tls_unique),
+				  &ri->client.tls_unique_len) == 0)
 		ri->client.tls_unique = ri->tls_unique;
 	rq->client = &ri->client;
 	make_keys(req, ri);
@@ -914,6 +1033,7 @@ static int park(struct coap_server *srv, coap_session_t *s,
 	if (!p->async)
 		return -ENOMEM;
 	coap_async_set_app_data(p->async, p);
+	sess_busy(s);
 	p->srv = srv;
 	p->start = ri->start;
 	p->bc = ri->bc;
@@ -939,6 +1059,7 @@ static void answer_pending(coap_session_t *s, const coap_pdu_t *req,
 	}
 	uint8_t code = p->out.resp.code;
 	answer_final(srv_of(s), s, req, resp, &p->bc, &p->out.resp);
+	sess_answered(s);
 	log_request(p->client, p->via, method, p->path, p->out.upstream_status,
 		    p->out.note, code, ms_since(&p->start));
 	est_coap_resp_free(&p->out.resp);
@@ -998,15 +1119,17 @@ static void hnd_request(coap_resource_t *r, coap_session_t *s,
 	}
 	read_request(s, sd, req, &ri);
 	if (block2_follow_up(srv, s, sd, req, &ri, resp))
-		return;
+		goto done;
 	if ((rc = pipeline_admit(srv->pl, &ri.rq, &route, &out)) != 0) {
 		answer_now(srv, s, req, resp, &ri, rc, &out);
-		return;
+		goto done;
 	}
 	if (!body_ready(srv, s, sd, req, &ri, resp, &body, &len, &owned))
-		return;
+		goto done;
 	dispatch(srv, s, req, resp, &ri, &route, body, len);
 	free(owned);
+done:
+	free(ri.cert);
 }
 
 /* ---- libcoap set-up ----------------------------------------------------- */
@@ -1232,6 +1355,10 @@ struct coap_server *coap_server_new(struct event_base *base,
 		goto fail;
 	if (cfg->brski.jpy_listen.salen && !(srv->jpy = jpy_relay_new(base, cfg)))
 		goto fail; /* H6 */
+	const struct timeval tick = { SWEEP_MS / 1000, (SWEEP_MS % 1000) * 1000 };
+	srv->sweep = event_new(base, -1, EV_PERSIST, sweep, srv);
+	if (!srv->sweep || event_add(srv->sweep, &tick) != 0)
+		goto fail;
 	return srv;
 fail:
 	coap_server_free(srv);
@@ -1244,6 +1371,8 @@ void coap_server_free(struct coap_server *srv)
 		return;
 	if (srv->ev)
 		event_free(srv->ev);
+	if (srv->sweep)
+		event_free(srv->sweep);
 	while (srv->pendings) {
 		struct pending *p = srv->pendings;
 		pipeline_cancel(&p->job);

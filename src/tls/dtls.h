@@ -87,6 +87,16 @@ int estgw_dtls_peer_cert_der(void *tls, uint8_t **der, size_t *len);
 int estgw_dtls_tls_unique(void *tls, uint8_t *out, size_t outsize,
 			  size_t *len);
 
+/** An idle session's record buffers (OpenSSL 3.0 keeps two of about 13 KB per
+ *  DTLS connection) go back to the heap: 1 when they are not held any more
+ *  (also when they were gone already), 0 when they are in use or the library
+ *  cannot do it safely (OpenSSL before 3.0.14, 3.1.6, 3.2.2, 3.3.1:
+ *  CVE-2024-4741). OpenSSL makes them again when it reads the next datagram,
+ *  but not before a write: call estgw_dtls_wake() before anything may send on
+ *  the session without a datagram read first (the close_notify when the
+ *  session is freed). */
+int estgw_dtls_idle(void *tls);
+void estgw_dtls_wake(void *tls);
 
 /** The negotiated cipher suite name, for debug logs. */
 const char *estgw_dtls_cipher(void *tls);

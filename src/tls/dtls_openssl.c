@@ -50,6 +50,7 @@ struct estgw_dtls {
 	STACK_OF(X509_NAME) *ca_names;   /* CertificateRequest CA list */
 	X509_STORE *idevid; /* manufacturer CAs, or NULL */
 	X509_STORE *ldevid; /* EST CA certificates, or NULL */
+	const SSL_CTX *names_on; /* the SSL_CTX given ca_names, or NULL */
 	struct mfr_store *mfr; /* cBRSKI manufacturer bundles, in order */
 	size_t nmfr;
 	int allow_expired_idevid;
@@ -178,6 +179,7 @@ static int add_trust(struct estgw_dtls *d, const char *file)
 		log_err("dtls", "cannot load client trust from %s", file);
 		return -EINVAL;
 	}
+	d->names_on = NULL; /* the CTX gets the longer list again */
 	return 0;
 }
 
@@ -258,13 +260,23 @@ static int verify_expired_idevid(int ok, X509_STORE_CTX *ctx)
 }
 
 /* The CA names sent in CertificateRequest (libcoap sets them only when it
- * loads its PEM files itself). */
-static void set_ca_names(SSL *ssl, const STACK_OF(X509_NAME) *names)
+ * loads its PEM files itself), set once on libcoap's context-wide SSL_CTX:
+ * each connection uses the CTX's list by reference, where a list set per
+ * connection was a copy of every name for as long as the session lasted
+ * (about 0.6 KB per CA and session). A new struct estgw_dtls (reload) sets
+ * its own list on the CTX with its first handshake. */
+static void set_ca_names(struct estgw_dtls *d, SSL *ssl)
 {
-	STACK_OF(X509_NAME) *copy = SSL_dup_CA_list(names);
+	SSL_CTX *ctx = SSL_get_SSL_CTX(ssl);
+	STACK_OF(X509_NAME) *copy;
 
-	if (copy)
-		SSL_set_client_CA_list(ssl, copy);
+	if (!ctx || d->names_on == ctx)
+		return;
+	copy = SSL_dup_CA_list(d->ca_names);
+	if (!copy)
+		return;
+	SSL_CTX_set_client_CA_list(ctx, copy);
+	d->names_on = ctx;
 }
 
 /* A fatal alert during the handshake is a failed handshake; its
@@ -313,7 +325,7 @@ int estgw_dtls_setup_session(struct estgw_dtls *d, void *tls)
 		log_err("dtls", "cannot set the server chain and key");
 		return 0;
 	}
-	set_ca_names(ssl, d->ca_names);
+	set_ca_names(d, ssl);
 	return 1;
 }
 
@@ -438,6 +450,56 @@ int estgw_dtls_tls_unique(void *tls, uint8_t *out, size_t outsize, size_t *len)
 		return -EINVAL;
 	*len = n;
 	return 0;
+}
+
+/* ---- idle sessions: record buffers back (J2) ---------------------------- */
+
+/* SSL_free_buffers() could free a buffer still in use before these releases
+ * (CVE-2024-4741): one row per affected line, its first fixed release. */
+static const struct {
+	unsigned long line, fixed;
+} free_buffers_fixed[] = {
+	{ 0x30000000UL, 0x300000e0UL }, /* 3.0.14 */
+	{ 0x30100000UL, 0x30100060UL }, /* 3.1.6 */
+	{ 0x30200000UL, 0x30200020UL }, /* 3.2.2 */
+	{ 0x30300000UL, 0x30300010UL }, /* 3.3.1 */
+};
+
+static int free_buffers_safe(void)
+{
+	static int safe = -1;
+	unsigned long v = OpenSSL_version_num() & 0xfffffff0UL;
+
+	if (safe >= 0)
+		return safe;
+	safe = v >= 0x30400000UL; /* later lines never had the bug */
+	for (size_t i = 0; i < sizeof(free_buffers_fixed) / sizeof(free_buffers_fixed[0]); i++)
+		if ((v & 0xfff00000UL) == free_buffers_fixed[i].line)
+			safe = v >= free_buffers_fixed[i].fixed;
+	if (!safe)
+		log_info("dtls", "%s: idle sessions keep their record buffers "
+			 "(SSL_free_buffers needs 3.0.14 or later, CVE-2024-4741)",
+			 OpenSSL_version(OPENSSL_VERSION));
+	return safe;
+}
+
+int estgw_dtls_idle(void *tls)
+{
+	SSL *ssl = tls;
+
+	/* SSL_free_buffers refuses (0) while a record is half read or written;
+	 * it says 1 also when there was nothing to free, so ask for a pending
+	 * read first. */
+	if (!ssl || !free_buffers_safe() || SSL_in_init(ssl) || SSL_has_pending(ssl))
+		return 0;
+	return SSL_free_buffers(ssl);
+}
+
+void estgw_dtls_wake(void *tls)
+{
+	/* makes only what is missing */
+	if (tls && !SSL_alloc_buffers(tls))
+		ERR_clear_error();
 }
 
 const char *estgw_dtls_cipher(void *tls)

@@ -642,6 +642,27 @@ static void test_E6_find_by_key(void **state)
 	assert_int_equal(f->len, 12);
 }
 
+/* A session that sends nothing more: the idle sweep drops its kept answers
+ * and bodies in progress once past the lifetime, not before (J2). */
+static void test_J2_expire_idle_session(void **state)
+{
+	struct bw_answer a = answer("crts 281");
+	struct bw_out o;
+
+	assert_int_equal(bw_keep(&pool, &sess, "GET crts 281", NULL, &a, T0), 0);
+	feed_blk("POST sen", 0, 0, 40, T0, &o); /* a body in progress */
+	assert_int_equal(o.verdict, BW_MORE);
+	bw_expire_session(&pool, &sess, T0 + 247);
+	assert_int_equal(pool.kept, 1);
+	assert_int_equal(pool.count, 1);
+	bw_expire_session(&pool, &sess, T0 + 248);
+	assert_int_equal(pool.kept, 0);
+	assert_int_equal(pool.kept_bytes, 0);
+	assert_int_equal(pool.count, 0);
+	assert_int_equal(pool.bytes, 0);
+	assert_null(bw_find(&pool, &sess, "GET crts 281", T0 + 248));
+}
+
 static void test_etag_differs_per_body(void **state)
 {
 	struct bw_answer a = { .code = EST_CODE(2, 5), .cf = 281,
@@ -789,6 +810,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_E7_early_block2_in_block0_remembered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_E8_repeated_last_block_repeats_answer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_E6_find_by_key, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_J2_expire_idle_session, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_etag_differs_per_body, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keep_bounds, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_block2_whole_when_it_fits, setup, teardown),
