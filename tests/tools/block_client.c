@@ -205,29 +205,14 @@ static long now_ms(void)
 
 int main(int argc, char **argv)
 {
-	const char *cert = NULL, *key = NULL, *ca = NULL;
 	static char line[LINE_MAX_LEN];
-	int c;
+	struct test_args a;
 
-	while ((c = getopt(argc, argv, "c:k:C:")) != -1) {
-		switch (c) {
-		case 'c': cert = optarg; break;
-		case 'k': key = optarg; break;
-		case 'C': ca = optarg; break;
-		default: return 2;
-		}
-	}
-	if (optind + 1 != argc || !cert || !key || !ca) {
-		fprintf(stderr, "usage: block_client -c CERT -k KEY -C CAFILE coaps://HOST:PORT\n");
-		return 2;
-	}
-	coap_startup();
-	coap_set_log_level(LOG_WARNING);
-	coap_context_t *ctx = coap_new_context(NULL);
+	coap_context_t *ctx = test_tool_start(argc, argv, "block_client", &a);
 	if (!ctx)
 		return 2;
 	coap_register_response_handler(ctx, on_response);
-	coap_session_t *s = open_session(ctx, cert, key, ca, argv[optind]);
+	coap_session_t *s = open_session(ctx, a.cert, a.key, a.ca, a.uri);
 	if (!s) {
 		fprintf(stderr, "block_client: cannot open a session\n");
 		return 2;

@@ -2,6 +2,7 @@
 #include "dtls_client.h"
 
 #include <netdb.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -38,4 +39,28 @@ coap_session_t *test_dtls_open(coap_context_t *ctx, const char *cert,
 	pki.pki_key.key.pem.private_key = key;
 	pki.pki_key.key.pem.ca_file = ca;
 	return coap_new_client_session_pki(ctx, NULL, &dst, COAP_PROTO_DTLS, &pki);
+}
+
+coap_context_t *test_tool_start(int argc, char **argv, const char *prog,
+				struct test_args *a)
+{
+	int c;
+
+	memset(a, 0, sizeof(*a));
+	while ((c = getopt(argc, argv, "c:k:C:")) != -1) {
+		switch (c) {
+		case 'c': a->cert = optarg; break;
+		case 'k': a->key = optarg; break;
+		case 'C': a->ca = optarg; break;
+		default: return NULL;
+		}
+	}
+	if (optind + 1 != argc || !a->cert || !a->key || !a->ca) {
+		fprintf(stderr, "usage: %s -c CERT -k KEY -C CAFILE coaps://HOST:PORT\n", prog);
+		return NULL;
+	}
+	a->uri = argv[optind];
+	coap_startup();
+	coap_set_log_level(LOG_WARNING);
+	return coap_new_context(NULL);
 }

@@ -97,27 +97,12 @@ static void count(struct outcomes *o, const char *what)
 
 int main(int argc, char **argv)
 {
-	const char *cert = NULL, *key = NULL, *ca = NULL;
+	struct test_args a;
 	coap_session_t **held = NULL;
 	size_t nheld = 0;
 	char line[128];
-	int c;
 
-	while ((c = getopt(argc, argv, "c:k:C:")) != -1) {
-		switch (c) {
-		case 'c': cert = optarg; break;
-		case 'k': key = optarg; break;
-		case 'C': ca = optarg; break;
-		default: return 2;
-		}
-	}
-	if (optind + 1 != argc || !cert || !key || !ca) {
-		fprintf(stderr, "usage: session_holder -c CERT -k KEY -C CAFILE coaps://HOST:PORT\n");
-		return 2;
-	}
-	coap_startup();
-	coap_set_log_level(LOG_WARNING);
-	coap_context_t *ctx = coap_new_context(NULL);
+	coap_context_t *ctx = test_tool_start(argc, argv, "session_holder", &a);
 	if (!ctx)
 		return 2;
 	/* the Block2 answer (/crts) is fetched whole by libcoap */
@@ -140,8 +125,8 @@ int main(int argc, char **argv)
 		for (unsigned i = 0; i < n; i++) {
 			char outcome[16] = "session";
 			coap_uri_t uri;
-			coap_session_t *s = test_dtls_open(ctx, cert, key, ca,
-							   argv[optind], &uri);
+			coap_session_t *s = test_dtls_open(ctx, a.cert, a.key, a.ca,
+							   a.uri, &uri);
 			if (s) {
 				held[nheld++] = s;
 				get_crts(ctx, s, outcome, sizeof(outcome));
