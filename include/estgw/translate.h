@@ -84,6 +84,11 @@ int est_route_path(const struct est_slice *segs, size_t nseg,
 		   const char *const *roots, size_t nroots,
 		   struct est_route *out);
 
+/** 1 when the segments of @p root ("/a/b", empty segments skipped) are the
+ *  start of @p segs, with *used how many it took; else 0. */
+int est_root_match(const char *root, const struct est_slice *segs,
+		   size_t nseg, size_t *used);
+
 /** The option-level view of a CoAP request the checks need. */
 struct est_coap_req {
 	enum est_method method;

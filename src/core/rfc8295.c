@@ -143,26 +143,6 @@ static int is_word(const struct est_slice *s)
 	return est_op_lookup((const char *)s->ptr, s->len) != NULL;
 }
 
-static int root_match(const char *root, const struct est_slice *segs,
-		      size_t nseg, size_t *used)
-{
-	size_t n = 0, len;
-
-	for (;;) {
-		while (*root == '/')
-			root++;
-		if (!*root)
-			break;
-		len = strcspn(root, "/");
-		if (n == nseg || segs[n].len != len || memcmp(segs[n].ptr, root, len))
-			return 0;
-		root += len;
-		n++;
-	}
-	*used = n;
-	return 1;
-}
-
 /* What follows root[/label]: the operation, or -1. */
 static int op_of(const struct est_slice *s, size_t n)
 {
@@ -229,7 +209,7 @@ int est_x_route_path(const struct est_slice *segs, size_t nseg,
 		return -EINVAL;
 	memset(out, 0, sizeof(*out));
 	for (size_t i = 0; segs && roots && i < nroots; i++) {
-		if (!roots[i] || !root_match(roots[i], segs, nseg, &used))
+		if (!roots[i] || !est_root_match(roots[i], segs, nseg, &used))
 			continue;
 		if (route_rest(segs + used, nseg - used, used, out) == 0) {
 			out->root_index = i;

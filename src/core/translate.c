@@ -126,10 +126,8 @@ static int label_ok(const uint8_t *p, size_t len)
 	return est_op_lookup((const char *)p, len) == NULL;
 }
 
-/** Match the segments of @p root ("/a/b", empty segments skipped) against
- *  the start of @p segs; *used gets how many segments it took. */
-static int root_match(const char *root, const struct est_slice *segs,
-		      size_t nseg, size_t *used)
+int est_root_match(const char *root, const struct est_slice *segs,
+		   size_t nseg, size_t *used)
 {
 	size_t n = 0, len;
 
@@ -182,7 +180,7 @@ int est_route_path(const struct est_slice *segs, size_t nseg,
 	if (!segs || !roots)
 		return -ENOENT;
 	for (i = 0; i < nroots; i++) {
-		if (!roots[i] || !root_match(roots[i], segs, nseg, &used))
+		if (!roots[i] || !est_root_match(roots[i], segs, nseg, &used))
 			continue;
 		if (route_rest(segs + used, nseg - used, out) == 0) {
 			out->root_index = i;

@@ -220,6 +220,23 @@ class BrskiTest(StackTest):
         self.assertIn(r.code, (None, "2.xx"), r)
         self.assertRegex(self.s.log(), "POST " + path + r" upstream=\S+ code=2\.04")
 
+    def enroll_ldevid(self):
+        """The pledge enrolls its LDevID on its IDevID session (a new P-256 key,
+        /sen); the certificate's PEM file."""
+        d = self.s.dir
+        key = os.path.join(d, "ldevid.key")
+        subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-out", key], check=True, capture_output=True)
+        csr = subprocess.run(["openssl", "req", "-new", "-key", key, "-subj",
+                              "/CN=pledge-001/serialNumber=TEST0001", "-outform", "DER"],
+                             check=True, capture_output=True).stdout
+        r = self.s.pledge("/.well-known/est/sen", "pledge", csr, cf=286, accept=287)
+        self.assert_2xx(r, "/.well-known/est/sen")
+        ldev = os.path.join(d, "ldevid.crt")
+        with open(ldev, "wb") as f:
+            f.write(der_to_pem(r.payload))
+        return ldev
+
     def check_voucher(self, r, nonce, serial="TEST0001"):
         self.assert_2xx(r)
         prot, pmap, unprot, payload, sig, _ = cc.parse_sign1(r.payload)
@@ -611,20 +628,9 @@ class TestBrskiEnrolledEs(BrskiTest):
     stack_kwargs = {"ca": True}
 
     def test_H3_es_on_the_enrolled_ldevid_session(self):
-        d = self.s.dir
-        key = os.path.join(d, "ldevid.key")
-        subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
-                        "ec_paramgen_curve:P-256", "-out", key], check=True, capture_output=True)
-        csr = subprocess.run(["openssl", "req", "-new", "-key", key, "-subj",
-                              "/CN=pledge-001/serialNumber=TEST0001", "-outform", "DER"],
-                             check=True, capture_output=True).stdout
-        r = self.s.pledge("/.well-known/est/sen", "pledge", csr, cf=286, accept=287)
-        self.assert_2xx(r, "/.well-known/est/sen")
-        with open(os.path.join(d, "ldevid.crt"), "wb") as f:
-            f.write(der_to_pem(r.payload))
+        ldev = self.enroll_ldevid()
         ok = cc.dumps({"version": 1, "status": True})
-        r = self.s.pledge("/.well-known/brski/es", os.path.join(d, "ldevid.crt"), ok, cf=60,
-                          accept=None)
+        r = self.s.pledge("/.well-known/brski/es", ldev, ok, cf=60, accept=None)
         self.assert_2xx(r, "/.well-known/brski/es")
         self.assertRegex(self.s.log(), r'es serial="TEST0001" .*status=success .*'
                                        r'client_cert=enrolled-ldevid')

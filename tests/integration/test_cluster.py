@@ -23,21 +23,11 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (ESTGW, Stack, StackTest, certs_of_pkcs7_der, free_tcp_port,  # noqa: E402
+from harness import (ESTGW, Stack, StackTest, certs_of_pkcs7_der, free_tcp_port, new_csr,  # noqa: E402
                      main, pubkey_of_cert_der, pubkey_of_csr_der, wait_for)
 
 WK = "/.well-known/est"
 REDIS = shutil.which("redis-server")
-
-
-def new_csr(tmpdir, name):
-    """A fresh P-256 CSR (test side, openssl CLI) for the device's subject."""
-    key = os.path.join(tmpdir, name + ".key")
-    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                    "-nodes", "-keyout", key, "-subj", "/CN=device-001/serialNumber=SN001",
-                    "-outform", "DER", "-out", key + ".csr"], check=True, capture_output=True)
-    with open(key + ".csr", "rb") as f:
-        return f.read()
 
 
 class Resp:

@@ -21,7 +21,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import SRC, free_tcp_port, free_udp_port, read_text, wait_for  # noqa: E402
-from test_brski import (BrskiStack, BrskiTest, cc, der_to_pem, make_pvr,  # noqa: E402
+from test_brski import (BrskiStack, BrskiTest, cc, make_pvr,  # noqa: E402
                         metric)
 
 PROXY = os.path.join(SRC, "tests", "tools", "jpy_proxy.py")
@@ -126,18 +126,7 @@ class TestJpyFlow(JpyTest):
         self.assert_2xx(self.s.pledge("/.well-known/brski/vs", "pledge", ok, cf=60,
                                       accept=None), "/.well-known/brski/vs")
         # enroll: the policy sees the pledge's IDevID (its subject in the log line)
-        d = self.s.dir
-        key = os.path.join(d, "ldevid.key")
-        subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
-                        "ec_paramgen_curve:P-256", "-out", key], check=True, capture_output=True)
-        csr = subprocess.run(["openssl", "req", "-new", "-key", key, "-subj",
-                              "/CN=pledge-001/serialNumber=TEST0001", "-outform", "DER"],
-                             check=True, capture_output=True).stdout
-        r = self.s.pledge("/.well-known/est/sen", "pledge", csr, cf=286, accept=287)
-        self.assert_2xx(r, "/.well-known/est/sen")
-        ldev = os.path.join(d, "ldevid.crt")
-        with open(ldev, "wb") as f:
-            f.write(der_to_pem(r.payload))
+        ldev = self.enroll_ldevid()
         # a new DTLS session with the LDevID, still through the proxy: es, then crts
         self.assert_2xx(self.s.pledge("/.well-known/brski/es", ldev, ok, cf=60, accept=None),
                         "/.well-known/brski/es")
