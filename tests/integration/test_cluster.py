@@ -125,6 +125,17 @@ class RedisServer:
         return Resp(self.port)
 
 
+def redis_and_seal(d):
+    """A started RedisServer in @d and the instances' seal key file beside it."""
+    redis = RedisServer(d)
+    redis.start()
+    seal = os.path.join(d, "seal.key")
+    with open(seal, "wb") as f:
+        f.write(os.urandom(32))
+    os.chmod(seal, 0o600)
+    return redis, seal
+
+
 def cluster_conf(redis_port, node, seal, claim_ttl=2, metrics_port=None, extra=""):
     """The [cluster] (and [metrics]) part of an instance's file."""
     text = f"\n[cluster]\nredis = 127.0.0.1:{redis_port}\nnode = {node}\nseal_key = {seal}\n" \
@@ -149,12 +160,7 @@ class ClusterTest(unittest.TestCase):
         self.tmp = first.dir
         first.cleanup()
         os.makedirs(self.tmp, exist_ok=True)
-        self.redis = RedisServer(self.tmp)
-        self.redis.start()
-        self.seal = os.path.join(self.tmp, "seal.key")
-        with open(self.seal, "wb") as f:
-            f.write(os.urandom(32))
-        os.chmod(self.seal, 0o600)
+        self.redis, self.seal = redis_and_seal(self.tmp)
         self.metrics = {}
         for i, node in enumerate(self.nodes):
             mport = free_tcp_port()
@@ -387,12 +393,7 @@ class TestClusterBrski(unittest.TestCase):
     def conf(self, stack, node):
         if not self.tmp:  # one Redis and one seal key for both, in the first stack's dir
             self.tmp = stack.dir
-            self.redis = RedisServer(self.tmp)
-            self.redis.start()
-            self.seal = os.path.join(self.tmp, "seal.key")
-            with open(self.seal, "wb") as f:
-                f.write(os.urandom(32))
-            os.chmod(self.seal, 0o600)
+            self.redis, self.seal = redis_and_seal(self.tmp)
         return cluster_conf(self.redis.port, node, self.seal)
 
     def tearDown(self):
