@@ -47,7 +47,6 @@ struct xchg {
 	struct est_http_req req;
 	struct upstream_opts opts;
 	int has_opts;
-	int no_deadline;
 	int shared;           /* asks the store first (K1) */
 	int claimed;          /* this instance holds the store's claim */
 	struct store_op *sop; /* the store's answer pending (STORE) */
@@ -720,11 +719,6 @@ void xchg_set_opts(struct xchg *ex, const struct upstream_opts *o)
 	ex->has_opts = 1;
 }
 
-void xchg_no_deadline(struct xchg *ex)
-{
-	ex->no_deadline = 1;
-}
-
 void *xchg_data(const struct xchg *ex)
 {
 	return ex->data;
@@ -783,7 +777,7 @@ struct xchg_wait *xchg_wait(struct xchg *ex, int param, proxy_done_fn fn,
 	w = calloc(1, sizeof(*w));
 	if (!w)
 		return NULL;
-	if (ms && !ex->no_deadline) {
+	if (ms) {
 		struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
 		w->deadline = evtimer_new(e->base, on_deadline, w);
 		/* counted from now: libevent counts a timer from when its loop

@@ -179,9 +179,6 @@ struct xchg *xchg_new(struct xchg_engine *e, const uint8_t key[XCHG_KEY_LEN],
 struct est_http_req *xchg_request(struct xchg *ex);
 /** Per-exchange transport settings (copied; strings must outlive it). */
 void xchg_set_opts(struct xchg *ex, const struct upstream_opts *o);
-/** Its waiters have no answer_within deadline: they wait for the answer
- *  itself (one that is not kept, such as a private key, G7). */
-void xchg_no_deadline(struct xchg *ex);
 
 void *xchg_data(const struct xchg *ex);
 enum xchg_state xchg_state(const struct xchg *ex);

@@ -768,31 +768,6 @@ static void test_D2_max_age_clamped(void **state)
 	complete(&fx.up, 200, "x");
 }
 
-static void test_D2_no_deadline_waits_for_the_answer(void **state)
-{
-	uint8_t key[XCHG_KEY_LEN];
-	struct rec a = { 0 }, b = { 0 };
-	struct xchg *slow, *ex;
-
-	fx.lim.answer_within_ms = 20;
-	xchg_set_limits(fx.e, &fx.lim);
-	key_of(1, key);
-	slow = xchg_new(fx.e, key, NULL, "key-bearing");
-	assert_non_null(slow);
-	xchg_no_deadline(slow);
-	xchg_request(slow)->url = strdup("skg");
-	assert_int_equal(xchg_place(slow), 0);
-	wait_on(slow, 0, &a);
-	assert_int_equal(place(2, &ex), 0);
-	wait_on(ex, 0, &b);
-	loop_until_called(&b); /* the other one's deadline has passed */
-	assert_int_equal(a.calls, 0);
-	complete(&fx.up, 200, "key");
-	assert_int_equal(a.calls, 1);
-	assert_int_equal(a.code, EST_CODE(2, 4));
-	complete(&fx.up, 200, "x");
-}
-
 static void test_D2_cancel_before_deadline_no_call(void **state)
 {
 	struct rec a = { 0 }, b = { 0 };
@@ -1059,7 +1034,6 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_queue_of_65536_drains_without_recursion, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_D2_deadline_503_max_age_then_answer_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_D2_max_age_clamped, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_D2_no_deadline_waits_for_the_answer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_D2_kept_answer_with_extra, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_D2_cancel_before_deadline_no_call, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_K1b_claim_won_runs_locally_then_publishes, setup, teardown),
