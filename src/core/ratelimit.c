@@ -2,7 +2,9 @@
  *
  * Units: one request costs 60000 units; a bucket gains per_minute units per
  * millisecond and holds at most per_minute requests, so all arithmetic is
- * integer and exact.
+ * integer and exact. The table is a hash of names with a use list, so a
+ * request costs the same with 4 or 4096 clients tracked, and memory grows
+ * with the clients seen, not with the bound.
  */
 #include "core/ratelimit.h"
 
@@ -11,36 +13,57 @@
 #include <string.h>
 
 #define COST ESTGW_RATE_COST /* units per request: ms per minute */
-#define KEY_MAX 256
+#define KEY_MAX 256 /* a name is told apart by its first KEY_MAX - 1 bytes */
 
+/* One client's bucket: in a hash chain, and in the use list (most recent
+ * first), which gives the least recently used bucket when the table is
+ * full. Allocated when its client first comes, with its name. */
 struct bucket {
-	char key[KEY_MAX]; /* "" when the slot is free */
+	struct bucket *hnext;
+	struct bucket *prev, *next;
 	uint64_t units;
 	uint64_t last_ms;
+	uint32_t hash;
+	char key[];
 };
 
 struct estgw_rate {
 	uint32_t per_minute;
-	size_t n;
-	struct bucket *b;
+	size_t max, n;          /* buckets allowed, in use */
+	size_t mask;            /* hash heads - 1 */
+	struct bucket **head;
+	struct bucket *first, *last; /* the use list */
 };
+
+static uint32_t name_hash(const char *s, size_t n)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (uint8_t)s[i]) * 16777619u;
+	return h;
+}
 
 struct estgw_rate *estgw_rate_new(uint32_t per_minute, size_t max_clients)
 {
 	struct estgw_rate *r;
+	size_t heads = 16;
 
 	if (!per_minute || !max_clients)
 		return NULL;
+	while (heads < max_clients / 2 && heads < ((size_t)1 << 20))
+		heads <<= 1;
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return NULL;
-	r->b = calloc(max_clients, sizeof(*r->b));
-	if (!r->b) {
+	r->head = calloc(heads, sizeof(*r->head));
+	if (!r->head) {
 		free(r);
 		return NULL;
 	}
 	r->per_minute = per_minute;
-	r->n = max_clients;
+	r->max = max_clients;
+	r->mask = heads - 1;
 	return r;
 }
 
@@ -48,7 +71,11 @@ void estgw_rate_free(struct estgw_rate *r)
 {
 	if (!r)
 		return;
-	free(r->b);
+	for (struct bucket *b = r->first, *next; b; b = next) {
+		next = b->next;
+		free(b);
+	}
+	free(r->head);
 	free(r);
 }
 
@@ -59,38 +86,109 @@ void estgw_rate_set(struct estgw_rate *r, uint32_t per_minute)
 	if (!r || !per_minute)
 		return;
 	r->per_minute = per_minute;
-	for (size_t i = 0; i < r->n; i++)
-		if (r->b[i].units > cap)
-			r->b[i].units = cap;
+	for (struct bucket *b = r->first; b; b = b->next)
+		if (b->units > cap)
+			b->units = cap;
 }
 
-/** The client's bucket, or the least recently used one made new for it. */
+static void unlink_use(struct estgw_rate *r, struct bucket *b)
+{
+	if (b->prev)
+		b->prev->next = b->next;
+	else
+		r->first = b->next;
+	if (b->next)
+		b->next->prev = b->prev;
+	else
+		r->last = b->prev;
+}
+
+static void push_use(struct estgw_rate *r, struct bucket *b)
+{
+	b->prev = NULL;
+	b->next = r->first;
+	if (r->first)
+		r->first->prev = b;
+	else
+		r->last = b;
+	r->first = b;
+}
+
+static void unlink_hash(struct estgw_rate *r, struct bucket *b)
+{
+	for (struct bucket **pp = &r->head[b->hash & r->mask]; *pp; pp = &(*pp)->hnext)
+		if (*pp == b) {
+			*pp = b->hnext;
+			return;
+		}
+}
+
+/* The name a client is counted under: at most KEY_MAX - 1 bytes, "-" for
+ * none. */
+static const char *key_of(const char *client, size_t *len)
+{
+	if (!client || !*client)
+		client = "-";
+	*len = strnlen(client, KEY_MAX - 1);
+	return client;
+}
+
+static struct bucket *lookup(struct estgw_rate *r, const char *key, size_t len,
+			     uint32_t h)
+{
+	for (struct bucket *b = r->head[h & r->mask]; b; b = b->hnext)
+		if (b->hash == h && strncmp(b->key, key, len) == 0 && !b->key[len])
+			return b;
+	return NULL;
+}
+
+/** The client's bucket, made (full) for a new client; when the table is
+ *  full the least recently used bucket goes. NULL: out of memory. */
 static struct bucket *find(struct estgw_rate *r, const char *client,
 			   uint64_t now_ms)
 {
-	struct bucket *lru = &r->b[0];
+	size_t len;
+	const char *key = key_of(client, &len);
+	uint32_t h = name_hash(key, len);
+	struct bucket *b = lookup(r, key, len, h);
 
-	for (size_t i = 0; i < r->n; i++) {
-		struct bucket *b = &r->b[i];
-		if (b->key[0] && strncmp(b->key, client, KEY_MAX - 1) == 0)
-			return b;
-		if (!b->key[0] || (lru->key[0] && b->last_ms < lru->last_ms))
-			lru = b;
+	if (b) {
+		unlink_use(r, b);
+		push_use(r, b);
+		return b;
 	}
-	strncpy(lru->key, client, KEY_MAX - 1);
-	lru->key[KEY_MAX - 1] = '\0';
-	if (!lru->key[0])
-		lru->key[0] = '-';
-	lru->units = (uint64_t)r->per_minute * COST; /* a new client: full */
-	lru->last_ms = now_ms;
-	return lru;
+	if (r->n >= r->max && r->last) {
+		struct bucket *old = r->last;
+		unlink_use(r, old);
+		unlink_hash(r, old);
+		free(old);
+		r->n--;
+	}
+	b = malloc(sizeof(*b) + len + 1);
+	if (!b)
+		return NULL;
+	memcpy(b->key, key, len);
+	b->key[len] = '\0';
+	b->hash = h;
+	b->units = (uint64_t)r->per_minute * COST; /* a new client: full */
+	b->last_ms = now_ms;
+	b->hnext = r->head[h & r->mask];
+	r->head[h & r->mask] = b;
+	push_use(r, b);
+	r->n++;
+	return b;
 }
 
 int estgw_rate_take(struct estgw_rate *r, const char *client, uint64_t now_ms,
 		    uint32_t *retry_s)
 {
 	const uint64_t cap = (uint64_t)r->per_minute * COST;
-	struct bucket *b = find(r, client ? client : "-", now_ms);
+	struct bucket *b = find(r, client, now_ms);
+
+	if (!b) { /* out of memory: refused, as if over the limit */
+		*retry_s = 1;
+		return -EBUSY;
+	}
 
 	if (now_ms > b->last_ms) {
 		uint64_t dt = now_ms - b->last_ms;
@@ -114,14 +212,10 @@ int estgw_rate_take(struct estgw_rate *r, const char *client, uint64_t now_ms,
 void estgw_rate_sync(struct estgw_rate *r, const char *client, uint64_t units)
 {
 	const uint64_t cap = (uint64_t)r->per_minute * COST;
+	size_t len;
+	const char *key = key_of(client, &len);
+	struct bucket *b = lookup(r, key, len, name_hash(key, len));
 
-	if (!client || !*client)
-		client = "-";
-	for (size_t i = 0; i < r->n; i++) {
-		struct bucket *b = &r->b[i];
-		if (b->key[0] && strncmp(b->key, client, KEY_MAX - 1) == 0) {
-			b->units = units < cap ? units : cap;
-			return;
-		}
-	}
+	if (b)
+		b->units = units < cap ? units : cap;
 }

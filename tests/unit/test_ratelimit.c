@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "core/ratelimit.h"
@@ -64,6 +65,39 @@ static void test_table_full_reuses_oldest(void **state)
 	estgw_rate_free(r);
 }
 
+/* Many more clients than the table holds: each new one evicts the least
+ * recently used, a client used since keeps its state, and names are told
+ * apart by their first 255 bytes. */
+static void test_many_clients_lru(void **state)
+{
+	struct estgw_rate *r = estgw_rate_new(1, 64);
+	uint32_t retry;
+	char name[300];
+
+	for (int i = 0; i < 1000; i++) {
+		snprintf(name, sizeof(name), "CN=device-%d", i);
+		assert_int_equal(estgw_rate_take(r, name, 10, &retry), 0);
+		/* "CN=keep" is used between every new client: never evicted */
+		assert_int_equal(estgw_rate_take(r, "CN=keep", 10, &retry), i ? -EBUSY : 0);
+	}
+	/* the last 63 new ones are still tracked (spent), the first came back new */
+	assert_int_equal(estgw_rate_take(r, "CN=device-999", 11, &retry), -EBUSY);
+	assert_int_equal(estgw_rate_take(r, "CN=device-937", 11, &retry), -EBUSY);
+	assert_int_equal(estgw_rate_take(r, "CN=device-0", 11, &retry), 0);
+	memset(name, 'a', 299);
+	name[299] = '\0';
+	assert_int_equal(estgw_rate_take(r, name, 12, &retry), 0);
+	name[280] = 'b'; /* past the first 255 bytes: the same client */
+	assert_int_equal(estgw_rate_take(r, name, 12, &retry), -EBUSY);
+	name[100] = 'b';
+	assert_int_equal(estgw_rate_take(r, name, 12, &retry), 0);
+	/* a synced bucket takes the shared count; an unknown client is ignored */
+	estgw_rate_sync(r, "CN=device-0", 5 * ESTGW_RATE_COST);
+	assert_int_equal(estgw_rate_take(r, "CN=device-0", 12, &retry), 0);
+	estgw_rate_sync(r, "CN=nobody", 0);
+	estgw_rate_free(r);
+}
+
 /* A reload with a new rate_limit: spent requests stay spent, the burst is
  * cut to the new size, and the refill runs at the new rate. */
 static void test_set_new_limit(void **state)
@@ -107,6 +141,7 @@ int main(void)
 		cmocka_unit_test(test_refill_over_time),
 		cmocka_unit_test(test_table_full_reuses_oldest),
 		cmocka_unit_test(test_set_new_limit),
+		cmocka_unit_test(test_many_clients_lru),
 		cmocka_unit_test(test_bad_arguments),
 	};
 
