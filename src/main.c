@@ -22,6 +22,7 @@
 #include "core/brski.h"
 #include "downstream/coap_server.h"
 #include "tls/dtls.h"
+#include "tls/hs_trim.h"
 #include "tls/keylog.h"
 #include "estgw/config.h"
 #include "estgw/log.h"
@@ -533,6 +534,7 @@ int main(int argc, char **argv)
 	char warn[2048] = "";
 	int rc = 1;
 
+	estgw_hs_trim_init(); /* before anything makes OpenSSL allocate */
 	memset(&gw, 0, sizeof(gw));
 	gw.opt = &opt;
 	catch_signals_outside_loop();

@@ -694,6 +694,7 @@ static void sweep(evutil_socket_t fd, short what, void *arg)
 	uint64_t now = mono_ms();
 	coap_tls_library_t lib;
 	unsigned n = 0;
+	size_t trimmed = 0;
 
 	(void)fd;
 	(void)what;
@@ -709,8 +710,9 @@ static void sweep(evutil_socket_t fd, short what, void *arg)
 		 * no request for the handler (a CoAP ping, a duplicate libcoap
 		 * answered itself) had OpenSSL make the buffers again; when none
 		 * came this costs a few field checks */
-		if (estgw_dtls_idle(coap_session_get_tls(sd->session, &lib)) == 1 &&
-		    !sd->released) {
+		void *tls = coap_session_get_tls(sd->session, &lib);
+		if (estgw_dtls_idle(tls) == 1 && !sd->released) {
+			trimmed += (size_t)estgw_dtls_trim(tls); /* once per quiet spell */
 			sd->released = 1;
 			n++;
 		}
@@ -718,7 +720,8 @@ static void sweep(evutil_socket_t fd, short what, void *arg)
 	gauge_sync(srv);
 	srv->released += n;
 	if (n)
-		log_debug("dtls", "record buffers of %u idle sessions released", n);
+		log_debug("dtls", "record buffers of %u idle sessions released, "
+			  "%zu KiB of their handshake buffers given back", n, trimmed / 1024);
 	/* trim after a batch, or once releasing stops: not on every tick */
 	if (srv->released < TRIM_AFTER && (!srv->released || n))
 		return;

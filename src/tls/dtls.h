@@ -98,6 +98,12 @@ int estgw_dtls_tls_unique(void *tls, uint8_t *out, size_t outsize,
 int estgw_dtls_idle(void *tls);
 void estgw_dtls_wake(void *tls);
 
+/** An idle session's handshake buffer (16 KiB that OpenSSL keeps after a DTLS
+ *  handshake) given back to the kernel page by page (tls/hs_trim.c): the
+ *  bytes given back, 0 when nothing was. Once per quiet spell, after
+ *  estgw_dtls_idle() said 1. */
+int estgw_dtls_trim(void *tls);
+
 /** The negotiated cipher suite name, for debug logs. */
 const char *estgw_dtls_cipher(void *tls);
 

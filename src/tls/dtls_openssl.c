@@ -6,6 +6,7 @@
  * The key log is keylog.c's.
  */
 #include "tls/dtls.h"
+#include "tls/hs_trim.h"
 #include "tls/keylog.h"
 
 #include <ctype.h>
@@ -51,6 +52,7 @@ struct estgw_dtls {
 	X509_STORE *idevid; /* manufacturer CAs, or NULL */
 	X509_STORE *ldevid; /* EST CA certificates, or NULL */
 	const SSL_CTX *names_on; /* the SSL_CTX given ca_names, or NULL */
+	const SSL_CTX *ciphers_on; /* the SSL_CTX given cipher_list, or NULL */
 	struct mfr_store *mfr; /* cBRSKI manufacturer bundles, in order */
 	size_t nmfr;
 	int allow_expired_idevid;
@@ -279,6 +281,24 @@ static void set_ca_names(struct estgw_dtls *d, SSL *ssl)
 	d->names_on = ctx;
 }
 
+/* The cipher list once on libcoap's SSL_CTX, which every connection
+ * without a list of its own reads: a list set per connection costs two
+ * stacks (about 0.6 KB) for as long as the session lives. A connection that
+ * has a list of its own (not the CTX's) gets ours too. 1, or 0 on failure. */
+static int set_ciphers(struct estgw_dtls *d, SSL *ssl)
+{
+	SSL_CTX *ctx = SSL_get_SSL_CTX(ssl);
+
+	if (ctx && d->ciphers_on != ctx) {
+		if (!SSL_CTX_set_cipher_list(ctx, cipher_list))
+			return 0;
+		d->ciphers_on = ctx;
+	}
+	if (!ctx || SSL_get_ciphers(ssl) != SSL_CTX_get_ciphers(ctx))
+		return SSL_set_cipher_list(ssl, cipher_list);
+	return 1;
+}
+
 /* A fatal alert during the handshake is a failed handshake; its
  * description is the reason ("peer_" when the client sent it). */
 static void on_msg(int write_p, int version, int content_type, const void *buf,
@@ -307,10 +327,11 @@ int estgw_dtls_setup_session(struct estgw_dtls *d, void *tls)
 	/* libcoap's context-wide SSL_CTX; the master secret comes later in
 	 * this handshake, so it is logged. */
 	estgw_keylog_attach(SSL_get_SSL_CTX(ssl));
+	estgw_hs_trim_learn(ssl);
 	SSL_set_options(ssl, SSL_OP_CIPHER_SERVER_PREFERENCE);
 	SSL_set_msg_callback(ssl, on_msg);
 	if (!SSL_set_min_proto_version(ssl, DTLS1_2_VERSION) ||
-	    !SSL_set_cipher_list(ssl, cipher_list) ||
+	    !set_ciphers(d, ssl) ||
 	    !SSL_set1_groups_list(ssl, groups) ||
 	    !SSL_set_session_id_context(ssl, sid_ctx, sizeof(sid_ctx) - 1) ||
 	    !SSL_set1_verify_cert_store(ssl, d->trust)) {
@@ -493,6 +514,11 @@ int estgw_dtls_idle(void *tls)
 	if (!ssl || !free_buffers_safe() || SSL_in_init(ssl) || SSL_has_pending(ssl))
 		return 0;
 	return SSL_free_buffers(ssl);
+}
+
+int estgw_dtls_trim(void *tls)
+{
+	return estgw_hs_trim(tls);
 }
 
 void estgw_dtls_wake(void *tls)

@@ -32,6 +32,7 @@ SESSION_HOLDER = os.environ.get("SESSION_HOLDER", os.path.join(
 # "address" or "address,undefined" in sanitized builds: RSS says nothing there
 SANITIZED = os.environ.get("ESTGW_SANITIZE", "none") != "none"
 RELEASED = re.compile(r"record buffers of (\d+) idle sessions released")
+TRIMMED = re.compile(r"(\d+) KiB of their handshake buffers given back")
 
 
 def released(log):
@@ -113,6 +114,23 @@ class TestIdleBuffers(HeldStack):
         # released once more, then estgw stops with the session still open
         wait_for(lambda: released(self.s.log()) == 2, timeout=20,
                  what="released again after the second request")
+
+    def test_J2_idle_handshake_buffers_given_back_then_served_again(self):
+        # estgw learns where OpenSSL keeps the handshake buffer from the
+        # first connections (three must agree), then gives the pages of an
+        # idle session's buffer back; the sessions still serve requests
+        devices = [self.device() for _ in range(5)]
+        first = [d.send(WK + "/crts") for d in devices]
+        self.assertEqual([r.resp.code for r in first], ["2.05"] * 5)
+        wait_for(lambda: released(self.s.log()) >= 5, timeout=20,
+                 what="the idle sessions' buffers released")
+        given = sum(int(k) for k in TRIMMED.findall(self.s.log()))
+        # 16 KiB of each buffer at least (20 KiB allocated, whole pages go)
+        # for the sessions after the three it learnt from
+        self.assertGreaterEqual(given, 2 * 16, self.s.log()[-3000:])
+        again = [d.send(WK + "/crts") for d in devices]
+        self.assertEqual([r.resp.code for r in again], ["2.05"] * 5)
+        self.assertEqual([r.resp.payload for r in again], [r.resp.payload for r in first])
 
     def test_J2_separate_answer_to_come_keeps_the_buffers(self):
         self.s.ca_control(mode="hold", op="simpleenroll")
