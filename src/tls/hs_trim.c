@@ -18,8 +18,10 @@
  * connection object is searched for a pointer to the BUF_MEM holding that
  * block: its offset is where the SSL keeps its handshake buffer. Trimming
  * starts only after LEARN connections agree on one offset; any later
- * connection that disagrees turns it off for the life of the process, as
- * does an OpenSSL that is not 3.x or hooks that could not be set.
+ * connection found to keep it elsewhere turns it off for the life of the
+ * process, as does an OpenSSL that is not 3.x or hooks that could not be
+ * set. A connection where the search finds nothing, or two places, tells
+ * nothing and is passed over.
  */
 #include "tls/hs_trim.h"
 
@@ -171,12 +173,8 @@ void estgw_hs_trim_learn(const void *ssl)
 	if (t.state == T_OFF || !ssl)
 		return;
 	off = find_offset(ssl);
-	if (off == (size_t)-1) {
-		if (t.state == T_LEARNING && !t.agreed)
-			return; /* not this one: the next connection may tell */
-		turn_off("a connection's handshake buffer is not where the others' was");
-		return;
-	}
+	if (off == (size_t)-1)
+		return; /* this one does not tell (its buffer was made earlier) */
 	if (t.agreed && off != t.off) {
 		turn_off("connections keep their handshake buffer at different places");
 		return;
