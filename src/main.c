@@ -534,7 +534,6 @@ int main(int argc, char **argv)
 	char warn[2048] = "";
 	int rc = 1;
 
-	estgw_hs_trim_init(); /* before anything makes OpenSSL allocate */
 	memset(&gw, 0, sizeof(gw));
 	gw.opt = &opt;
 	catch_signals_outside_loop();
@@ -545,6 +544,8 @@ int main(int argc, char **argv)
 	gw.cfg = load_config(&opt, warn, sizeof(warn));
 	if (!gw.cfg)
 		return 1;
+	/* before anything makes OpenSSL allocate (read_config does not) */
+	int hooked = gw.cfg->server.trim_handshake_buffers && estgw_hs_trim_init();
 	if (opt.check) {
 		printf("%s: configuration OK\n", opt.config);
 		free_config(gw.cfg);
@@ -553,6 +554,10 @@ int main(int argc, char **argv)
 	estgw_log_init(opt.use_syslog, opt.verbose ? LOG_DEBUG : gw.cfg->log.level);
 	apply_log_settings(&gw);
 	print_warnings(warn, "config");
+	if (gw.cfg->server.trim_handshake_buffers && !hooked)
+		log_warn("dtls", "[server] trim_handshake_buffers: OpenSSL %s does not take "
+			 "estgw's allocation hooks; idle sessions keep their handshake buffer",
+			 estgw_dtls_backend_version());
 	switch (start(&gw)) {
 	case 0:
 		settle_memory("start-up");

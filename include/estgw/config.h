@@ -99,6 +99,7 @@ struct estgw_config {
 		uint32_t max_body;     /**< largest reassembled request body (4.13) */
 		uint32_t idle_timeout; /**< seconds before an idle DTLS session is closed */
 		uint32_t max_sessions; /**< cap on concurrent DTLS sessions */
+		int trim_handshake_buffers; /**< idle sessions give back OpenSSL's handshake buffer (J2) */
 		uint32_t max_handshakes;    /**< DTLS sessions in handshake at once */
 		uint32_t reasm_per_session; /**< Block1 bodies in progress per session (E4) */
 		uint32_t reasm_total;       /**< Block1 bodies in progress in all */

@@ -122,6 +122,7 @@ static const struct cfg_key schema[] = {
 	{ "server",   "max_body",        set_u32,    "16384",   1024, 1048576,    SRV(max_body),       NO_SRC,                0, LIVE },
 	{ "server",   "idle_timeout",    set_u32,    "300",     1,    86400,      SRV(idle_timeout),   NO_SRC,                0, LIVE },
 	{ "server",   "max_sessions",    set_u32,    "1000",    1,    1000000,    SRV(max_sessions),   NO_SRC,                0, LIVE },
+	{ "server",   "trim_handshake_buffers", set_bool, "yes", 0,   0,          SRV(trim_handshake_buffers), NO_SRC,        0, RESTART },
 	{ "server",   "max_handshakes",  set_u32,    "100",     1,    100000,     SRV(max_handshakes), NO_SRC,                0, LIVE },
 	{ "server",   "reasm_per_session", set_u32,  "4",       1,    64,         SRV(reasm_per_session), NO_SRC,             0, LIVE },
 	{ "server",   "reasm_total",     set_u32,    "256",     1,    100000,     SRV(reasm_total),    NO_SRC,                0, LIVE },

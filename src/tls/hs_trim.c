@@ -128,12 +128,13 @@ static void hook_free(void *p, const char *file, int line)
 	free(p);
 }
 
-void estgw_hs_trim_init(void)
+int estgw_hs_trim_init(void)
 {
 	if (OPENSSL_VERSION_MAJOR != 3 || OpenSSL_version_num() >> 28 != 3)
-		return;
+		return 0;
 	if (CRYPTO_set_mem_functions(hook_malloc, hook_realloc, hook_free))
 		t.state = T_LEARNING;
+	return t.state == T_LEARNING;
 }
 
 /* The offset in @p ssl of a pointer to the BUF_MEM holding t.big, or

@@ -10,8 +10,9 @@
 #ifndef ESTGW_HS_TRIM_H
 #define ESTGW_HS_TRIM_H
 
-/** First thing in main(): sets the allocation hooks (OpenSSL 3.x only). */
-void estgw_hs_trim_init(void);
+/** Sets the allocation hooks (OpenSSL 3.x only): in main() before anything
+ *  makes OpenSSL allocate ([server] trim_handshake_buffers). 1 when set. */
+int estgw_hs_trim_init(void);
 
 /** A new connection (@p ssl, an SSL *) seen in its first handshake flight,
  *  in the SSL_accept call that made its handshake buffer. */
