@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -1270,6 +1271,29 @@ static int add_endpoint(struct coap_server *srv, const struct estgw_addr *a)
 	return 0;
 }
 
+/* Each endpoint's port is estgw's alone once every endpoint is bound.
+ * libcoap 4.3.1 binds with SO_REUSEADDR, and on Linux two UDP sockets that
+ * both set it may share a port: another process (or a second estgw) binds
+ * the same address and takes datagrams meant for the gateway, and a local
+ * client whose ephemeral port is chosen with SO_REUSEADDR on (libcoap's
+ * clients set it, coap-client among them) may get the endpoint's port as
+ * its own, send its ClientHello to itself and give up on the "unexpected
+ * message". Without SO_REUSEADDR on the bound socket, the kernel counts the
+ * port as taken for both. Cleared after the last bind, so listen addresses
+ * that overlap ([::]:P dual-stack and 0.0.0.0:P) still bind as before. */
+static void endpoints_exclusive(const struct estgw_config *cfg)
+{
+	for (size_t i = 0; i < cfg->server.nlisten; i++) {
+		const struct estgw_addr *a = &cfg->server.listen[i];
+		int fd = pf_endpoint_socket((const struct sockaddr *)&a->sa, a->salen);
+		int off = 0;
+
+		if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &off, sizeof(off)) != 0)
+			log_warn("coap", "%s: port not made exclusive (SO_REUSEADDR stays): %s",
+				 a->text, strerror(fd < 0 ? -fd : errno));
+	}
+}
+
 /* Two libcoap resources, one handler: /.well-known/core must be a
  * resource of its own (libcoap answers it itself otherwise), everything
  * else is the "unknown resource"; pipeline.c routes both. */
@@ -1351,6 +1375,7 @@ struct coap_server *coap_server_new(struct event_base *base,
 	for (size_t i = 0; i < cfg->server.nlisten; i++)
 		if (add_endpoint(srv, &cfg->server.listen[i]) != 0)
 			goto fail;
+	endpoints_exclusive(cfg);
 	pf_setup(srv, nctx);
 	srv->ev = event_new(base, coap_context_get_coap_fd(srv->ctx),
 			    EV_READ | EV_PERSIST, on_coap_io, srv);

@@ -484,7 +484,7 @@ void pf_session_gone(struct prefilter *pf, const struct pf_addr *a)
 
 /* ---- the socket --------------------------------------------------------- */
 
-int pf_find_socket(const struct sockaddr *sa, socklen_t salen)
+int pf_endpoint_socket(const struct sockaddr *sa, socklen_t salen)
 {
 	DIR *dir = opendir("/proc/self/fd");
 	struct dirent *e;
@@ -505,13 +505,21 @@ int pf_find_socket(const struct sockaddr *sa, socklen_t salen)
 		    sl != salen || memcmp(&ss, sa, salen) != 0)
 			continue;
 		found = fd;
-		/* a flood fills the queue before the loop wakes: ask for room
-		 * (the kernel caps it at net.core.rmem_max; docs/performance.md) */
-		int want = RCVBUF;
-		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof(want));
 	}
 	closedir(dir);
 	return found;
+}
+
+int pf_find_socket(const struct sockaddr *sa, socklen_t salen)
+{
+	int fd = pf_endpoint_socket(sa, salen);
+	int want = RCVBUF;
+
+	/* a flood fills the queue before the loop wakes: ask for room (the
+	 * kernel caps it at net.core.rmem_max; docs/performance.md) */
+	if (fd >= 0)
+		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof(want));
+	return fd;
 }
 
 int pf_run(struct prefilter *pf, int fd, time_t now, unsigned max)

@@ -121,6 +121,9 @@ void pf_session_gone(struct prefilter *pf, const struct pf_addr *a);
 void pf_expire(struct prefilter *pf, time_t now);
 
 /** The UDP socket bound to @p sa (a libcoap endpoint), or -ENOENT. */
+int pf_endpoint_socket(const struct sockaddr *sa, socklen_t salen);
+
+/** pf_endpoint_socket, its receive queue enlarged for a flood (L1). */
 int pf_find_socket(const struct sockaddr *sa, socklen_t salen);
 
 /** Filter the datagrams waiting on @p fd until one is for libcoap (left

@@ -5,8 +5,10 @@ Devices: Debian's coap-client-openssl, openssl s_client, and tests/tools/pop_cli
 (libcoap + OpenSSL) which puts the DTLS tls-unique -- right, wrong or none -- into
 its CSR's challengePassword. Run one test: test_security.py TestPop.test_G4_pop_right_enrolls
 """
+import errno
 import os
 import re
+import socket
 import subprocess
 import sys
 import unittest
@@ -330,12 +332,45 @@ class TestServerCmcra(unittest.TestCase):
             s.cleanup()
 
 
+class TestEndpointPort(StackTest):
+    """The DTLS endpoint's port is estgw's alone (G10). libcoap 4.3.1 binds it with
+    SO_REUSEADDR, and libcoap's clients (coap-client-openssl too) make their socket with
+    SO_REUSEADDR before the kernel picks its ephemeral port; Linux skips a port held by a
+    socket without SO_REUSEADDR only, so with it still set a local device could be given the
+    endpoint's port as its own, send its ClientHello to itself and give up at once (rc 0, no
+    code: the flake of TestBrskiVoucher's second pledge). The kernel applies the same rule to
+    an explicit bind, which makes the check deterministic."""
+
+    def test_G10_port_not_shared_with_a_reuseaddr_socket(self):
+        x = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        x.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            with self.assertRaises(OSError) as e:
+                x.bind(("127.0.0.1", self.s.port))
+            self.assertEqual(e.exception.errno, errno.EADDRINUSE)
+        finally:
+            x.close()
+        r = self.s.coap(WK + "/crts")
+        self.assertEqual(r.code, "2.xx", r)
+
+    def test_G10_second_instance_on_the_same_port_refused(self):
+        r = subprocess.run([ESTGW, "-c", self.s.conf], capture_output=True, timeout=30,
+                           check=False)
+        out = (r.stdout + r.stderr).decode(errors="replace")
+        self.assertEqual(r.returncode, 1, out)
+        self.assertIn(f"cannot listen on 127.0.0.1:{self.s.port} (DTLS)", out)
+        self.assertNotRegex(out, r"\bready\b")  # ("already in use" is no "ready")
+        self.assertNotIn("Sanitizer", out)
+        r = self.s.coap(WK + "/crts")  # the first one serves on
+        self.assertEqual(r.code, "2.xx", r)
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--list":
         loader = unittest.TestLoader()
         for cls in (TestPopRequired, TestPopIfPresent, TestAuthorization, TestExpiredIdevidAllowed,
                     TestExpiredIdevidRefused, TestDtls, TestRateLimit, TestUpstreamUntrusted,
-                    TestStartup, TestServerCmcra):
+                    TestStartup, TestServerCmcra, TestEndpointPort):
             for name in loader.getTestCaseNames(cls):
                 if getattr(cls, name) is not None:
                     print(f"{cls.__name__}.{name}")
