@@ -1415,9 +1415,9 @@ void coap_server_free(struct coap_server *srv)
 		const struct pf_stats *st = pf_stats(srv->pf);
 		log_info("dtls", "pre-filter totals: %lu HelloVerifyRequests, %lu "
 			 "datagrams dropped, %lu handshakes admitted, %lu evicted, "
-			 "%lu timed out, %lu sessions not admitted", st->hvr,
+			 "%lu timed out, %lu sessions not admitted, %lu deferred", st->hvr,
 			 st->dropped, st->admitted, st->evicted, st->timed_out,
-			 st->unfiltered);
+			 st->unfiltered, st->deferred);
 	}
 	pf_free(srv->pf);
 	srv->pf = NULL; /* coap_free_context reports no events to it */

@@ -26,6 +26,9 @@
 #define COOKIE_ROTATE 60       /* seconds a cookie secret is current */
 #define RCVBUF (4 << 20)       /* receive queue asked for on the endpoint */
 #define PEEK_MAX 2048          /* a ClientHello's fields we need come first */
+#define STALLED_S 2            /* clock seconds in its handshake: stalled
+				* (1-2 s at least; a device's takes well
+				* under one on a working link) */
 
 enum peer_state { P_HALF, P_OPEN, P_DEAD };
 
@@ -349,19 +352,25 @@ static void end_half_open(struct prefilter *pf, struct peer *p)
 }
 
 /* Room for one more half-open handshake from @p host's address when the
- * total is at its bound (L2): the oldest of that address goes when the
- * address is at its per-address bound, else the oldest of all. Below the
- * total nothing goes: many devices behind one address (a NAT, a stateful
- * join proxy) may all be in their handshakes at once while there is room
- * (40 held devices from one address lost 6 handshakes to the per-address
- * bound applied without pressure). */
-static void make_room(struct prefilter *pf, const struct pf_addr *host)
+ * total is at its bound (L2). Below the total nothing goes: many devices
+ * behind one address (a NAT, a stateful join proxy) may all be in their
+ * handshakes at once while there is room (40 held devices from one address
+ * lost 6 handshakes to the per-address bound applied without pressure).
+ * At the total, an address under its per-address bound takes the oldest
+ * slot of all (an attacker holding the slots from elsewhere cannot keep it
+ * out). An address at its bound takes its own oldest slot if that one has
+ * stalled (STALLED_S in its handshake); while its handshakes are all
+ * fresh, the new one waits (-EBUSY: no state, the device's DTLS timer sends
+ * the ClientHello again): taking a handshake that is going on would only
+ * trade one device of that address for another (a burst of 256 devices
+ * behind one address lost 156 handshakes that way). */
+static int make_room(struct prefilter *pf, const struct pf_addr *host, time_t now)
 {
 	struct peer *oldest_own = NULL;
 	unsigned own = 0;
 
 	if (pf->nhalf < pf->lim.half_open)
-		return;
+		return 0;
 	for (struct peer *p = pf->half_head; p; p = p->next)
 		if (same_host(&p->host, host)) {
 			if (!oldest_own)
@@ -369,12 +378,15 @@ static void make_room(struct prefilter *pf, const struct pf_addr *host)
 			own++;
 		}
 	if (oldest_own && own >= pf->lim.per_address) {
+		if (now - oldest_own->since < STALLED_S)
+			return -EBUSY;
 		end_half_open(pf, oldest_own);
 		pf->st.evicted++;
 	} else if (pf->half_head) {
 		end_half_open(pf, pf->half_head);
 		pf->st.evicted++;
 	}
+	return 0;
 }
 
 void pf_expire(struct prefilter *pf, time_t now)
@@ -420,7 +432,10 @@ enum pf_verdict pf_decide(struct prefilter *pf, const struct pf_addr *a,
 					       np, h.cookie, h.cookie_len)) {
 		struct pf_addr host;
 		host_of(pf, a, &host);
-		make_room(pf, &host);
+		if (make_room(pf, &host, now) != 0) {
+			pf->st.deferred++;
+			return PF_DROP;
+		}
 		if (!peer_add(pf, a, &host, now)) {
 			pf->st.dropped++;
 			return PF_DROP;

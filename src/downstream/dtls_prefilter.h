@@ -63,6 +63,9 @@ struct pf_stats {
 	unsigned long evicted;   /**< half-open handshakes evicted by a bound */
 	unsigned long timed_out; /**< half-open handshakes past the timeout */
 	unsigned long unfiltered; /**< libcoap sessions for peers never admitted (0) */
+	unsigned long deferred;  /**< valid-cookie ClientHellos dropped to come again:
+				  *  all slots taken, the address at its share,
+				  *  its handshakes going on */
 };
 
 struct prefilter;

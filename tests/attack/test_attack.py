@@ -96,7 +96,8 @@ class AttackTest(StackTest):
         for line in self.s.log().splitlines():
             if "pre-filter totals:" in line:
                 nums = [int(w) for w in line.split("totals:")[1].replace(",", " ").split() if w.isdigit()]
-                return dict(zip(("hvr", "dropped", "admitted", "evicted", "timed_out", "unfiltered"), nums))
+                return dict(zip(("hvr", "dropped", "admitted", "evicted", "timed_out", "unfiltered",
+                                 "deferred"), nums))
         raise AssertionError("no pre-filter totals line:\n" + self.s.log()[-3000:])
 
     def flood(self, *args):
@@ -187,6 +188,27 @@ class TestHelloFlood(AttackTest):
         t = self.totals()
         self.assertGreater(t["admitted"], 1, t)
         self.assertGreater(t["timed_out"], 0, t)
+
+
+class TestBurstBehindOneAddress(AttackTest):
+    """Many devices behind one address (a NAT, a stateful join proxy) at once,
+    more than max_handshakes: each gets its turn (L2). With every slot taken
+    by that address's own handshakes, all going on, a new ClientHello waits
+    for the device's DTLS timer rather than ending one of them (which turned
+    a burst of 256 devices into 156 failed handshakes)."""
+    DEVICES = 40
+    stack_kwargs = {"extra_server": "max_handshakes = 4\n"}
+
+    def test_L2_burst_from_one_address_all_complete(self):
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(self.DEVICES) as ex:
+            runs = list(ex.map(lambda _: self.s.coap(WK + "/crts", timeout=60),
+                               range(self.DEVICES)))
+        failed = [str(r) for r in runs if r.rc != 0 or not r.payload]
+        self.assertEqual(failed, [])
+        t = self.totals()
+        self.assertEqual(t["admitted"], self.DEVICES, t)
+        print(f"\nburst: {self.DEVICES} devices from 127.0.0.1, max_handshakes 4: {t}", flush=True)
 
 
 class TestCookieRace(AttackTest):

@@ -247,6 +247,44 @@ static void test_L2_per_address_bound_evicts_its_oldest(void **state)
 	pf_free(pf);
 }
 
+/* All slots taken, the new device's address at its share and its
+ * handshakes fresh: the new ClientHello waits (dropped, no state) rather
+ * than ending a handshake that is going on; once that address's oldest has
+ * stalled, or a slot frees, it gets in. */
+static void test_L2_fresh_handshakes_of_an_address_not_evicted(void **state)
+{
+	struct prefilter *pf = new_pf(3, 1, 10);
+	struct pf_addr a1 = addr("198.51.100.7", 1), a2 = addr("198.51.100.7", 2),
+		       a3 = addr("198.51.100.7", 3), a4 = addr("198.51.100.7", 4);
+	int s1, s2, s3, s4;
+	uint8_t cookie[20], out[300];
+	size_t n;
+
+	(void)state;
+	admit(pf, &a1, T0, &s1);
+	admit(pf, &a2, T0, &s2);
+	admit(pf, &a3, T0 + 1, &s3); /* full, all from one address */
+	cookie_for(pf, &a4, T0 + 1, cookie);
+	ch_len = build_hello(ch, cookie, 20, 1);
+	assert_int_equal(pf_decide(pf, &a4, ch, ch_len, T0 + 1, out, &n), PF_DROP);
+	assert_int_equal(nevicted, 0);
+	assert_int_equal(pf_stats(pf)->deferred, 1);
+	assert_int_equal(pf_peers(pf), 3); /* no state for a4 */
+	/* a2 finishes: a slot is free, a4's ClientHello again gets in */
+	pf_session_up(pf, &a2);
+	assert_int_equal(pf_decide(pf, &a4, ch, ch_len, T0 + 1, out, &n), PF_PASS);
+	pf_session_new(pf, &a4, &s4, 1, T0 + 1);
+	assert_int_equal(nevicted, 0);
+	/* full again; a1 is two clock seconds in its handshake: stalled, it goes */
+	struct pf_addr a5 = addr("198.51.100.7", 5);
+	int s5;
+	admit(pf, &a5, T0 + 2, &s5);
+	assert_int_equal(nevicted, 1);
+	assert_ptr_equal(evicted[0], &s1);
+	pf_session_gone(pf, &a1);
+	pf_free(pf);
+}
+
 /* Relayed pledges (H6): all come from the relay's loopback address, each
  * counts in its proxy's bound, as the host hook maps it (port 1xx: proxy
  * 203.0.113.1, port 2xx: proxy 203.0.113.2). */
@@ -342,6 +380,7 @@ int main(void)
 		cmocka_unit_test(test_L1_cookie_admits_its_own_address_only),
 		cmocka_unit_test(test_L1_cookie_survives_one_rotation),
 		cmocka_unit_test(test_L2_per_address_bound_evicts_its_oldest),
+		cmocka_unit_test(test_L2_fresh_handshakes_of_an_address_not_evicted),
 		cmocka_unit_test(test_L2_total_bound_evicts_the_oldest),
 		cmocka_unit_test(test_L2_relayed_pledges_count_per_proxy),
 		cmocka_unit_test(test_L2_half_open_timeout),
