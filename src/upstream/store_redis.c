@@ -20,6 +20,12 @@
  * the connection, which loads the scripts again; a publish it hit is sent
  * again once the store is UP (a publish is idempotent).
  *
+ * A rate-limit update is nobody's wait (its answer sets the local bucket
+ * for the client's next request), so it is held back up to RATE_DEFER_MS
+ * and goes out with the next command sent, usually the claim of the
+ * device's next request: one write for both, and one wake-up of Redis
+ * fewer per enrolment (a /crts, then a /sen).
+ *
  * States: DOWN (a reconnect timer with backoff, 100 ms doubling to 5 s),
  * CONNECTING (the connection, the SCRIPT LOADs and a PING in flight,
  * bounded), UP. Only UP
@@ -52,6 +58,7 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define MAX_PENDING 4096   /* operations without a reply: more is "down" */
+#define RATE_DEFER_MS 10   /* a rate update waits at most this for company */
 #define NAME_MAX_LEN 160
 #define HOST_MAX 256
 
@@ -117,6 +124,8 @@ struct store_op {
 	uint8_t key[STORE_KEY_LEN];
 	char client[256];
 	struct pub *pub;       /* OP_PUBLISH */
+	uint32_t per_minute;   /* OP_RATE */
+	struct store_op *qnext; /* OP_RATE: s->rq, not sent yet */
 	int redo;              /* OP_PUBLISH: to be sent again when UP */
 	struct store_op *prev, *next; /* s->ops: waiting for a reply */
 };
@@ -145,6 +154,8 @@ struct estgw_store {
 	struct evdns_getaddrinfo_request *lookup;
 	struct event *retry;     /* reconnect, or the connect bound */
 	struct event *refresh;   /* held claims, every claim_ttl / 3 */
+	struct event *flush;     /* the rate updates held back */
+	struct store_op *rq, *rq_tail; /* rate updates not sent yet, in order */
 	uint32_t backoff_ms;
 	int closing;
 	int outage;              /* logged as down, not yet back */
@@ -242,10 +253,13 @@ static void arm_retry(struct estgw_store *s, uint32_t ms)
 }
 
 /* DOWN now, the connection freed, a reconnect in @p ms. */
+static void drop_rates(struct estgw_store *s);
+
 static void drop(struct estgw_store *s, uint32_t ms)
 {
 	redisAsyncContext *ac = s->ac;
 
+	drop_rates(s);
 	metrics_store_state(0);
 	s->state = S_DOWN;
 	s->ac = NULL;
@@ -473,6 +487,8 @@ static void connect_now(struct estgw_store *s)
 
 /* ---- calling the scripts ------------------------------------------------ */
 
+static void flush_rates(struct estgw_store *s);
+
 /* EVALSHA of script @p sc with @p nkeys keys, then @p argc arguments (keys
  * first; @p lens NULL: C strings). REDIS_OK or REDIS_ERR. */
 static int call_script(struct estgw_store *s, enum script sc, redisCallbackFn *fn, void *priv,
@@ -484,6 +500,8 @@ static int call_script(struct estgw_store *s, enum script sc, redisCallbackFn *f
 
 	if (argc > 8 || !s->ac)
 		return REDIS_ERR;
+	if (sc != SC_RATE && s->rq)
+		flush_rates(s); /* in the same write, ahead of it */
 	snprintf(nk, sizeof(nk), "%d", nkeys);
 	argv[0] = "EVALSHA";
 	argv[1] = s->sha[sc];
@@ -795,11 +813,61 @@ static void on_rate_reply(redisAsyncContext *ac, void *r, void *priv)
 	op_free(op);
 }
 
-static void redis_rate(struct estgw_store *s, const char *client, uint32_t per_minute,
-		       store_rate_fn fn, void *arg)
+static int send_rate(struct estgw_store *s, struct store_op *op)
 {
 	uint8_t d[32];
 	char name[NAME_MAX_LEN], h[65], rate[16];
+
+	estgw_seal_digest(op->client, strlen(op->client), d);
+	hex(d, sizeof(d), h);
+	snprintf(name, sizeof(name), "%sr:%s", s->prefix, h);
+	snprintf(rate, sizeof(rate), "%u", op->per_minute);
+	const char *args[] = { name, rate };
+	return call_script(s, SC_RATE, on_rate_reply, op, 1, 2, args, NULL);
+}
+
+/* The rate updates held back go out now: on their own at RATE_DEFER_MS,
+ * else ahead of the command being sent, in the same write. */
+static void flush_rates(struct estgw_store *s)
+{
+	struct store_op *op = s->rq, *next;
+
+	s->rq = s->rq_tail = NULL;
+	evtimer_del(s->flush);
+	for (; op; op = next) {
+		next = op->qnext;
+		op->qnext = NULL;
+		if (s->closing || s->state != S_UP || send_rate(s, op) != REDIS_OK)
+			op_free(op);
+	}
+}
+
+/* The connection went: the updates held back are not sent (the local
+ * buckets stand, as for any update while the store is down). */
+static void drop_rates(struct estgw_store *s)
+{
+	struct store_op *op = s->rq, *next;
+
+	s->rq = s->rq_tail = NULL;
+	if (s->flush)
+		evtimer_del(s->flush);
+	for (; op; op = next) {
+		next = op->qnext;
+		op_free(op);
+	}
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	flush_rates(arg);
+}
+
+static void redis_rate(struct estgw_store *s, const char *client, uint32_t per_minute,
+		       store_rate_fn fn, void *arg)
+{
+	struct timeval tv = { 0, RATE_DEFER_MS * 1000 };
 	struct store_op *op;
 
 	if (!usable(s))
@@ -809,14 +877,15 @@ static void redis_rate(struct estgw_store *s, const char *client, uint32_t per_m
 		return;
 	op->rfn = fn;
 	op->arg = arg;
+	op->per_minute = per_minute;
 	snprintf(op->client, sizeof(op->client), "%s", client ? client : "-");
-	estgw_seal_digest(op->client, strlen(op->client), d);
-	hex(d, sizeof(d), h);
-	snprintf(name, sizeof(name), "%sr:%s", s->prefix, h);
-	snprintf(rate, sizeof(rate), "%u", per_minute);
-	const char *args[] = { name, rate };
-	if (call_script(s, SC_RATE, on_rate_reply, op, 1, 2, args, NULL) != REDIS_OK)
-		op_free(op);
+	if (s->rq_tail)
+		s->rq_tail->qnext = op;
+	else
+		s->rq = op;
+	s->rq_tail = op;
+	if (!evtimer_pending(s->flush, NULL))
+		evtimer_add(s->flush, &tv);
 }
 
 static void redis_telemetry(struct estgw_store *s, const char *const *fields, size_t n)
@@ -839,6 +908,8 @@ static void redis_telemetry(struct estgw_store *s, const char *const *fields, si
 	argv[argc++] = s->node;
 	for (size_t i = 0; i < n; i++)
 		argv[argc++] = fields[i];
+	if (s->rq)
+		flush_rates(s);
 	redisAsyncCommandArgv(s->ac, NULL, NULL, (int)argc, argv, NULL);
 }
 
@@ -943,8 +1014,9 @@ struct estgw_store *store_redis_new(struct event_base *base,
 		goto fail;
 	s->retry = evtimer_new(base, on_retry, s);
 	s->refresh = event_new(base, -1, EV_PERSIST, on_refresh, s);
+	s->flush = evtimer_new(base, on_flush, s);
 	s->dns = s->port ? evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS) : NULL;
-	if (!s->retry || !s->refresh || (s->port && !s->dns)) {
+	if (!s->retry || !s->refresh || !s->flush || (s->port && !s->dns)) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -970,6 +1042,7 @@ void store_redis_close(struct estgw_store *s)
 	if (!s || s->closing)
 		return;
 	s->closing = 1;
+	drop_rates(s);
 	if (s->lookup)
 		evdns_getaddrinfo_cancel(s->lookup);
 	s->lookup = NULL;
@@ -998,6 +1071,8 @@ void store_redis_free(struct estgw_store *s)
 		event_free(s->retry);
 	if (s->refresh)
 		event_free(s->refresh);
+	if (s->flush)
+		event_free(s->flush);
 	if (s->dns)
 		evdns_base_free(s->dns, 0);
 	if (s->password) {
