@@ -17,8 +17,9 @@
  * (EVALSHA): Redis neither receives nor hashes a script's text per call.
  * A NOSCRIPT reply (SCRIPT FLUSH, or a failover to a server without them)
  * answers that operation as the store down, logs once and re-establishes
- * the connection, which loads the scripts again; a publish it hit is sent
- * again once the store is UP (a publish is idempotent).
+ * the connection, which loads the scripts again. A publish it hit, or one
+ * a lost connection left without a reply, is sent again once the store is
+ * UP (a publish is idempotent).
  *
  * A rate-limit update is nobody's wait (its answer sets the local bucket
  * for the client's next request), so it is held back up to RATE_DEFER_MS
