@@ -55,6 +55,7 @@ struct run {
 	size_t n, concurrency, block;
 	int do_crts, do_sen, do_sren;
 	double timeout_s;
+	int samples;           /* --samples: every /sen latency in the JSON */
 	/* results */
 	size_t ok, failed;
 	struct { char what[24]; size_t count; } fails[BENCH_MAX_FAILS];

@@ -7,7 +7,8 @@
  * Common: --device-ca CRT --device-ca-key KEY (devices are issued in-process),
  *   --server-trust PEM, -n devices, -c concurrency, --block BYTES (16..1024),
  *   --ops crts,sen,sren, --pid NAME=PID (CPU and RSS from /proc; repeatable),
- *   --label TEXT, --json FILE (one object per run appended), --timeout S, --hold S.
+ *   --label TEXT, --json FILE (one object per run appended), --timeout S, --hold S,
+ *   --samples (every /sen latency in the JSON too, to pool rounds' percentiles).
  * Exit status: 0 when every device succeeded, 3 when some failed, 2 on usage,
  * 1 on set-up errors.
  */
@@ -35,7 +36,7 @@ static int usage(void)
 		"usage: estgw-bench coap|https|idle --device-ca CRT --device-ca-key KEY\n"
 		"         [--host H --port P --root R | --url BASE] [--server-trust PEM]\n"
 		"         [-n N] [-c C] [--block B] [--ops crts,sen,sren] [--pid NAME=PID]...\n"
-		"         [--label L] [--json FILE] [--timeout S] [--hold S]\n");
+		"         [--label L] [--json FILE] [--timeout S] [--hold S] [--samples]\n");
 	return 2;
 }
 
@@ -79,7 +80,7 @@ static int parse(int argc, char **argv, struct args *a, struct run *r)
 		{ "device-ca-key", 1, NULL, 'k' }, { "server-trust", 1, NULL, 't' },
 		{ "block", 1, NULL, 'b' }, { "ops", 1, NULL, 'o' }, { "pid", 1, NULL, 'p' },
 		{ "label", 1, NULL, 'l' }, { "json", 1, NULL, 'j' }, { "timeout", 1, NULL, 'T' },
-		{ "hold", 1, NULL, 'h' }, { NULL, 0, NULL, 0 },
+		{ "hold", 1, NULL, 'h' }, { "samples", 0, NULL, 's' }, { NULL, 0, NULL, 0 },
 	};
 	int c;
 
@@ -103,6 +104,7 @@ static int parse(int argc, char **argv, struct args *a, struct run *r)
 		case 'j': a->json = optarg; break;
 		case 'T': r->timeout_s = atof(optarg); break;
 		case 'h': a->hold = atof(optarg); break;
+		case 's': r->samples = 1; break;
 		case 'n': r->n = (size_t)atol(optarg); break;
 		case 'c': r->concurrency = (size_t)atol(optarg); break;
 		default: return -1;

@@ -15,7 +15,9 @@
 # section of docs/performance.md is replaced in place. Traffic goes only to
 # 127.0.0.x.
 # Cluster mode (issue 17, K1): a redis-server started here, enrolments with the
-# store off and on side by side, and 1 vs 2 instances behind nftables
+# store off and on in alternating sequential rounds (off on on off ..., a few
+# devices at a time so that the 2 cores are not saturated), and 1 vs 2
+# instances behind nftables
 # jhash DNAT in a network namespace made here (skipped, with the reason in the
 # report, when not root or without nft / ip netns). --cluster runs only these
 # phases and replaces the "Cluster mode" section of the existing report, leaving
@@ -50,11 +52,12 @@ case $PROFILE in
   quick) N=300;  C=16; NSAT=300;  IDLE="1000";       SPEED=1; HOLD=5;   PEM="once pem"; NJ=200; JN=50000;  JM=2000 ;;
   smoke) N=20;   C=4;  NSAT=0;    IDLE="20";         SPEED=0; HOLD=0.2; PEM="once";     NJ=10;  JN=500;    JM=50 ;;
 esac
-# Cluster phases: devices per round, store off/on rounds, devices behind nftables.
+# Cluster phases: devices per round, rounds per store mode (off and on),
+# devices at a time in those rounds, devices behind nftables and its rounds.
 case $PROFILE in
-  full)  CL_N=1000; CL_ROUNDS=3; NFT_N=1000; NFT_ROUNDS=2 ;;
-  quick) CL_N=300;  CL_ROUNDS=1; NFT_N=300;  NFT_ROUNDS=1 ;;
-  smoke) CL_N=20;   CL_ROUNDS=0; NFT_N=0;    NFT_ROUNDS=0 ;;
+  full)  CL_N=1000; CL_ROUNDS=4; CL_C=4; NFT_N=1000; NFT_ROUNDS=2 ;;
+  quick) CL_N=300;  CL_ROUNDS=2; CL_C=4; NFT_N=300;  NFT_ROUNDS=1 ;;
+  smoke) CL_N=20;   CL_ROUNDS=1; CL_C=4; NFT_N=0;    NFT_ROUNDS=0 ;;
 esac
 
 if [ $DO_BUILD = 1 ]; then
@@ -174,6 +177,8 @@ start_redis() { # port
   done
   echo "timeout: redis-server" >&2; tail -5 "$WORK/redis.log" >&2; return 1
 }
+# Redis's read and write system calls so far (/proc/PID/io syscr syscw).
+redis_io() { sed -n 's/^sysc[rw]: //p' "/proc/$REDIS_PID/io" | paste -sd' '; }
 cluster_conf() { # redis-port node
   printf '[cluster]\nredis = 127.0.0.1:%s\nnode = %s\nseal_key = %s\n' "$1" "$2" "$WORK/seal.key"
 }
@@ -281,9 +286,9 @@ jpy_phase
 stop $CA_PID
 fi
 
-# Phase 5 (issue 17): cluster mode. Store off and on side by side, one CA and
-# one Redis for all rounds; then 1 and 2 instances behind nftables jhash DNAT in
-# a fresh network namespace each.
+# Phase 5 (issue 17): cluster mode. Store off and on in sequential rounds, one
+# CA and one Redis for all of them; then 1 and 2 instances behind nftables
+# jhash DNAT in a fresh network namespace each.
 CL_SKIP=
 if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
   CL_SKIP="redis-server is not installed (tools/deps.sh)"
@@ -294,27 +299,29 @@ else
   RPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   start_ca; start_redis "$RPORT"
   echo "redis-server --port $RPORT --bind 127.0.0.1 --save '' --appendonly no   # for the cl_ phases" >> "$CMDS"
-  # Both at once: an estgw without the store and one with it, each with its own
-  # bench client and half the devices at a time, so that the load of the shared
-  # machine at any moment falls on both series alike.
-  rounds=$CL_ROUNDS; modes="off on"
-  [ $PROFILE != smoke ] || { rounds=1; modes=on; }
-  for r in $(seq "$rounds"); do
-    bpids=()
-    for m in $modes; do
-      extra=; [ $m = off ] || extra=$(cluster_conf "$RPORT" bench-a)
-      free_port; start_gw "estgw_$m" "$FREE_PORT" "$extra"
-      eval "GW_$m=\$GW_PID PORT_$m=\$FREE_PORT"
-    done
-    for m in $modes; do
-      eval "gp=\$GW_$m port=\$PORT_$m"
-      rp=(); [ $m = off ] || rp=(--pid redis=$REDIS_PID)
-      bench cl_${m}_r$r coap --host 127.0.0.1 --port "$port" --server-trust "$PKI/gw-ca.crt" \
-        -n $CL_N -c $(( C / 2 )) --ops crts,sen --pid estgw=$gp "${rp[@]}" &
-      bpids+=($!)
-    done
-    for p in "${bpids[@]}"; do wait "$p"; done
-    for m in $modes; do eval "stop \$GW_$m"; done
+  # One estgw at a time, without the store (off) or with it (on), a fresh
+  # process per round, CL_C devices at a time: the machine is not saturated,
+  # so a round's latency is the path's, not time spent waiting for a core.
+  # Rounds alternate off on, on off, ... so that slow drift of the shared
+  # machine's load falls on both modes alike. Redis runs through all rounds
+  # and is counted in both (off: what it costs idle).
+  order=; for r in $(seq "$CL_ROUNDS"); do
+    [ $((r % 2)) = 1 ] && order+=" off:$r on:$r" || order+=" on:$r off:$r"
+  done
+  [ $PROFILE != smoke ] || order=" on:1"
+  for mr in $order; do
+    m=${mr%:*}; r=${mr#*:}
+    extra=; [ $m = off ] || extra=$(cluster_conf "$RPORT" bench-a)
+    redis-cli -p "$RPORT" config resetstat >/dev/null
+    free_port; start_gw "estgw_$m" "$FREE_PORT" "$extra"
+    io0=$(redis_io)
+    bench cl_${m}_r$r coap --host 127.0.0.1 --port "$FREE_PORT" --server-trust "$PKI/gw-ca.crt" \
+      -n $CL_N -c $CL_C --ops crts,sen --samples --pid estgw=$GW_PID --pid redis=$REDIS_PID
+    echo "cl_${m}_r$r $io0 $(redis_io)" >> "$WORK/redis_io.txt"
+    stop $GW_PID
+    [ $m = on ] || continue
+    # what the round asked of Redis (its own counters: calls, usec in the command)
+    redis-cli -p "$RPORT" info commandstats | tr -d '\r' | sed -n "s/^cmdstat_/cl_on_r$r /p" >> "$WORK/redis_cmds.txt"
     # the store was used: each device's answer is kept there
     keys=$(redis-cli -p "$RPORT" --scan --pattern 'estgw:a:*' | wc -l)
     echo "cl_on_r$r $keys" >> "$WORK/store_keys.txt"
@@ -366,7 +373,7 @@ else
   [ -z "$NFT_SKIP" ] || echo "nftables phases skipped: $NFT_SKIP" >&2
 fi
 CL_ARGS=(--cluster-skip "$CL_SKIP" --nft-skip "${NFT_SKIP:-}" --nft-counters "$WORK/nft_counters.txt"
-         --store-keys "$WORK/store_keys.txt"
+         --store-keys "$WORK/store_keys.txt" --redis-cmds "$WORK/redis_cmds.txt" --redis-io "$WORK/redis_io.txt"
          --loadavg "$WORK/loadavg" --cluster-notes "$SRC/bench/cluster.md")
 
 if [ $PROFILE = smoke ]; then

@@ -222,7 +222,15 @@ static void report_json(struct run *r, FILE *f)
 			series_pct(s, 50), series_pct(s, 90), series_pct(s, 99), series_pct(s, 100));
 		first = 0;
 	}
-	fprintf(f, "}, \"procs\": {");
+	if (r->samples) {
+		fprintf(f, "}, \"sen_samples_ms\": [");
+		for (size_t i = 0; i < r->lat[LAT_SEN].n; i++)
+			fprintf(f, "%s%.3f", i ? ", " : "", r->lat[LAT_SEN].v[i]);
+		fprintf(f, "]");
+	} else {
+		fprintf(f, "}");
+	}
+	fprintf(f, ", \"procs\": {");
 	for (size_t i = 0; i < r->nprocs; i++) {
 		struct proc_watch *w = &r->procs[i];
 		fprintf(f, "%s\"%s\": {\"cpu_s\": %.4f, \"rss0_kb\": %ld, \"rss_peak_kb\": %ld, "

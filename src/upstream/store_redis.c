@@ -12,8 +12,24 @@
  * instance, is taken), published with another (answer set, our claim
  * deleted), so no two instances ever both hold a live claim of one key.
  *
+ * The scripts are loaded once per connection (SCRIPT LOAD, pipelined before
+ * the PING that makes the store UP) and called by the SHA1 Redis gave back
+ * (EVALSHA): Redis neither receives nor hashes a script's text per call.
+ * A NOSCRIPT reply (SCRIPT FLUSH, or a failover to a server without them)
+ * answers that operation as the store down, logs once and re-establishes
+ * the connection, which loads the scripts again. A publish it hit, or one
+ * a lost connection left without a reply, is sent again once the store is
+ * UP (a publish is idempotent).
+ *
+ * A rate-limit update is nobody's wait (its answer sets the local bucket
+ * for the client's next request), so it is held back up to RATE_DEFER_MS
+ * and goes out with the next command sent, usually the claim of the
+ * device's next request: one write for both, and one wake-up of Redis
+ * fewer per enrolment (a /crts, then a /sen).
+ *
  * States: DOWN (a reconnect timer with backoff, 100 ms doubling to 5 s),
- * CONNECTING (the connection and a PING in flight, bounded), UP. Only UP
+ * CONNECTING (the connection, the SCRIPT LOADs and a PING in flight,
+ * bounded), UP. Only UP
  * takes operations; in the other states they return NULL at once and the
  * caller goes on with its own state. A claim asked while UP and not
  * answered within store_timeout is answered STORE_DOWN, and the connection
@@ -43,6 +59,7 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define MAX_PENDING 4096   /* operations without a reply: more is "down" */
+#define RATE_DEFER_MS 10   /* a rate update waits at most this for company */
 #define NAME_MAX_LEN 160
 #define HOST_MAX 256
 
@@ -82,8 +99,20 @@ static const char lua_rate[] =
 	"redis.call('PEXPIRE', KEYS[1], 61000)\n"
 	"return u\n";
 
+enum script { SC_CLAIM, SC_PUBLISH, SC_REFRESH, SC_RATE, SC_N };
+static const char *const script_text[SC_N] = { lua_claim, lua_publish, lua_refresh, lua_rate };
+#define SHA_HEX 40
+
 enum conn_state { S_DOWN, S_CONNECTING, S_UP };
-enum op_kind { OP_CLAIM, OP_RATE, OP_OTHER };
+enum op_kind { OP_CLAIM, OP_RATE, OP_PUBLISH };
+
+/* A publish, kept until Redis confirmed it: sent again after a reconnect
+ * when its reply was NOSCRIPT or did not come. */
+struct pub {
+	char answer[NAME_MAX_LEN], claim[NAME_MAX_LEN], ms[24];
+	uint8_t *sealed;       /* NULL: release only */
+	size_t len;
+};
 
 struct store_op {
 	struct estgw_store *s;
@@ -95,6 +124,10 @@ struct store_op {
 	void *arg;
 	uint8_t key[STORE_KEY_LEN];
 	char client[256];
+	struct pub *pub;       /* OP_PUBLISH */
+	uint32_t per_minute;   /* OP_RATE */
+	struct store_op *qnext; /* OP_RATE: s->rq, not sent yet */
+	int redo;              /* OP_PUBLISH: to be sent again when UP */
 	struct store_op *prev, *next; /* s->ops: waiting for a reply */
 };
 
@@ -116,10 +149,14 @@ struct estgw_store {
 	uint32_t claim_ms, timeout_ms, stream_max;
 	enum conn_state state;
 	redisAsyncContext *ac;
+	char sha[SC_N][SHA_HEX + 1]; /* of this connection's SCRIPT LOADs */
+	int loaded;              /* SCRIPT LOAD replies so far */
 	struct evdns_base *dns;
 	struct evdns_getaddrinfo_request *lookup;
 	struct event *retry;     /* reconnect, or the connect bound */
 	struct event *refresh;   /* held claims, every claim_ttl / 3 */
+	struct event *flush;     /* the rate updates held back */
+	struct store_op *rq, *rq_tail; /* rate updates not sent yet, in order */
 	uint32_t backoff_ms;
 	int closing;
 	int outage;              /* logged as down, not yet back */
@@ -184,6 +221,10 @@ static void op_free(struct store_op *op)
 	s->pending--;
 	if (op->timer)
 		event_free(op->timer);
+	if (op->pub) {
+		free(op->pub->sealed);
+		free(op->pub);
+	}
 	free(op);
 }
 
@@ -203,6 +244,7 @@ static void claim_done(struct store_op *op, enum store_verdict v,
 /* ---- connection ---------------------------------------------------------- */
 
 static void connect_now(struct estgw_store *s);
+static void republish(struct estgw_store *s);
 
 static void arm_retry(struct estgw_store *s, uint32_t ms)
 {
@@ -211,11 +253,26 @@ static void arm_retry(struct estgw_store *s, uint32_t ms)
 	evtimer_add(s->retry, &tv);
 }
 
-/* The connection is gone or useless: DOWN, log once, reconnect later. */
-static void go_down(struct estgw_store *s, const char *why)
+/* DOWN now, the connection freed, a reconnect in @p ms. */
+static void drop_rates(struct estgw_store *s);
+
+static void drop(struct estgw_store *s, uint32_t ms)
 {
 	redisAsyncContext *ac = s->ac;
 
+	drop_rates(s);
+	metrics_store_state(0);
+	s->state = S_DOWN;
+	s->ac = NULL;
+	if (ac)
+		redisAsyncFree(ac); /* pending replies come back NULL: answered DOWN */
+	evtimer_del(s->retry);
+	arm_retry(s, ms);
+}
+
+/* The connection is gone or useless: DOWN, log once, reconnect later. */
+static void go_down(struct estgw_store *s, const char *why)
+{
 	if (s->closing)
 		return;
 	if (!s->outage) {
@@ -224,15 +281,31 @@ static void go_down(struct estgw_store *s, const char *why)
 		s->outage = 1;
 		s->down_since = time(NULL);
 	}
-	metrics_store_state(0);
-	s->state = S_DOWN;
-	s->ac = NULL;
-	if (ac)
-		redisAsyncFree(ac); /* pending replies come back NULL: answered DOWN */
 	s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
 	if (s->backoff_ms > BACKOFF_MAX_MS)
 		s->backoff_ms = BACKOFF_MAX_MS;
-	arm_retry(s, s->backoff_ms);
+	drop(s, s->backoff_ms);
+}
+
+static int is_noscript(const redisReply *rep)
+{
+	return rep && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0;
+}
+
+/* A NOSCRIPT reply on @p ac: Redis lost the scripts. Once per connection:
+ * one log line, DOWN (operations answered from local state) and at once a
+ * new connection, which loads them again. */
+static void scripts_gone(struct estgw_store *s, const redisAsyncContext *ac)
+{
+	if (s->closing || ac != s->ac || s->state != S_UP)
+		return;
+	log_warn("cluster", "store %s lost the scripts (NOSCRIPT: SCRIPT FLUSH, or a failover "
+		 "to a server without them): serving from local state, reconnecting to load "
+		 "them again", s->addr);
+	s->outage = 1;
+	s->down_since = time(NULL);
+	s->backoff_ms = 0;
+	drop(s, 0);
 }
 
 static void on_ping(redisAsyncContext *ac, void *r, void *priv)
@@ -248,6 +321,10 @@ static void on_ping(redisAsyncContext *ac, void *r, void *priv)
 		go_down(s, why);
 		return;
 	}
+	if (s->loaded != SC_N) {
+		go_down(s, "the scripts did not load");
+		return;
+	}
 	evtimer_del(s->retry);
 	s->state = S_UP;
 	s->backoff_ms = 0;
@@ -258,6 +335,26 @@ static void on_ping(redisAsyncContext *ac, void *r, void *priv)
 	else
 		log_info("cluster", "store %s connected, node %s", s->addr, s->node);
 	s->outage = 0;
+	republish(s);
+}
+
+static void on_script_loaded(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct estgw_store *s = priv;
+	redisReply *rep = r;
+
+	if (s->closing || ac != s->ac)
+		return;
+	if (!rep || rep->type != REDIS_REPLY_STRING || rep->len != SHA_HEX || s->loaded >= SC_N) {
+		char why[160];
+		snprintf(why, sizeof(why), "SCRIPT LOAD: %s",
+			 rep && rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+		go_down(s, why);
+		return;
+	}
+	/* replies come in the order the loads were sent */
+	memcpy(s->sha[s->loaded], rep->str, SHA_HEX);
+	s->sha[s->loaded++][SHA_HEX] = '\0';
 }
 
 static void on_auth(redisAsyncContext *ac, void *r, void *priv)
@@ -339,6 +436,9 @@ static void start_connection(struct estgw_store *s, const char *ip)
 	/* queued by hiredis, sent once connected; nothing waits here */
 	if (s->password)
 		redisAsyncCommand(ac, on_auth, s, "AUTH %s", s->password);
+	s->loaded = 0;
+	for (int i = 0; i < SC_N; i++)
+		redisAsyncCommand(ac, on_script_loaded, s, "SCRIPT LOAD %s", script_text[i]);
 	redisAsyncCommand(ac, on_ping, s, "PING");
 	arm_retry(s, bound);
 }
@@ -386,6 +486,45 @@ static void connect_now(struct estgw_store *s)
 	s->lookup = evdns_getaddrinfo(s->dns, s->host, NULL, &hints, on_resolved, s);
 }
 
+/* ---- calling the scripts ------------------------------------------------ */
+
+static void flush_rates(struct estgw_store *s);
+
+/* EVALSHA of script @p sc with @p nkeys keys, then @p argc arguments (keys
+ * first; @p lens NULL: C strings). REDIS_OK or REDIS_ERR. */
+static int call_script(struct estgw_store *s, enum script sc, redisCallbackFn *fn, void *priv,
+		       int nkeys, int argc, const char *const *args, const size_t *lens)
+{
+	const char *argv[3 + 8];
+	size_t len[3 + 8];
+	char nk[4];
+
+	if (argc > 8 || !s->ac)
+		return REDIS_ERR;
+	if (sc != SC_RATE && s->rq)
+		flush_rates(s); /* in the same write, ahead of it */
+	snprintf(nk, sizeof(nk), "%d", nkeys);
+	argv[0] = "EVALSHA";
+	argv[1] = s->sha[sc];
+	argv[2] = nk;
+	for (int i = 0; i < 3; i++)
+		len[i] = strlen(argv[i]);
+	for (int i = 0; i < argc; i++) {
+		argv[3 + i] = args[i];
+		len[3 + i] = lens ? lens[i] : strlen(args[i]);
+	}
+	return redisAsyncCommandArgv(s->ac, fn, priv, 3 + argc, argv, len);
+}
+
+/* The reply of a script whose result nobody waits for (a refresh). */
+static void on_plain_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct estgw_store *s = priv;
+
+	if (is_noscript(r))
+		scripts_gone(s, ac);
+}
+
 /* ---- claims held: refreshed while the upstream call is on ---------------- */
 
 static void held_add(struct estgw_store *s, const uint8_t *key)
@@ -423,8 +562,8 @@ static void on_refresh(evutil_socket_t fd, short what, void *arg)
 	snprintf(ms, sizeof(ms), "%u", s->claim_ms);
 	for (struct held *h = s->held; h; h = h->next) {
 		key_name(s, 'c', h->key, name);
-		const char *argv[] = { "EVAL", lua_refresh, "1", name, s->node, ms };
-		redisAsyncCommandArgv(s->ac, NULL, NULL, 6, argv, NULL);
+		const char *args[] = { name, s->node, ms };
+		call_script(s, SC_REFRESH, on_plain_reply, s, 1, 3, args, NULL);
 	}
 }
 
@@ -472,10 +611,12 @@ static void on_claim_reply(redisAsyncContext *ac, void *r, void *priv)
 	redisReply *rep = r;
 	char name[NAME_MAX_LEN];
 
-	(void)ac;
 	if (s->closing) /* core may still cancel it: freed by store_redis_free */
 		return;
-	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+	if (is_noscript(rep)) {
+		claim_done(op, STORE_DOWN, NULL, "down");
+		scripts_gone(s, ac);
+	} else if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
 	    rep->element[0]->type != REDIS_REPLY_INTEGER) {
 		if (rep && rep->type == REDIS_REPLY_ERROR && !op->done)
 			log_warn("cluster", "store %s: %s", s->addr, rep->str);
@@ -536,9 +677,9 @@ static struct store_op *redis_claim(struct estgw_store *s, const uint8_t key[STO
 	key_name(s, 'a', key, answer);
 	key_name(s, 'c', key, claim);
 	snprintf(ms, sizeof(ms), "%u", s->claim_ms);
-	const char *argv[] = { "EVAL", lua_claim, "2", answer, claim, s->node, ms };
+	const char *args[] = { answer, claim, s->node, ms };
 	if (!op->timer || evtimer_add(op->timer, &tv) != 0 ||
-	    redisAsyncCommandArgv(s->ac, on_claim_reply, op, 7, argv, NULL) != REDIS_OK) {
+	    call_script(s, SC_CLAIM, on_claim_reply, op, 2, 4, args, NULL) != REDIS_OK) {
 		op_free(op);
 		metrics_store_op("down");
 		return NULL;
@@ -555,44 +696,108 @@ static void redis_cancel(struct store_op *op)
 		event_del(op->timer);
 }
 
+static void on_publish_reply(redisAsyncContext *ac, void *r, void *priv);
+
+static int send_publish(struct estgw_store *s, struct store_op *op)
+{
+	const struct pub *p = op->pub;
+	const char *args[] = { p->answer, p->claim, s->node,
+			       p->sealed ? (const char *)p->sealed : "", p->ms };
+	size_t lens[] = { strlen(p->answer), strlen(p->claim), strlen(s->node),
+			  p->sealed ? p->len : 0, strlen(p->ms) };
+
+	return call_script(s, SC_PUBLISH, on_publish_reply, op, 2, 5, args, lens);
+}
+
+/* Confirmed: done. NOSCRIPT, or no reply (the connection went): sent again
+ * once the store is UP, unless it is closing or too much waits. */
+static void on_publish_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct store_op *op = priv;
+	struct estgw_store *s = op->s;
+	redisReply *rep = r;
+
+	if (s->closing)
+		return; /* freed by store_redis_free */
+	if (rep && !is_noscript(rep)) {
+		op_free(op);
+		return;
+	}
+	if (rep)
+		scripts_gone(s, ac);
+	op->redo = 1;
+	if (s->pending > MAX_PENDING)
+		op_free(op);
+}
+
+/* After a reconnect: the publishes that did not get through. */
+static void republish(struct estgw_store *s)
+{
+	struct store_op *op = s->ops, *next;
+
+	for (; op && s->state == S_UP; op = next) {
+		next = op->next;
+		if (op->kind != OP_PUBLISH || !op->redo)
+			continue;
+		op->redo = 0;
+		if (send_publish(s, op) != REDIS_OK)
+			op_free(op);
+	}
+}
+
+/* A sealed copy of @p a into @p p (kept until Redis confirms). 0 or -errno. */
+static int seal_answer(struct estgw_store *s, struct pub *p, const struct store_answer *a)
+{
+	size_t ctlen = a->content_type ? strlen(a->content_type) : 0;
+	size_t n = 3 + ctlen + a->len;
+	uint8_t *plain;
+
+	if (ctlen >= 256 || a->status <= 0 || a->status >= 65536)
+		return -EINVAL;
+	plain = malloc(n);
+	p->sealed = malloc(n + ESTGW_SEAL_OVERHEAD);
+	if (!plain || !p->sealed) {
+		free(plain);
+		return -ENOMEM;
+	}
+	plain[0] = (uint8_t)(a->status >> 8);
+	plain[1] = (uint8_t)a->status;
+	plain[2] = (uint8_t)ctlen;
+	memcpy(plain + 3, a->content_type, ctlen);
+	memcpy(plain + 3 + ctlen, a->body, a->len);
+	p->len = n + ESTGW_SEAL_OVERHEAD;
+	int rc = estgw_seal(s->seal, p->answer, strlen(p->answer), plain, n, p->sealed);
+	explicit_bzero(plain, n);
+	free(plain);
+	return rc;
+}
+
 static void redis_publish(struct estgw_store *s, const uint8_t key[STORE_KEY_LEN],
 			  const struct store_answer *a)
 {
-	char answer[NAME_MAX_LEN], claim[NAME_MAX_LEN], ms[24];
-	uint8_t *plain = NULL, *sealed = NULL;
-	size_t ctlen = a && a->content_type ? strlen(a->content_type) : 0;
-	size_t n = 0;
+	struct store_op *op;
+	struct pub *p;
 
 	held_del(s, key);
 	if (!usable(s))
 		return;
-	key_name(s, 'a', key, answer);
-	key_name(s, 'c', key, claim);
-	if (a && ctlen < 256 && a->status > 0 && a->status < 65536) {
-		n = 3 + ctlen + a->len;
-		plain = malloc(n);
-		sealed = malloc(n + ESTGW_SEAL_OVERHEAD);
-		if (plain && sealed) {
-			plain[0] = (uint8_t)(a->status >> 8);
-			plain[1] = (uint8_t)a->status;
-			plain[2] = (uint8_t)ctlen;
-			memcpy(plain + 3, a->content_type, ctlen);
-			memcpy(plain + 3 + ctlen, a->body, a->len);
-			if (estgw_seal(s->seal, answer, strlen(answer), plain, n, sealed) != 0)
-				n = 0;
-			explicit_bzero(plain, 3 + ctlen + a->len);
-		} else {
-			n = 0;
-		}
+	op = op_new(s, OP_PUBLISH);
+	p = op ? calloc(1, sizeof(*p)) : NULL;
+	if (!p) {
+		if (op)
+			op_free(op);
+		return;
 	}
-	snprintf(ms, sizeof(ms), "%llu", (unsigned long long)(a ? a->ttl : 1) * 1000);
-	const char *argv[] = { "EVAL", lua_publish, "2", answer, claim, s->node,
-			       n ? (const char *)sealed : "", ms };
-	size_t lens[] = { 4, strlen(lua_publish), 1, strlen(answer), strlen(claim),
-			  strlen(s->node), n ? n + ESTGW_SEAL_OVERHEAD : 0, strlen(ms) };
-	redisAsyncCommandArgv(s->ac, NULL, NULL, 8, argv, lens);
-	free(plain);
-	free(sealed);
+	op->pub = p;
+	key_name(s, 'a', key, p->answer);
+	key_name(s, 'c', key, p->claim);
+	if (a && seal_answer(s, p, a) != 0) {
+		free(p->sealed); /* the claim still goes */
+		p->sealed = NULL;
+	}
+	snprintf(p->ms, sizeof(p->ms), "%llu", (unsigned long long)(a ? a->ttl : 1) * 1000);
+	if (send_publish(s, op) != REDIS_OK)
+		op_free(op);
 }
 
 static void on_rate_reply(redisAsyncContext *ac, void *r, void *priv)
@@ -600,19 +805,70 @@ static void on_rate_reply(redisAsyncContext *ac, void *r, void *priv)
 	struct store_op *op = priv;
 	redisReply *rep = r;
 
-	(void)ac;
 	if (op->s->closing)
 		return; /* freed by store_redis_free */
-	if (!op->done && rep && rep->type == REDIS_REPLY_INTEGER && rep->integer >= 0 && op->rfn)
+	if (is_noscript(rep))
+		scripts_gone(op->s, ac);
+	else if (!op->done && rep && rep->type == REDIS_REPLY_INTEGER && rep->integer >= 0 && op->rfn)
 		op->rfn(op->arg, op->client, (uint64_t)rep->integer);
 	op_free(op);
+}
+
+static int send_rate(struct estgw_store *s, struct store_op *op)
+{
+	uint8_t d[32];
+	char name[NAME_MAX_LEN], h[65], rate[16];
+
+	estgw_seal_digest(op->client, strlen(op->client), d);
+	hex(d, sizeof(d), h);
+	snprintf(name, sizeof(name), "%sr:%s", s->prefix, h);
+	snprintf(rate, sizeof(rate), "%u", op->per_minute);
+	const char *args[] = { name, rate };
+	return call_script(s, SC_RATE, on_rate_reply, op, 1, 2, args, NULL);
+}
+
+/* The rate updates held back go out now: on their own at RATE_DEFER_MS,
+ * else ahead of the command being sent, in the same write. */
+static void flush_rates(struct estgw_store *s)
+{
+	struct store_op *op = s->rq, *next;
+
+	s->rq = s->rq_tail = NULL;
+	evtimer_del(s->flush);
+	for (; op; op = next) {
+		next = op->qnext;
+		op->qnext = NULL;
+		if (s->closing || s->state != S_UP || send_rate(s, op) != REDIS_OK)
+			op_free(op);
+	}
+}
+
+/* The connection went: the updates held back are not sent (the local
+ * buckets stand, as for any update while the store is down). */
+static void drop_rates(struct estgw_store *s)
+{
+	struct store_op *op = s->rq, *next;
+
+	s->rq = s->rq_tail = NULL;
+	if (s->flush)
+		evtimer_del(s->flush);
+	for (; op; op = next) {
+		next = op->qnext;
+		op_free(op);
+	}
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	flush_rates(arg);
 }
 
 static void redis_rate(struct estgw_store *s, const char *client, uint32_t per_minute,
 		       store_rate_fn fn, void *arg)
 {
-	uint8_t d[32];
-	char name[NAME_MAX_LEN], h[65], rate[16];
+	struct timeval tv = { 0, RATE_DEFER_MS * 1000 };
 	struct store_op *op;
 
 	if (!usable(s))
@@ -622,14 +878,15 @@ static void redis_rate(struct estgw_store *s, const char *client, uint32_t per_m
 		return;
 	op->rfn = fn;
 	op->arg = arg;
+	op->per_minute = per_minute;
 	snprintf(op->client, sizeof(op->client), "%s", client ? client : "-");
-	estgw_seal_digest(op->client, strlen(op->client), d);
-	hex(d, sizeof(d), h);
-	snprintf(name, sizeof(name), "%sr:%s", s->prefix, h);
-	snprintf(rate, sizeof(rate), "%u", per_minute);
-	const char *argv[] = { "EVAL", lua_rate, "1", name, rate };
-	if (redisAsyncCommandArgv(s->ac, on_rate_reply, op, 5, argv, NULL) != REDIS_OK)
-		op_free(op);
+	if (s->rq_tail)
+		s->rq_tail->qnext = op;
+	else
+		s->rq = op;
+	s->rq_tail = op;
+	if (!evtimer_pending(s->flush, NULL))
+		evtimer_add(s->flush, &tv);
 }
 
 static void redis_telemetry(struct estgw_store *s, const char *const *fields, size_t n)
@@ -652,6 +909,8 @@ static void redis_telemetry(struct estgw_store *s, const char *const *fields, si
 	argv[argc++] = s->node;
 	for (size_t i = 0; i < n; i++)
 		argv[argc++] = fields[i];
+	if (s->rq)
+		flush_rates(s);
 	redisAsyncCommandArgv(s->ac, NULL, NULL, (int)argc, argv, NULL);
 }
 
@@ -756,8 +1015,9 @@ struct estgw_store *store_redis_new(struct event_base *base,
 		goto fail;
 	s->retry = evtimer_new(base, on_retry, s);
 	s->refresh = event_new(base, -1, EV_PERSIST, on_refresh, s);
+	s->flush = evtimer_new(base, on_flush, s);
 	s->dns = s->port ? evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS) : NULL;
-	if (!s->retry || !s->refresh || (s->port && !s->dns)) {
+	if (!s->retry || !s->refresh || !s->flush || (s->port && !s->dns)) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -783,6 +1043,7 @@ void store_redis_close(struct estgw_store *s)
 	if (!s || s->closing)
 		return;
 	s->closing = 1;
+	drop_rates(s);
 	if (s->lookup)
 		evdns_getaddrinfo_cancel(s->lookup);
 	s->lookup = NULL;
@@ -811,6 +1072,8 @@ void store_redis_free(struct estgw_store *s)
 		event_free(s->retry);
 	if (s->refresh)
 		event_free(s->refresh);
+	if (s->flush)
+		event_free(s->flush);
 	if (s->dns)
 		evdns_base_free(s->dns, 0);
 	if (s->password) {

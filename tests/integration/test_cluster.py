@@ -5,8 +5,9 @@ A real redis-server on a private port, two or three estgw processes with
 [cluster] and one test CA (its request counters tell how often it issued):
 a deferred CSR retried on another instance, a lost answer resent to another
 instance, kill -9 of the instance whose call is in flight, the rate limit
-across instances, Redis stopped, started and stopped (SIGSTOP) mid-run, no
-private key in clear in Redis, and nftables steering in a network namespace.
+across instances, Redis stopped, started and stopped (SIGSTOP) mid-run, its
+scripts flushed mid-run (SCRIPT FLUSH), no private key in clear in Redis, and
+nftables steering in a network namespace.
 
 Run one test: test_cluster.py TestCluster.test_K1_deferred_csr_retried_on_other_instance
 """
@@ -151,6 +152,7 @@ class ClusterTest(unittest.TestCase):
     nodes = ("a", "b")
     extra_server = ""
     extra_upstream = "answer_within = 3"
+    claim_ttl = 2
 
     def setUp(self):
         self.killed = set()
@@ -164,7 +166,8 @@ class ClusterTest(unittest.TestCase):
         self.metrics = {}
         for i, node in enumerate(self.nodes):
             mport = free_tcp_port()
-            conf = cluster_conf(self.redis.port, node, self.seal, metrics_port=mport)
+            conf = cluster_conf(self.redis.port, node, self.seal, claim_ttl=self.claim_ttl,
+                                metrics_port=mport)
             kw = {"extra_server": self.extra_server, "extra_upstream": self.extra_upstream,
                   "extra_policy": conf}
             if i == 0:
@@ -369,6 +372,81 @@ class TestClusterStoreOutage(ClusterTest):
             os.kill(self.redis.proc.pid, signal.SIGCONT)
         wait_for(lambda: a.log().count("reachable again") == 2, timeout=20, what="reconnect")
         self.assertEqual(self.issued(), 4)
+
+
+def redis_info(red, section):
+    """INFO @section as {field: value} (Redis's own counters)."""
+    text = red.cmd("INFO", section).decode()
+    return dict(ln.split(":", 1) for ln in text.splitlines() if ":" in ln)
+
+
+def kept_answers(red):
+    return len(red.cmd("KEYS", "estgw:a:*"))
+
+
+class TestClusterScripts(ClusterTest):
+    """The scripts are loaded once per connection and called with EVALSHA; a
+    SCRIPT FLUSH mid-run loses no request and the store is used again."""
+    claim_ttl = 30  # no claim refresh (every 10 s) during a test
+
+    def reloaded(self, inst):
+        wait_for(lambda: "lost the scripts" in inst.log(), what="NOSCRIPT noticed")
+        wait_for(lambda: "reachable again" in inst.log(), what="reconnected, scripts loaded")
+
+    def test_K1_script_flush_mid_run_next_enrolment_succeeds(self):
+        """Before: the store is called by EVALSHA only (Redis's command counters), no
+        EVAL. SCRIPT FLUSH; the next enrolment via A still gets its certificate (its
+        claim got NOSCRIPT: answered from local state), one log line, and A
+        reconnects, loading the scripts again. After: an answer published via A is
+        kept in Redis and answered from the store via B (the SHA1 of a script is
+        the same on every instance, so B never missed them), no NOSCRIPT any more,
+        no second issuance."""
+        a, b = self.insts
+        red = self.redis.client()
+        csr0 = new_csr(self.tmp, "before")
+        self.expect_cert(self.sen(a, csr0), csr0)
+        stats = redis_info(red, "commandstats")
+        self.assertIn("cmdstat_evalsha", stats)
+        self.assertNotIn("cmdstat_eval", stats)
+        self.assertIn("cmdstat_script|load", stats)
+        self.assertEqual(red.cmd("SCRIPT", "FLUSH"), b"OK")
+        csr1 = new_csr(self.tmp, "after-flush")
+        self.expect_cert(self.sen(a, csr1), csr1)
+        self.reloaded(a)
+        self.assertIn("errorstat_NOSCRIPT", redis_info(red, "errorstats"))
+        red.cmd("CONFIG", "RESETSTAT")
+        csr2 = new_csr(self.tmp, "again")
+        first = self.expect_cert(self.sen(a, csr2), csr2)
+        self.assertEqual(self.expect_cert(self.sen(b, csr2), csr2), first)
+        self.assertRegex(b.log(), r"code=2\.04 .*from the store")
+        self.assertGreaterEqual(kept_answers(red), 1)
+        self.assertNotIn("errorstat_NOSCRIPT", redis_info(red, "errorstats"))
+        self.assertIn("cmdstat_evalsha", redis_info(red, "commandstats"))
+        red.close()
+        self.assertEqual(a.log().count("lost the scripts"), 1, a.log())
+        self.assertNotIn("lost the scripts", b.log())
+        self.assertEqual(self.issued(), 3)  # before, after the flush, again
+
+    def test_K1_script_flush_while_in_flight_publish_sent_again(self):
+        """A's CA call is held; SCRIPT FLUSH; the call completes and A's publish gets
+        NOSCRIPT: A reconnects and sends it again, so the answer is kept in Redis
+        and B answers that CSR from the store: the CA issued it once."""
+        a, b = self.insts
+        red = self.redis.client()
+        csr = new_csr(self.tmp, "inflight")
+        a.ca_control(mode="hold", op="simpleenroll", count=1)
+        self.assertEqual(self.sen(a, csr).code, "5.03")
+        wait_for(lambda: a.ca_stats()["held"] == 1, what="A's call held by the CA")
+        self.assertEqual(red.cmd("SCRIPT", "FLUSH"), b"OK")
+        self.assertEqual(kept_answers(red), 0)
+        a.ca_control(release=True)
+        self.reloaded(a)
+        wait_for(lambda: kept_answers(red) == 1, what="A's answer published again")
+        red.close()
+        self.expect_cert(self.sen(b, csr), csr)
+        self.assertRegex(b.log(), r"code=2\.04 .*from the store")
+        self.assertEqual(a.ca_stats()["ops"].get("simpleenroll"), 1)
+        self.assertEqual(self.issued(), 1)
 
 
 @unittest.skipUnless(REDIS, "redis-server is not installed (tools/deps.sh)")
