@@ -25,7 +25,9 @@
  * for the client's next request), so it is held back up to RATE_DEFER_MS
  * and goes out with the next command sent, usually the claim of the
  * device's next request: one write for both, and one wake-up of Redis
- * fewer per enrolment (a /crts, then a /sen).
+ * fewer per enrolment (a /crts, then a /sen). The updates held back go as
+ * one script call for up to RATE_BATCH buckets, and the requests of one
+ * client held back (its /crts, then its /sen) as one bucket update.
  *
  * States: DOWN (a reconnect timer with backoff, 100 ms doubling to 5 s),
  * CONNECTING (the connection, the SCRIPT LOADs and a PING in flight,
@@ -60,6 +62,7 @@
 #define BACKOFF_MAX_MS 5000
 #define MAX_PENDING 4096   /* operations without a reply: more is "down" */
 #define RATE_DEFER_MS 10   /* a rate update waits at most this for company */
+#define RATE_BATCH 16      /* buckets updated by one script call */
 #define NAME_MAX_LEN 160
 #define HOST_MAX 256
 
@@ -83,21 +86,28 @@ static const char lua_refresh[] =
 	"if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
 	"  return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end\n"
 	"return 0\n";
-/* KEYS: bucket. ARGV: per_minute. A token bucket in ratelimit.c's units
- * (60000 a request, per_minute a millisecond), on Redis's own clock. */
+/* KEYS: buckets. ARGV: per bucket its per_minute and the requests taken.
+ * Token buckets in ratelimit.c's units (60000 a request, per_minute a
+ * millisecond), on Redis's own clock. -> what each bucket holds after. */
 static const char lua_rate[] =
 	"local t = redis.call('TIME')\n"
 	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-	"local rate = tonumber(ARGV[1])\n"
-	"local cap = rate * 60000\n"
-	"local b = redis.call('HMGET', KEYS[1], 'u', 't')\n"
-	"local u = tonumber(b[1]) or cap\n"
-	"local last = tonumber(b[2]) or now\n"
-	"if now > last then u = math.min(cap, u + (now - last) * rate) end\n"
-	"if u >= 60000 then u = u - 60000 end\n"
-	"redis.call('HSET', KEYS[1], 'u', u, 't', now)\n"
-	"redis.call('PEXPIRE', KEYS[1], 61000)\n"
-	"return u\n";
+	"local out = {}\n"
+	"for i = 1, #KEYS do\n"
+	"  local rate = tonumber(ARGV[2 * i - 1])\n"
+	"  local cap = rate * 60000\n"
+	"  local b = redis.call('HMGET', KEYS[i], 'u', 't')\n"
+	"  local u = tonumber(b[1]) or cap\n"
+	"  local last = tonumber(b[2]) or now\n"
+	"  if now > last then u = math.min(cap, u + (now - last) * rate) end\n"
+	"  for _ = 1, tonumber(ARGV[2 * i]) do\n"
+	"    if u >= 60000 then u = u - 60000 end\n"
+	"  end\n"
+	"  redis.call('HSET', KEYS[i], 'u', u, 't', now)\n"
+	"  redis.call('PEXPIRE', KEYS[i], 61000)\n"
+	"  out[i] = u\n"
+	"end\n"
+	"return out\n";
 
 enum script { SC_CLAIM, SC_PUBLISH, SC_REFRESH, SC_RATE, SC_N };
 static const char *const script_text[SC_N] = { lua_claim, lua_publish, lua_refresh, lua_rate };
@@ -126,6 +136,7 @@ struct store_op {
 	char client[256];
 	struct pub *pub;       /* OP_PUBLISH */
 	uint32_t per_minute;   /* OP_RATE */
+	unsigned taken;        /* OP_RATE: requests of this client held back */
 	struct store_op *qnext; /* OP_RATE: s->rq, not sent yet */
 	int redo;              /* OP_PUBLISH: to be sent again when UP */
 	struct store_op *prev, *next; /* s->ops: waiting for a reply */
@@ -800,46 +811,85 @@ static void redis_publish(struct estgw_store *s, const uint8_t key[STORE_KEY_LEN
 		op_free(op);
 }
 
+/* The reply to one rate call: the ops of the batch, in KEYS order, chained
+ * by qnext from the first (@p priv). */
 static void on_rate_reply(redisAsyncContext *ac, void *r, void *priv)
 {
-	struct store_op *op = priv;
+	struct store_op *op = priv, *next;
 	redisReply *rep = r;
+	size_t i = 0;
 
 	if (op->s->closing)
 		return; /* freed by store_redis_free */
 	if (is_noscript(rep))
 		scripts_gone(op->s, ac);
-	else if (!op->done && rep && rep->type == REDIS_REPLY_INTEGER && rep->integer >= 0 && op->rfn)
-		op->rfn(op->arg, op->client, (uint64_t)rep->integer);
-	op_free(op);
+	for (; op; op = next, i++) {
+		next = op->qnext;
+		if (!op->done && op->rfn && rep && rep->type == REDIS_REPLY_ARRAY &&
+		    i < rep->elements && rep->element[i]->type == REDIS_REPLY_INTEGER &&
+		    rep->element[i]->integer >= 0)
+			op->rfn(op->arg, op->client, (uint64_t)rep->element[i]->integer);
+		op_free(op);
+	}
 }
 
-static int send_rate(struct estgw_store *s, struct store_op *op)
+/* One script call for the @p n ops chained from @p first (n <= RATE_BATCH). */
+static int send_rates(struct estgw_store *s, struct store_op *first, size_t n)
 {
+	char names[RATE_BATCH][NAME_MAX_LEN], nums[RATE_BATCH][2][16], nk[8];
+	const char *argv[3 + 3 * RATE_BATCH];
+	size_t i = 0, argc = 3;
 	uint8_t d[32];
-	char name[NAME_MAX_LEN], h[65], rate[16];
+	char h[65];
 
-	estgw_seal_digest(op->client, strlen(op->client), d);
-	hex(d, sizeof(d), h);
-	snprintf(name, sizeof(name), "%sr:%s", s->prefix, h);
-	snprintf(rate, sizeof(rate), "%u", op->per_minute);
-	const char *args[] = { name, rate };
-	return call_script(s, SC_RATE, on_rate_reply, op, 1, 2, args, NULL);
+	if (!s->ac || n > RATE_BATCH)
+		return REDIS_ERR;
+	snprintf(nk, sizeof(nk), "%zu", n);
+	argv[0] = "EVALSHA";
+	argv[1] = s->sha[SC_RATE];
+	argv[2] = nk;
+	for (struct store_op *op = first; op && i < n; op = op->qnext, i++) {
+		estgw_seal_digest(op->client, strlen(op->client), d);
+		hex(d, sizeof(d), h);
+		snprintf(names[i], sizeof(names[i]), "%sr:%s", s->prefix, h);
+		argv[argc++] = names[i];
+	}
+	i = 0;
+	for (struct store_op *op = first; op && i < n; op = op->qnext, i++) {
+		snprintf(nums[i][0], sizeof(nums[i][0]), "%u", op->per_minute);
+		snprintf(nums[i][1], sizeof(nums[i][1]), "%u", op->taken);
+		argv[argc++] = nums[i][0];
+		argv[argc++] = nums[i][1];
+	}
+	return redisAsyncCommandArgv(s->ac, on_rate_reply, first, (int)argc, argv, NULL);
 }
 
 /* The rate updates held back go out now: on their own at RATE_DEFER_MS,
- * else ahead of the command being sent, in the same write. */
+ * else ahead of the command being sent, in the same write; up to
+ * RATE_BATCH buckets in one script call. */
 static void flush_rates(struct estgw_store *s)
 {
-	struct store_op *op = s->rq, *next;
+	struct store_op *op = s->rq;
 
 	s->rq = s->rq_tail = NULL;
 	evtimer_del(s->flush);
-	for (; op; op = next) {
-		next = op->qnext;
-		op->qnext = NULL;
-		if (s->closing || s->state != S_UP || send_rate(s, op) != REDIS_OK)
-			op_free(op);
+	while (op) {
+		struct store_op *first = op, *last = op, *rest;
+		size_t n = 1;
+
+		while (last->qnext && n < RATE_BATCH) {
+			last = last->qnext;
+			n++;
+		}
+		rest = last->qnext;
+		last->qnext = NULL; /* the batch's chain, for its reply */
+		if (s->closing || s->state != S_UP || send_rates(s, first, n) != REDIS_OK) {
+			for (struct store_op *next; first; first = next) {
+				next = first->qnext;
+				op_free(first);
+			}
+		}
+		op = rest;
 	}
 }
 
@@ -873,13 +923,24 @@ static void redis_rate(struct estgw_store *s, const char *client, uint32_t per_m
 
 	if (!usable(s))
 		return;
+	if (!client)
+		client = "-";
+	/* the same client's requests held back (its /crts, then its /sen): one
+	 * bucket update taking them all */
+	for (op = s->rq; op; op = op->qnext)
+		if (op->per_minute == per_minute && op->rfn == fn && op->arg == arg &&
+		    strncmp(op->client, client, sizeof(op->client) - 1) == 0) {
+			op->taken++;
+			return;
+		}
 	op = op_new(s, OP_RATE);
 	if (!op)
 		return;
 	op->rfn = fn;
 	op->arg = arg;
 	op->per_minute = per_minute;
-	snprintf(op->client, sizeof(op->client), "%s", client ? client : "-");
+	op->taken = 1;
+	snprintf(op->client, sizeof(op->client), "%s", client);
 	if (s->rq_tail)
 		s->rq_tail->qnext = op;
 	else
