@@ -90,9 +90,12 @@ static void forget(void *p)
 
 static void *hook_malloc(size_t n, const char *file, int line)
 {
-	void *p = malloc(n);
+	void *p;
 
 	(void)line;
+	if (n == 0)
+		return NULL; /* as CRYPTO_malloc does without hooks */
+	p = malloc(n);
 	if (p && n == sizeof(BUF_MEM) && from_buffer(file)) {
 		t.recent[t.next % RECENT] = p;
 		t.next++;
