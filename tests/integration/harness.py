@@ -107,6 +107,15 @@ def certs_of_pkcs7_der(der):
     return [openssl("x509", "-outform", "DER", data=b.encode()) for b in blocks]
 
 
+def assert_issued_for(tc, pkcs7_der, csr, msg=None):
+    """@p pkcs7_der (an EST certs-only answer) holds one certificate, for the
+    key of @p csr (DER); that certificate's DER."""
+    certs = certs_of_pkcs7_der(pkcs7_der)
+    tc.assertEqual(len(certs), 1, msg)
+    tc.assertEqual(pubkey_of_cert_der(certs[0]), pubkey_of_csr_der(csr))
+    return certs[0]
+
+
 class CoapResult:
     def __init__(self, rc, out, err):
         self.rc = rc

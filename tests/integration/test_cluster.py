@@ -24,8 +24,9 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (ESTGW, Stack, StackTest, certs_of_pkcs7_der, free_tcp_port, new_csr,  # noqa: E402
-                     main, pubkey_of_cert_der, pubkey_of_csr_der, wait_for)
+from harness import (ESTGW, Stack, StackTest, assert_issued_for, certs_of_pkcs7_der,  # noqa: E402
+                     free_tcp_port, new_csr, main, pubkey_of_cert_der, pubkey_of_csr_der,
+                     wait_for)
 
 WK = "/.well-known/est"
 REDIS = shutil.which("redis-server")
@@ -208,10 +209,7 @@ class ClusterTest(unittest.TestCase):
 
     def expect_cert(self, r, csr):
         self.assertEqual(r.rc, 0, r)
-        certs = certs_of_pkcs7_der(r.payload)
-        self.assertEqual(len(certs), 1, r)
-        self.assertEqual(pubkey_of_cert_der(certs[0]), pubkey_of_csr_der(csr))
-        return certs[0]
+        return assert_issued_for(self, r.payload, csr, r)
 
     def issued(self):
         return self.a.ca_stats()["issued"]
