@@ -216,12 +216,12 @@ static int route_and_check(const struct pipeline *pl,
 
 /* The shared bucket's answer ([cluster], K1). The store is closed before
  * the pipeline is freed, so @p arg is alive. */
-static void on_shared_rate(void *arg, const char *client, uint64_t units)
+static void on_shared_rate(void *arg, const char *client, uint64_t units, uint64_t seq)
 {
 	struct pipeline *pl = arg;
 
 	if (pl->rate)
-		estgw_rate_sync(pl->rate, client, units);
+		estgw_rate_sync(pl->rate, client, units, seq);
 }
 
 /* One token per request from the client's bucket, whatever the path; a
@@ -239,7 +239,7 @@ static int over_limit(struct pipeline *pl, const struct pl_request *rq,
 	 * instance's bucket for the client's next request (never waited for) */
 	if (pl->px && (st = proxy_store(pl->px)))
 		st->ops->rate(st->s, rq->client->name, pl->cfg->server.rate_limit,
-			      on_shared_rate, pl);
+			      estgw_rate_shared(pl->rate, rq->client->name), on_shared_rate, pl);
 	return 0;
 }
 

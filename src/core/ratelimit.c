@@ -23,6 +23,7 @@ struct bucket {
 	struct bucket *prev, *next;
 	uint64_t units;
 	uint64_t last_ms;
+	uint64_t shared;  /* requests sent to the cluster's bucket (K1) */
 	uint32_t hash;
 	char key[];
 };
@@ -172,6 +173,7 @@ static struct bucket *find(struct estgw_rate *r, const char *client,
 	b->hash = h;
 	b->units = (uint64_t)r->per_minute * COST; /* a new client: full */
 	b->last_ms = now_ms;
+	b->shared = 0;
 	b->hnext = r->head[h & r->mask];
 	r->head[h & r->mask] = b;
 	push_use(r, b);
@@ -209,13 +211,34 @@ int estgw_rate_take(struct estgw_rate *r, const char *client, uint64_t now_ms,
 	return -EBUSY;
 }
 
-void estgw_rate_sync(struct estgw_rate *r, const char *client, uint64_t units)
+static struct bucket *tracked(struct estgw_rate *r, const char *client)
 {
-	const uint64_t cap = (uint64_t)r->per_minute * COST;
 	size_t len;
 	const char *key = key_of(client, &len);
-	struct bucket *b = lookup(r, key, len, name_hash(key, len));
 
-	if (b)
-		b->units = units < cap ? units : cap;
+	return lookup(r, key, len, name_hash(key, len));
+}
+
+uint64_t estgw_rate_shared(struct estgw_rate *r, const char *client)
+{
+	struct bucket *b = tracked(r, client);
+
+	return b ? ++b->shared : 0;
+}
+
+void estgw_rate_sync(struct estgw_rate *r, const char *client, uint64_t units,
+		     uint64_t seq)
+{
+	const uint64_t cap = (uint64_t)r->per_minute * COST;
+	struct bucket *b = tracked(r, client);
+	uint64_t later;
+
+	if (!b)
+		return;
+	/* taken here after @p seq: not in @p units yet (a bucket evicted and
+	 * made again counts from 0, so a larger seq means none) */
+	later = b->shared > seq ? b->shared - seq : 0;
+	if (units > cap)
+		units = cap;
+	b->units = later > units / COST ? 0 : units - later * COST;
 }

@@ -35,10 +35,19 @@ int estgw_rate_take(struct estgw_rate *r, const char *client, uint64_t now_ms,
 /** Units of one request (a bucket holds per_minute of them). */
 #define ESTGW_RATE_COST 60000u
 
+/** The request @p client just took also goes to the cluster's shared
+ *  bucket ([cluster], K1): its sequence number among this client's
+ *  shared requests, for estgw_rate_sync. 0: the client is not tracked. */
+uint64_t estgw_rate_shared(struct estgw_rate *r, const char *client);
+
 /** What the shared bucket of the cluster says is left for @p client
- *  ([cluster], K1): this instance's bucket is set to @p units (at most
- *  full), so requests other instances took count here from now on. A
- *  client not tracked here is ignored. */
-void estgw_rate_sync(struct estgw_rate *r, const char *client, uint64_t units);
+ *  once it counted the shared requests up to number @p seq: this
+ *  instance's bucket is set to @p units (at most full) less the requests
+ *  taken here after @p seq, which the shared bucket has not seen yet. So
+ *  requests other instances took count here from now on, and an answer
+ *  that arrives after this client's next request does not give that
+ *  request's token back. A client not tracked here is ignored. */
+void estgw_rate_sync(struct estgw_rate *r, const char *client, uint64_t units,
+		     uint64_t seq);
 
 #endif

@@ -54,6 +54,7 @@ static struct registry {
 	struct family store_ops;   /* [cluster] (K1) */
 	int store_state;           /* 0: no store, 1: up, 2: down */
 	uint64_t store_outages;
+	uint64_t store_rated;      /* requests the shared bucket counted */
 	struct family jpy_datagrams, jpy_dropped, jpy_sessions_total; /* H6 */
 	int64_t jpy_sessions;
 	struct histogram hist[MAX_OPS];
@@ -331,6 +332,11 @@ void metrics_store_op(const char *result)
 	family_add(&reg.store_ops, labels);
 }
 
+void metrics_store_rate(unsigned n)
+{
+	reg.store_rated += n;
+}
+
 void metrics_store_state(int up)
 {
 	if (reg.store_state == 1 && !up)
@@ -431,6 +437,10 @@ int metrics_render(time_t now, char **text, size_t *len)
 			   "# TYPE estgw_cluster_store_outages_total counter\n"
 			   "estgw_cluster_store_outages_total %llu\n",
 			(unsigned long long)reg.store_outages);
+		fprintf(f, "# HELP estgw_cluster_rate_shared_total Requests the shared rate-limit bucket counted and answered.\n"
+			   "# TYPE estgw_cluster_rate_shared_total counter\n"
+			   "estgw_cluster_rate_shared_total %llu\n",
+			(unsigned long long)reg.store_rated);
 		render_family(f, &reg.store_ops);
 	}
 	render_family(f, &reg.jpy_datagrams);

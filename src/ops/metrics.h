@@ -78,6 +78,8 @@ int metrics_crts_fresh(time_t now, uint32_t max_age);
  *  "answer", "claimed", "busy", "down" (not asked: store down) or
  *  "timeout" (no answer within store_timeout). */
 void metrics_store_op(const char *result);
+/** [cluster]: the shared rate-limit bucket answered for @p n requests. */
+void metrics_store_rate(unsigned n);
 /** [cluster]: the shared store is up (1) or down (0); an up -> down
  *  change counts one outage. */
 void metrics_store_state(int up);

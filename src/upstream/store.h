@@ -42,9 +42,11 @@ struct store_answer {
 /** @p a is valid during the call only (STORE_ANSWER), else NULL. */
 typedef void (*store_claim_fn)(void *arg, enum store_verdict v,
 			       const struct store_answer *a);
-/** The client's shared bucket after this request: @p units left, in
- *  ratelimit.c's units (60000 a request). */
-typedef void (*store_rate_fn)(void *arg, const char *client, uint64_t units);
+/** The client's shared bucket once it counted this instance's requests
+ *  up to the one numbered @p seq: @p units left, in ratelimit.c's units
+ *  (60000 a request). */
+typedef void (*store_rate_fn)(void *arg, const char *client, uint64_t units,
+			      uint64_t seq);
 
 struct store_ops {
 	/** The kept answer for @p key, or else claim it for this instance
@@ -60,10 +62,12 @@ struct store_ops {
 	 *  instance's claim of it; @p a NULL: release only. No callback. */
 	void (*publish)(struct estgw_store *s, const uint8_t key[STORE_KEY_LEN],
 			const struct store_answer *a);
-	/** One request of @p client against the shared bucket of
-	 *  @p per_minute; @p fn (may be NULL) gets what is left. */
+	/** One request of @p client (its number @p seq) against the shared
+	 *  bucket of @p per_minute; @p fn (may be NULL) gets what is left.
+	 *  Requests of one client may be counted together: the answer then
+	 *  names the last one. */
 	void (*rate)(struct estgw_store *s, const char *client,
-		     uint32_t per_minute, store_rate_fn fn, void *arg);
+		     uint32_t per_minute, uint64_t seq, store_rate_fn fn, void *arg);
 	/** Append a record (field, value pairs) to the telemetry stream. */
 	void (*telemetry)(struct estgw_store *s, const char *const *fields,
 			  size_t nfields);

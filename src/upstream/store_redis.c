@@ -137,6 +137,7 @@ struct store_op {
 	struct pub *pub;       /* OP_PUBLISH */
 	uint32_t per_minute;   /* OP_RATE */
 	unsigned taken;        /* OP_RATE: requests of this client held back */
+	uint64_t seq;          /* OP_RATE: the number of the last of them */
 	struct store_op *qnext; /* OP_RATE: s->rq, not sent yet */
 	int redo;              /* OP_PUBLISH: to be sent again when UP */
 	struct store_op *prev, *next; /* s->ops: waiting for a reply */
@@ -827,8 +828,10 @@ static void on_rate_reply(redisAsyncContext *ac, void *r, void *priv)
 		next = op->qnext;
 		if (!op->done && op->rfn && rep && rep->type == REDIS_REPLY_ARRAY &&
 		    i < rep->elements && rep->element[i]->type == REDIS_REPLY_INTEGER &&
-		    rep->element[i]->integer >= 0)
-			op->rfn(op->arg, op->client, (uint64_t)rep->element[i]->integer);
+		    rep->element[i]->integer >= 0) {
+			metrics_store_rate(op->taken);
+			op->rfn(op->arg, op->client, (uint64_t)rep->element[i]->integer, op->seq);
+		}
 		op_free(op);
 	}
 }
@@ -916,7 +919,7 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 }
 
 static void redis_rate(struct estgw_store *s, const char *client, uint32_t per_minute,
-		       store_rate_fn fn, void *arg)
+		       uint64_t seq, store_rate_fn fn, void *arg)
 {
 	struct timeval tv = { 0, RATE_DEFER_MS * 1000 };
 	struct store_op *op;
@@ -931,6 +934,7 @@ static void redis_rate(struct estgw_store *s, const char *client, uint32_t per_m
 		if (op->per_minute == per_minute && op->rfn == fn && op->arg == arg &&
 		    strncmp(op->client, client, sizeof(op->client) - 1) == 0) {
 			op->taken++;
+			op->seq = seq;
 			return;
 		}
 	op = op_new(s, OP_RATE);
@@ -940,6 +944,7 @@ static void redis_rate(struct estgw_store *s, const char *client, uint32_t per_m
 	op->arg = arg;
 	op->per_minute = per_minute;
 	op->taken = 1;
+	op->seq = seq;
 	snprintf(op->client, sizeof(op->client), "%s", client);
 	if (s->rq_tail)
 		s->rq_tail->qnext = op;

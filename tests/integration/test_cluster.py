@@ -316,18 +316,60 @@ class TestCluster(ClusterTest):
 class TestClusterRate(ClusterTest):
     extra_server = "rate_limit = 6"
 
+    def shared_count(self, node):
+        """Requests of this instance the shared bucket counted and answered."""
+        status, text = self.http(node, "/metrics")
+        self.assertEqual(status, 200)
+        for line in text.splitlines():
+            if line.startswith("estgw_cluster_rate_shared_total "):
+                return int(line.split()[1])
+        self.fail("no estgw_cluster_rate_shared_total in /metrics")
+
     def test_K1_rate_limit_across_instances(self):
         """6 a minute per client: 4 requests via A, then B admits the 2 left in the
-        shared bucket and answers the next 4.29."""
+        shared bucket and answers the next 4.29. The shared bucket counts a
+        request a few ms after admitting it (an update waits up to 10 ms for
+        company), so each step waits until the instance has the bucket's answer."""
         a, b = self.insts
         for _ in range(4):
             self.assertEqual(a.coap(WK + "/crts").rc, 0)
-        got = [b.coap(WK + "/crts") for _ in range(3)]
+        wait_for(lambda: self.shared_count("a") == 4, what="A's 4 requests in the shared bucket")
+        got = []
+        for i in range(3):
+            got.append(b.coap(WK + "/crts"))
+            if i < 2:
+                wait_for(lambda: self.shared_count("b") == i + 1,
+                         what=f"B's request {i + 1} in the shared bucket")
         self.assertEqual([r.rc for r in got[:2]], [0, 0], got)
         self.assertEqual(got[2].code, "4.29", got)
         red = self.redis.client()
         self.assertEqual(len(red.cmd("KEYS", "estgw:r:*")), 1)
         red.close()
+
+    def test_K1_store_stalled_the_last_answer_decides(self):
+        """The store stalled (SIGSTOP) after B learnt that 1 request is left:
+        B admits that one on its own bucket and refuses the next, never
+        waiting for the store; once the store answers, the held request is
+        counted in the shared bucket and B still refuses."""
+        a, b = self.insts
+        for _ in range(4):
+            self.assertEqual(a.coap(WK + "/crts").rc, 0)
+        wait_for(lambda: self.shared_count("a") == 4, what="A's 4 requests in the shared bucket")
+        self.assertEqual(b.coap(WK + "/crts").rc, 0)
+        wait_for(lambda: self.shared_count("b") == 1, what="B's first request counted")
+        os.kill(self.redis.proc.pid, signal.SIGSTOP)
+        try:
+            self.assertEqual(b.coap(WK + "/crts").rc, 0)
+            self.assertEqual(b.coap(WK + "/crts").code, "4.29")
+        finally:
+            os.kill(self.redis.proc.pid, signal.SIGCONT)
+        wait_for(lambda: self.shared_count("b") == 2, what="B's held request counted")
+        self.assertEqual(b.coap(WK + "/crts").code, "4.29")
+        red = self.redis.client()
+        (key,) = red.cmd("KEYS", "estgw:r:*")
+        units = int(red.cmd("HGET", key, "u"))
+        red.close()
+        self.assertLess(units, 60000, "the shared bucket still has a whole request")
 
 
 class TestClusterStoreOutage(ClusterTest):

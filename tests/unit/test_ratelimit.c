@@ -92,9 +92,41 @@ static void test_many_clients_lru(void **state)
 	name[100] = 'b';
 	assert_int_equal(estgw_rate_take(r, name, 12, &retry), 0);
 	/* a synced bucket takes the shared count; an unknown client is ignored */
-	estgw_rate_sync(r, "CN=device-0", 5 * ESTGW_RATE_COST);
+	estgw_rate_sync(r, "CN=device-0", 5 * ESTGW_RATE_COST, 0);
 	assert_int_equal(estgw_rate_take(r, "CN=device-0", 12, &retry), 0);
-	estgw_rate_sync(r, "CN=nobody", 0);
+	estgw_rate_sync(r, "CN=nobody", 0, 0);
+	estgw_rate_free(r);
+}
+
+/* K1: the shared bucket's answer for request n arrives after this
+ * instance took request n + 1 (and n + 2): those stay taken. */
+static void test_sync_keeps_later_requests(void **state)
+{
+	struct estgw_rate *r = estgw_rate_new(6, 4);
+	uint32_t retry = 0;
+
+	(void)state;
+	assert_int_equal(estgw_rate_take(r, "CN=d", 1, &retry), 0);
+	assert_int_equal(estgw_rate_shared(r, "CN=d"), 1);
+	assert_int_equal(estgw_rate_take(r, "CN=d", 1, &retry), 0);
+	assert_int_equal(estgw_rate_shared(r, "CN=d"), 2);
+	/* the cluster had 2 left when it counted request 1: 1 after request 2 */
+	estgw_rate_sync(r, "CN=d", 2 * ESTGW_RATE_COST, 1);
+	assert_int_equal(estgw_rate_take(r, "CN=d", 1, &retry), 0);
+	assert_int_equal(estgw_rate_shared(r, "CN=d"), 3);
+	assert_int_equal(estgw_rate_take(r, "CN=d", 1, &retry), -EBUSY);
+	/* more taken here than the answer left: empty, not wrapped around */
+	estgw_rate_sync(r, "CN=d", ESTGW_RATE_COST + 5, 1);
+	assert_int_equal(estgw_rate_take(r, "CN=d", 1, &retry), -EBUSY);
+	/* the answer for the last one: what it says, over the cap cut to full */
+	estgw_rate_sync(r, "CN=d", 99 * ESTGW_RATE_COST, 3);
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(estgw_rate_take(r, "CN=d", 1, &retry), 0);
+	assert_int_equal(estgw_rate_take(r, "CN=d", 1, &retry), -EBUSY);
+	/* a seq from before an eviction (larger than the new count): none later */
+	estgw_rate_sync(r, "CN=d", ESTGW_RATE_COST, 40);
+	assert_int_equal(estgw_rate_take(r, "CN=d", 1, &retry), 0);
+	assert_int_equal(estgw_rate_shared(r, "CN=nobody"), 0);
 	estgw_rate_free(r);
 }
 
@@ -142,6 +174,7 @@ int main(void)
 		cmocka_unit_test(test_table_full_reuses_oldest),
 		cmocka_unit_test(test_set_new_limit),
 		cmocka_unit_test(test_many_clients_lru),
+		cmocka_unit_test(test_sync_keeps_later_requests),
 		cmocka_unit_test(test_bad_arguments),
 	};
 
