@@ -980,6 +980,15 @@ static void take_config(struct proxy *px, const struct estgw_config *cfg)
 	}
 }
 
+/* The upstream load gauges of /metrics. */
+static void load_now(void *arg, size_t *running, size_t *queued)
+{
+	const struct proxy *px = arg;
+
+	*running = xchg_running(px->xe);
+	*queued = xchg_queued(px->xe);
+}
+
 struct proxy *proxy_new(struct event_base *base, struct upstream *up,
 			const struct estgw_config *cfg)
 {
@@ -1004,6 +1013,7 @@ struct proxy *proxy_new(struct event_base *base, struct upstream *up,
 	px->warming = cache_find(px, "", 0) && cache_find(px, "", 0)->refreshing;
 	probe_csrattrs(px);
 	px->probing = px->probe_running;
+	metrics_upstream_load(load_now, px);
 	return px;
 }
 
@@ -1036,6 +1046,7 @@ void proxy_free(struct proxy *px)
 {
 	if (!px)
 		return;
+	metrics_upstream_load(NULL, px);
 	xchg_engine_free(px->xe); /* cancels its upstream transfers */
 	for (size_t i = 0; i < CACHE_SLOTS; i++) {
 		free(px->cache[i].body);

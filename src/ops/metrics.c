@@ -55,6 +55,8 @@ static struct registry {
 	int store_state;           /* 0: no store, 1: up, 2: down */
 	uint64_t store_outages;
 	uint64_t store_rated;      /* requests the shared bucket counted */
+	metrics_load_fn load;      /* the EST engine's running and queued */
+	void *load_arg;
 	struct family jpy_datagrams, jpy_dropped, jpy_sessions_total; /* H6 */
 	int64_t jpy_sessions;
 	struct histogram hist[MAX_OPS];
@@ -332,6 +334,14 @@ void metrics_store_op(const char *result)
 	family_add(&reg.store_ops, labels);
 }
 
+void metrics_upstream_load(metrics_load_fn fn, void *arg)
+{
+	if (!fn && arg != reg.load_arg)
+		return; /* another source registered since */
+	reg.load = fn;
+	reg.load_arg = fn ? arg : NULL;
+}
+
 void metrics_store_rate(unsigned n)
 {
 	reg.store_rated += n;
@@ -426,6 +436,15 @@ int metrics_render(time_t now, char **text, size_t *len)
 	render_family(f, &reg.hs_fail);
 	render_gauge(f, "estgw_block1_reassemblies", "Block1 request bodies being reassembled.",
 		     (long long)reg.block1);
+	if (reg.load) {
+		size_t running = 0, queued = 0;
+
+		reg.load(reg.load_arg, &running, &queued);
+		render_gauge(f, "estgw_upstream_running", "EST exchanges with the EST server now ([upstream] max_concurrent).",
+			     (long long)running);
+		render_gauge(f, "estgw_upstream_queued", "EST exchanges queued behind them ([upstream] queue).",
+			     (long long)queued);
+	}
 	render_family(f, &reg.reloads);
 	render_cache_age(f, now);
 	render_family(f, &reg.brski_requests);

@@ -78,6 +78,12 @@ int metrics_crts_fresh(time_t now, uint32_t max_age);
  *  "answer", "claimed", "busy", "down" (not asked: store down) or
  *  "timeout" (no answer within store_timeout). */
 void metrics_store_op(const char *result);
+/** What the EST exchange engine has now: exchanges upstream and queued
+ *  behind [upstream] max_concurrent. Asked when /metrics is rendered. */
+typedef void (*metrics_load_fn)(void *arg, size_t *running, size_t *queued);
+/** Register the source of the upstream load gauges; @p fn NULL removes
+ *  the one registered with @p arg. */
+void metrics_upstream_load(metrics_load_fn fn, void *arg);
 /** [cluster]: the shared rate-limit bucket answered for @p n requests. */
 void metrics_store_rate(unsigned n);
 /** [cluster]: the shared store is up (1) or down (0); an up -> down

@@ -323,9 +323,10 @@ class TestBrskiVoucher(BrskiTest):
         def run(i):
             results[i] = self.s.pledge("/.well-known/brski/rv", "pledge", pvr)
         ts = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-        for t in ts:
-            t.start()
-            time.sleep(0.5)
+        ts[0].start()
+        # the second is sent while the first is at the MASA (held there 3 s)
+        wait_for(lambda: len(self.s.masa_requests()) == 1, what="the first at the MASA")
+        ts[1].start()
         for t in ts:
             t.join()
         for r in results:

@@ -352,8 +352,7 @@ class TestShutdown(StackTest):
         try:
             # the CA holds simpleenroll for 5 s; the request follows the
             # handshake within milliseconds
-            wait_for(lambda: "handshake done" in self.s.log(), what="device handshake")
-            time.sleep(0.5)
+            wait_for(lambda: self.s.ca_stats()["ops"].get("simpleenroll") == 1, what="the /sen at the CA")
             self.assertIsNone(dev.poll())
             t0 = time.time()
             self.s.gw.send_signal(signal.SIGTERM)
@@ -387,8 +386,7 @@ class TestShutdownGraceOver(StackTest):
              "-j", f"{self.s.pki}/device.key", self.s.uri(WK + "/sen")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_for(lambda: "handshake done" in self.s.log(), what="device handshake")
-            time.sleep(0.5)
+            wait_for(lambda: self.s.ca_stats()["ops"].get("simpleenroll") == 1, what="the /sen at the CA")
             t0 = time.time()
             self.s.gw.send_signal(signal.SIGTERM)
             self.assertEqual(self.s.gw.wait(timeout=15), 0)

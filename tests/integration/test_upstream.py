@@ -157,9 +157,10 @@ class TestSlowCA(StackTest):
             results[i] = self.s.coap(WK + "/sen", method="post", cf=286, payload=csr)
 
         threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
-            time.sleep(0.5)
+        threads[0].start()
+        # the second is sent while the first is at the CA (held there 3 s)
+        wait_for(lambda: self.s.ca_stats()["ops"].get("simpleenroll") == 1, what="the first at the CA")
+        threads[1].start()
         for t in threads:
             t.join()
         for r in results:
@@ -173,8 +174,8 @@ class TestSlowCA(StackTest):
         csr = csr_der(self.s.pki)
         r = self.s.coap(WK + "/sen", method="post", cf=286, payload=csr, timeout=1)
         self.assertEqual(r.payload, b"")
-        wait_for(lambda: self.s.ca_stats().get("issued", 0) >= 1, timeout=20, what="issue")
-        time.sleep(0.5)
+        # the answer reaches estgw (logged, then kept, in one turn of its loop)
+        wait_for(lambda: "simpleenroll -> HTTP 200" in self.s.log(), timeout=20, what="the answer")
         self.s.ca_control(mode="normal")
         r = self.s.coap(WK + "/sen", method="post", cf=286, payload=csr)
         self.assertEqual(r.rc, 0, r)
@@ -359,24 +360,46 @@ class TestTLSWrongName(TLSFaultStack):
 
 
 class TestLimits(StackTest):
-    stack_kwargs = {"extra_upstream": "max_concurrent = 1\nqueue = 1\nretry_default = 9\n"
-                                      "answer_within = 20"}
+    limits = "max_concurrent = 1\nqueue = 1\nretry_default = 9\nanswer_within = 20"
+
+    def setUp(self):
+        self.mport = harness.free_tcp_port()
+        self.stack_kwargs = {"extra_upstream": f"{self.limits}\n[metrics]\n"
+                                               f"listen = 127.0.0.1:{self.mport}\n"}
+        super().setUp()
+
+    def load(self):
+        """estgw's upstream load gauges: (running, queued)."""
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.mport}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        vals = {}
+        for line in text.splitlines():
+            name, _, v = line.partition(" ")
+            if name in ("estgw_upstream_running", "estgw_upstream_queued"):
+                vals[name] = int(v)
+        return vals.get("estgw_upstream_running"), vals.get("estgw_upstream_queued")
 
     def test_D2_limits_queue_then_5_03(self):
+        """max_concurrent 1, queue 1: the first CSR goes upstream, the second waits
+        in the queue and is served after it, the third gets 5.03 busy. Each is
+        sent once the one before is where it should be (the gauges say so)."""
         self.s.ca_control(mode="delay=3", op="simpleenroll")
         csrs = [new_csr(self.s.dir, f"k{i}") for i in range(3)]
         results = [None] * 3
+        self.assertEqual(self.load(), (0, 0))
 
         def run(i):
             results[i] = self.s.coap(WK + "/sen", method="post", cf=286, payload=csrs[i],
                                      extra=["-v", "7"])
 
         threads = []
-        for i in range(3):
+        for i, want in enumerate([(1, 0), (1, 1), None]):
             t = threading.Thread(target=run, args=(i,))
             t.start()
             threads.append(t)
-            time.sleep(0.7)
+            if want:
+                wait_for(lambda want=want: self.load() == want, what=f"estgw has {want}")
         for t in threads:
             t.join()
         self.assertEqual(results[0].rc, 0, results[0])
@@ -386,6 +409,7 @@ class TestLimits(StackTest):
         self.assertEqual(max_age(results[2]), 9)
         self.assertIn("busy", results[2].diag)
         self.assertEqual(self.s.ca_stats()["ops"].get("simpleenroll"), 2)
+        self.assertEqual(self.load(), (0, 0))
 
 
 ANSWER_WITHIN = 2

@@ -166,6 +166,40 @@ static void test_gauges(void **state)
 	free(t);
 }
 
+static void fake_load(void *arg, size_t *running, size_t *queued)
+{
+	const size_t *v = arg;
+
+	*running = v[0];
+	*queued = v[1];
+}
+
+/* The upstream load gauges: asked for at render, absent without a source;
+ * removing a source registered by another is a no-op. */
+static void test_upstream_load_gauges(void **state)
+{
+	size_t v[2] = { 3, 7 }, other[2] = { 0, 0 };
+	char *t = render(1000);
+
+	assert_null(strstr(t, "estgw_upstream_running"));
+	free(t);
+	metrics_upstream_load(fake_load, v);
+	t = render(1000);
+	expect_line(t, "estgw_upstream_running 3");
+	expect_line(t, "estgw_upstream_queued 7");
+	expect_valid_format(t);
+	free(t);
+	v[1] = 0;
+	metrics_upstream_load(NULL, other);
+	t = render(1000);
+	expect_line(t, "estgw_upstream_queued 0");
+	free(t);
+	metrics_upstream_load(NULL, v);
+	t = render(1000);
+	assert_null(strstr(t, "estgw_upstream_running"));
+	free(t);
+}
+
 static void test_reloads(void **state)
 {
 	metrics_reload(1);
@@ -286,6 +320,7 @@ int main(void)
 		cmocka_unit_test_setup(test_requests_by_path_and_code, reset),
 		cmocka_unit_test_setup(test_upstream_exchanges_errors_histogram, reset),
 		cmocka_unit_test_setup(test_gauges, reset),
+		cmocka_unit_test_setup(test_upstream_load_gauges, reset),
 		cmocka_unit_test_setup(test_reloads, reset),
 		cmocka_unit_test_setup(test_J_brski_requests_and_masa_answers, reset),
 		cmocka_unit_test_setup(test_label_escaping, reset),
