@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -267,6 +268,19 @@ connect_timeout = {connect_timeout}
         return res
 
 
+def show_logs_if_failed(test, logs, lines=60):
+    """When @test has failed so far, print the end of each (name, text) in
+    @logs to stderr: CI keeps only the test's output, and the gateway's
+    request lines say what the device got and why."""
+    res = getattr(getattr(test, "_outcome", None), "result", None)
+    if res is None or not any(t is test for t, _ in res.failures + res.errors):
+        return
+    for name, text in logs:
+        tail = text.splitlines()[-lines:]
+        print(f"---- last {len(tail)} lines of {name} ----", file=sys.stderr)
+        print("\n".join(tail), file=sys.stderr)
+
+
 class StackTest(unittest.TestCase):
     """Base class: one stack per test, torn down with a leak/crash check."""
 
@@ -280,6 +294,7 @@ class StackTest(unittest.TestCase):
     def tearDown(self):
         rc = self.s.stop()
         log = self.s.log()
+        show_logs_if_failed(self, [("estgw.log", log)])
         try:
             self.assertEqual(rc, 0, f"estgw did not exit cleanly (rc={rc}):\n{log[-4000:]}")
             self.assertNotIn("ERROR: AddressSanitizer", log)

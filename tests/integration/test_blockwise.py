@@ -123,6 +123,16 @@ class BlockClient:
             elif line.startswith("end "):
                 return Reply(line.split()[1], responses)
 
+    def check(self):
+        """True if estgw ended the session (its close_notify came); the tool
+        has then opened a new one for the next request."""
+        self.p.stdin.write("check\n")
+        self.p.stdin.flush()
+        line = self.p.stdout.readline()
+        if not line:
+            raise AssertionError(f"block_client exited (rc={self.p.poll()})")
+        return line.strip() == "closed"
+
     def close(self):
         if self.p.poll() is None:
             self.p.stdin.close()

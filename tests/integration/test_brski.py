@@ -524,6 +524,37 @@ class TestBrskiMasaTimeout(BrskiTest):
         self.assertLess(time.monotonic() - t0, 7)
 
 
+class TestBrskiFull(BrskiTest):
+    """D1, H2: [brski] max_pending MASA exchanges at once and no queue: a pledge
+    that comes while they are all out gets 5.03 + Max-Age (retry_default) at
+    once, and the MASA never hears of it."""
+    stack_kwargs = {"brski_extra": "max_pending = 1\n"}
+
+    def test_D1_full_registrar_5_03_max_age_then_served(self):
+        self.s.masa_fault(mode="delay", delay=3)
+        pvr, nonce = self.pvr()
+        out = {}
+        t = threading.Thread(target=lambda: out.update(r=self.s.pledge(
+            "/.well-known/brski/rv", "pledge", pvr)))
+        t.start()
+        wait_for(lambda: len(self.s.masa_requests()) == 1, what="the first rv at the MASA")
+        other, _ = self.pvr(pledge="pledge-b", serial="TEST0002")
+        t0 = time.monotonic()
+        r = self.s.pledge("/.well-known/brski/rv", "pledge-b", other, extra=("-v", "7"))
+        self.assertEqual(r.code, "5.03", r)
+        self.assertLess(time.monotonic() - t0, 2.5, "answered at once, not after the MASA")
+        self.assertIn("registrar busy", r.diag)
+        self.assertEqual(re.findall(r"c:5\.03 .*Max-Age:(\d+)", r.stderr), ["60"], r.stderr[-1500:])
+        t.join()
+        self.check_voucher(out["r"], nonce)
+        self.assertEqual(len(self.s.masa_requests()), 1)
+        # the slot is free again: pledge-b is sent to the MASA now (which does not
+        # know TEST0002)
+        self.s.masa_fault(mode="normal")
+        self.assertEqual(self.s.pledge("/.well-known/brski/rv", "pledge-b", other).code, "4.04")
+        self.assertEqual(len(self.s.masa_requests()), 2)
+
+
 class TestBrskiMasaDnsId(BrskiTest):
     stack_kwargs = {"masa_cert": "masa-tls-wrong"}
 

@@ -24,6 +24,7 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
 from harness import (ESTGW, Stack, StackTest, assert_issued_for, certs_of_pkcs7_der,  # noqa: E402
                      free_tcp_port, new_csr, main, pubkey_of_cert_der, pubkey_of_csr_der,
                      wait_for)
@@ -186,6 +187,10 @@ class ClusterTest(unittest.TestCase):
 
     def tearDown(self):
         problems = []
+        for s in reversed(self.insts):
+            s.stop()
+        harness.show_logs_if_failed(self, [(f"estgw.log of {n}", s.log())
+                                           for n, s in zip(self.nodes, self.insts)])
         for s in reversed(self.insts):
             rc = s.stop()
             log = s.log()
@@ -516,6 +521,10 @@ class TestClusterBrski(unittest.TestCase):
 
     def tearDown(self):
         problems = []
+        for s in reversed(self.insts):
+            s.stop()
+        harness.show_logs_if_failed(self, [(f"estgw.log of {n}", s.log())
+                                           for n, s in zip(self.nodes, self.insts)])
         for s in reversed(self.insts):
             rc = s.stop()
             log = s.log()

@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -168,20 +169,62 @@ class TestIdleBuffersNoTrim(HeldStack):
         self.assertEqual([r.resp.code for r in again], ["2.05"] * 5)
 
 
-class TestSessionCap(HeldStack):
-    """[server] max_sessions = CAP; 2 x CAP devices held idle."""
+class MetricsHeldStack(HeldStack):
+    """HeldStack with [metrics] on a free port and server_conf() in [server]."""
 
-    CAP = 100
+    def server_conf(self):
+        return ""
 
     def setUp(self):
         self.mport = free_tcp_port()
-        self.stack_kwargs = metrics_stack_kwargs(self.mport, server=f"max_sessions = {self.CAP}")
+        self.stack_kwargs = metrics_stack_kwargs(self.mport, server=self.server_conf())
         super().setUp()
 
     def sessions_gauge(self):
         code, text = http_get(f"http://127.0.0.1:{self.mport}/metrics")
         self.assertEqual(code, 200, text)
         return metric(text, "estgw_dtls_sessions")
+
+
+class TestIdleExpiry(MetricsHeldStack):
+    """[server] idle_timeout: a session without a request for that long is
+    closed (J2), and the device's next request makes a new one."""
+
+    IDLE = 3
+
+    def server_conf(self):
+        return f"idle_timeout = {self.IDLE}"
+
+    def test_J2_idle_session_closed_after_idle_timeout(self):
+        c = self.device()
+        self.assertEqual(c.send(WK + "/crts").resp.code, "2.05")
+        self.assertEqual(self.sessions_gauge(), 1)
+        t0 = time.monotonic()
+        # a request within idle_timeout keeps the session
+        wait_for(lambda: time.monotonic() - t0 >= self.IDLE - 1.5, what="half the idle time")
+        self.assertFalse(c.check())
+        self.assertEqual(c.send(WK + "/crts").resp.code, "2.05")
+        t1 = time.monotonic()
+        self.assertEqual(self.s.log().count("handshake done"), 1)
+        wait_for(lambda: self.sessions_gauge() == 0, timeout=self.IDLE + 10,
+                 what="the idle session closed")
+        self.assertGreaterEqual(time.monotonic() - t1, self.IDLE - 0.5,
+                                "closed before idle_timeout after its last request")
+        # estgw's close_notify told the device, which opens a new session
+        self.assertTrue(c.check(), "no close_notify from estgw")
+        again = c.send(WK + "/crts")
+        self.assertEqual(again.resp.code if again.resp else again.end, "2.05", again.responses)
+        self.assertEqual(self.s.log().count("handshake done"), 2)
+        self.assertEqual(self.sessions_gauge(), 1)
+
+
+class TestSessionCap(MetricsHeldStack):
+    """[server] max_sessions = CAP; 2 x CAP devices held idle."""
+
+    CAP = 100
+
+    def server_conf(self):
+        return f"max_sessions = {self.CAP}"
 
     def settle(self, n_released):
         """Until n sessions were released and the heap trimmed after that."""

@@ -15,6 +15,9 @@
  *   oNUM=HEX an option (HEX may be empty), p=HEX the payload.
  * or "wait MS": take what arrives until one response came (a separate
  *   response to an earlier request sent with WAIT_MS 0) or MS elapsed.
+ * or "check": take what has arrived; if estgw ended the session (its
+ *   close_notify came), print "closed" and open a new session, as a device
+ *   does before its next request; else print "open".
  * stdout, per request: "sent mid=M tok=T", then one line per response
  *   received, "resp mine=0|1 type=con|non|ack|rst code=C.DD [oNUM=HEX]...
  *   p=HEX", then "end done" (its own response came), "end timeout" or
@@ -195,6 +198,16 @@ static coap_session_t *open_session(coap_context_t *ctx, const char *cert,
 	return test_dtls_open(ctx, cert, key, ca, uri_text, &uri);
 }
 
+static int peer_closed; /* a close_notify came on the session */
+
+static int on_event(coap_session_t *s, const coap_event_t ev)
+{
+	(void)s;
+	if (ev == COAP_EVENT_DTLS_CLOSED)
+		peer_closed = 1;
+	return 0;
+}
+
 static long now_ms(void)
 {
 	struct timespec t;
@@ -212,6 +225,7 @@ int main(int argc, char **argv)
 	if (!ctx)
 		return 2;
 	coap_register_response_handler(ctx, on_response);
+	coap_register_event_handler(ctx, on_event);
 	coap_session_t *s = open_session(ctx, a.cert, a.key, a.ca, a.uri);
 	if (!s) {
 		fprintf(stderr, "block_client: cannot open a session\n");
@@ -227,6 +241,22 @@ int main(int argc, char **argv)
 				coap_io_process(ctx, 50);
 			printf("end %s\n", got_any ? "done" : "timeout");
 			fflush(stdout);
+			continue;
+		}
+		if (strncmp(line, "check", 5) == 0) {
+			coap_io_process(ctx, COAP_IO_NO_WAIT);
+			printf("%s\n", peer_closed ? "closed" : "open");
+			fflush(stdout);
+			if (peer_closed) {
+				coap_session_release(s);
+				peer_closed = 0;
+				s = open_session(ctx, a.cert, a.key, a.ca, a.uri);
+				if (!s) {
+					fprintf(stderr, "block_client: cannot open a session\n");
+					rc = 2;
+					break;
+				}
+			}
 			continue;
 		}
 		coap_pdu_t *pdu = build(s, line, &wait_ms);
