@@ -189,8 +189,8 @@ class ClusterTest(unittest.TestCase):
         problems = []
         for s in reversed(self.insts):
             s.stop()
-        harness.show_logs_if_failed(self, [(f"estgw.log of {n}", s.log())
-                                           for n, s in zip(self.nodes, self.insts)])
+        harness.show_logs_if_failed(self, [(f"estgw.log of instance {i}", s.log())
+                                           for i, s in enumerate(self.insts)])
         for s in reversed(self.insts):
             rc = s.stop()
             log = s.log()
@@ -523,8 +523,8 @@ class TestClusterBrski(unittest.TestCase):
         problems = []
         for s in reversed(self.insts):
             s.stop()
-        harness.show_logs_if_failed(self, [(f"estgw.log of {n}", s.log())
-                                           for n, s in zip(self.nodes, self.insts)])
+        harness.show_logs_if_failed(self, [(f"estgw.log of instance {i}", s.log())
+                                           for i, s in enumerate(self.insts)])
         for s in reversed(self.insts):
             rc = s.stop()
             log = s.log()
