@@ -230,16 +230,19 @@ static int over_limit(struct pipeline *pl, const struct pl_request *rq,
 		      uint32_t *retry)
 {
 	const struct store_if *st;
+	uint64_t seq;
 
 	if (!pl->rate || rq->continuation)
 		return 0;
-	if (estgw_rate_take(pl->rate, rq->client->name, rq->now_ms, retry) != 0)
+	st = pl->px ? proxy_store(pl->px) : NULL;
+	if (!st)
+		return estgw_rate_take(pl->rate, rq->client->name, rq->now_ms, retry) != 0;
+	if (estgw_rate_take_shared(pl->rate, rq->client->name, rq->now_ms, retry, &seq) != 0)
 		return 1;
 	/* K1: the cluster's bucket counts it too; its answer sets this
 	 * instance's bucket for the client's next request (never waited for) */
-	if (pl->px && (st = proxy_store(pl->px)))
-		st->ops->rate(st->s, rq->client->name, pl->cfg->server.rate_limit,
-			      estgw_rate_shared(pl->rate, rq->client->name), on_shared_rate, pl);
+	st->ops->rate(st->s, rq->client->name, pl->cfg->server.rate_limit, seq,
+		      on_shared_rate, pl);
 	return 0;
 }
 

@@ -181,8 +181,8 @@ static struct bucket *find(struct estgw_rate *r, const char *client,
 	return b;
 }
 
-int estgw_rate_take(struct estgw_rate *r, const char *client, uint64_t now_ms,
-		    uint32_t *retry_s)
+int estgw_rate_take_shared(struct estgw_rate *r, const char *client, uint64_t now_ms,
+			   uint32_t *retry_s, uint64_t *seq)
 {
 	const uint64_t cap = (uint64_t)r->per_minute * COST;
 	struct bucket *b = find(r, client, now_ms);
@@ -202,6 +202,8 @@ int estgw_rate_take(struct estgw_rate *r, const char *client, uint64_t now_ms,
 	}
 	if (b->units >= COST) {
 		b->units -= COST;
+		if (seq)
+			*seq = ++b->shared;
 		return 0;
 	}
 	uint64_t wait_ms = (COST - b->units + r->per_minute - 1) / r->per_minute;
@@ -211,19 +213,18 @@ int estgw_rate_take(struct estgw_rate *r, const char *client, uint64_t now_ms,
 	return -EBUSY;
 }
 
+int estgw_rate_take(struct estgw_rate *r, const char *client, uint64_t now_ms,
+		    uint32_t *retry_s)
+{
+	return estgw_rate_take_shared(r, client, now_ms, retry_s, NULL);
+}
+
 static struct bucket *tracked(struct estgw_rate *r, const char *client)
 {
 	size_t len;
 	const char *key = key_of(client, &len);
 
 	return lookup(r, key, len, name_hash(key, len));
-}
-
-uint64_t estgw_rate_shared(struct estgw_rate *r, const char *client)
-{
-	struct bucket *b = tracked(r, client);
-
-	return b ? ++b->shared : 0;
 }
 
 void estgw_rate_sync(struct estgw_rate *r, const char *client, uint64_t units,

@@ -35,13 +35,15 @@ int estgw_rate_take(struct estgw_rate *r, const char *client, uint64_t now_ms,
 /** Units of one request (a bucket holds per_minute of them). */
 #define ESTGW_RATE_COST 60000u
 
-/** The request @p client just took also goes to the cluster's shared
- *  bucket ([cluster], K1): its sequence number among this client's
- *  shared requests, for estgw_rate_sync. 0: the client is not tracked. */
-uint64_t estgw_rate_shared(struct estgw_rate *r, const char *client);
+/** estgw_rate_take for a request that also goes to the cluster's shared
+ *  bucket ([cluster], K1): when allowed, *seq gets its number among this
+ *  client's shared requests (from 1), for estgw_rate_sync. */
+int estgw_rate_take_shared(struct estgw_rate *r, const char *client, uint64_t now_ms,
+			   uint32_t *retry_s, uint64_t *seq);
 
 /** What the shared bucket of the cluster says is left for @p client
- *  once it counted the shared requests up to number @p seq: this
+ *  once it counted the shared requests up to number @p seq
+ *  (estgw_rate_take_shared): this
  *  instance's bucket is set to @p units (at most full) less the requests
  *  taken here after @p seq, which the shared bucket has not seen yet. So
  *  requests other instances took count here from now on, and an answer

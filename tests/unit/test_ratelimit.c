@@ -104,17 +104,21 @@ static void test_sync_keeps_later_requests(void **state)
 {
 	struct estgw_rate *r = estgw_rate_new(6, 4);
 	uint32_t retry = 0;
+	uint64_t seq = 0;
 
 	(void)state;
-	assert_int_equal(estgw_rate_take(r, "CN=d", 1, &retry), 0);
-	assert_int_equal(estgw_rate_shared(r, "CN=d"), 1);
-	assert_int_equal(estgw_rate_take(r, "CN=d", 1, &retry), 0);
-	assert_int_equal(estgw_rate_shared(r, "CN=d"), 2);
+	assert_int_equal(estgw_rate_take_shared(r, "CN=d", 1, &retry, &seq), 0);
+	assert_int_equal(seq, 1);
+	assert_int_equal(estgw_rate_take_shared(r, "CN=d", 1, &retry, &seq), 0);
+	assert_int_equal(seq, 2);
 	/* the cluster had 2 left when it counted request 1: 1 after request 2 */
 	estgw_rate_sync(r, "CN=d", 2 * ESTGW_RATE_COST, 1);
-	assert_int_equal(estgw_rate_take(r, "CN=d", 1, &retry), 0);
-	assert_int_equal(estgw_rate_shared(r, "CN=d"), 3);
-	assert_int_equal(estgw_rate_take(r, "CN=d", 1, &retry), -EBUSY);
+	assert_int_equal(estgw_rate_take_shared(r, "CN=d", 1, &retry, &seq), 0);
+	assert_int_equal(seq, 3);
+	/* a refused request is not numbered (it never goes to the cluster) */
+	seq = 0;
+	assert_int_equal(estgw_rate_take_shared(r, "CN=d", 1, &retry, &seq), -EBUSY);
+	assert_int_equal(seq, 0);
 	/* more taken here than the answer left: empty, not wrapped around */
 	estgw_rate_sync(r, "CN=d", ESTGW_RATE_COST + 5, 1);
 	assert_int_equal(estgw_rate_take(r, "CN=d", 1, &retry), -EBUSY);
@@ -125,8 +129,10 @@ static void test_sync_keeps_later_requests(void **state)
 	assert_int_equal(estgw_rate_take(r, "CN=d", 1, &retry), -EBUSY);
 	/* a seq from before an eviction (larger than the new count): none later */
 	estgw_rate_sync(r, "CN=d", ESTGW_RATE_COST, 40);
-	assert_int_equal(estgw_rate_take(r, "CN=d", 1, &retry), 0);
-	assert_int_equal(estgw_rate_shared(r, "CN=nobody"), 0);
+	assert_int_equal(estgw_rate_take_shared(r, "CN=d", 1, &retry, &seq), 0);
+	assert_int_equal(seq, 4);
+	/* an answer for a client not tracked here is ignored */
+	estgw_rate_sync(r, "CN=nobody", ESTGW_RATE_COST, 1);
 	estgw_rate_free(r);
 }
 
